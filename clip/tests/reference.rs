@@ -1,0 +1,301 @@
+//! The CLIP path checked against reference implementations (the fixtures and the scripts that made
+//! them are under tests/fixtures and scripts/fixtures):
+//! - token ids against open_clip's `SimpleTokenizer` on the real CLIP vocabulary;
+//! - preprocessing against PIL + open_clip's transform on real photographs;
+//! - embeddings of the tiny trained CLIP against PyTorch's;
+//! - zero-shot retrieval with held-out captions over held-out images.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use clip::{ClipModel, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, cosine, npy, text::TextTokenizer};
+use serde::Deserialize;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn tiny_model_dir() -> PathBuf {
+    fixtures().join("models/tiny-clip")
+}
+
+/// `ORT_DYLIB_PATH`, else the library scripts/setup-ort.sh puts in the repository.
+fn runtime_options() -> RuntimeOptions {
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
+    RuntimeOptions { library: Some(library), ..Default::default() }
+}
+
+fn tiny_model() -> &'static ClipModel {
+    static MODEL: OnceLock<ClipModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = ModelDir::open(tiny_model_dir()).expect("tiny model fixture");
+        ClipModel::load(&dir, &runtime_options()).expect("load the tiny model (run scripts/setup-ort.sh first)")
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokenizer
+
+#[derive(Deserialize)]
+struct TokenCases {
+    cases: Vec<TokenCase>,
+}
+
+#[derive(Deserialize)]
+struct TokenCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+const SOT: u32 = 49406;
+const EOT: u32 = 49407;
+
+fn tokenizer() -> TextTokenizer {
+    TextTokenizer::from_file(&tiny_model_dir().join("textual/tokenizer.json"), 77, "<|endoftext|>").unwrap()
+}
+
+#[test]
+fn token_ids_equal_open_clip_on_the_real_vocabulary() {
+    let cases: TokenCases = serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer/cases.json")).unwrap()).unwrap();
+    assert!(cases.cases.len() >= 50, "at least 50 reference strings");
+    let tok = tokenizer();
+    let mut failures = Vec::new();
+    for case in &cases.cases {
+        let ids = tok.encode(&case.text).unwrap();
+        assert_eq!(ids.len(), 77, "always the context length");
+        let end = ids.iter().position(|&i| i == EOT).expect("an end-of-text token");
+        assert!(ids[end..].iter().all(|&i| i == EOT), "padded with the pad token");
+        if ids[..=end] != case.ids[..] {
+            failures.push(format!("{:?}\n   got      {:?}\n   expected {:?}", case.text, &ids[..=end], case.ids));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn over_long_text_is_truncated_to_the_context_with_start_and_end() {
+    let ids = tokenizer().encode(&"a photo ".repeat(100)).unwrap();
+    assert_eq!(ids.len(), 77);
+    assert_eq!((ids[0], ids[76]), (SOT, EOT));
+    assert!(!ids[1..76].contains(&EOT));
+}
+
+#[test]
+fn literal_special_tokens_in_user_text_are_not_control_tokens() {
+    let ids = tokenizer().encode("<|endoftext|> a red circle <|startoftext|>").unwrap();
+    let end = ids.iter().position(|&i| i == EOT).unwrap();
+    assert_eq!(ids.iter().filter(|&&i| i == SOT).count(), 1, "{ids:?}");
+    assert!(end > 8, "the literal text was encoded as text: {ids:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// preprocessing
+
+#[derive(Deserialize)]
+struct PhotoManifest {
+    mean: [f32; 3],
+    std: [f32; 3],
+    images: Vec<PhotoEntry>,
+}
+
+#[derive(Deserialize)]
+struct PhotoEntry {
+    file: String,
+    reference: String,
+    displayed: [u32; 2],
+}
+
+fn photo_manifest() -> PhotoManifest {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference/photos/manifest.json")).unwrap()).unwrap()
+}
+
+/// ToTensor + Normalize of the reference crop, CHW.
+fn reference_tensor(m: &PhotoManifest, png: &Path) -> Vec<f32> {
+    let img = image::open(png).unwrap().into_rgb8();
+    let (w, h) = img.dimensions();
+    let plane = (w * h) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (px[c] as f32 / 255.0 - m.mean[c]) / m.std[c];
+        }
+    }
+    out
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn preprocessing_equals_pil_and_open_clip_on_real_photographs() {
+    let m = photo_manifest();
+    let pre = Preprocessor::new(PreprocessConfig::openclip_vit_b32());
+    let mut report = Vec::new();
+    let mut orientations = 0;
+    for entry in &m.images {
+        let prepared = pre.prepare_file(&fixtures().join("photos").join(&entry.file)).unwrap_or_else(|e| panic!("{}: {e}", entry.file));
+        assert_eq!([prepared.info.width, prepared.info.height], entry.displayed, "{}: displayed size", entry.file);
+        if prepared.info.orientation != 1 {
+            orientations += 1;
+        }
+        let expected = reference_tensor(&m, &fixtures().join("reference/photos").join(&entry.reference));
+        let diff = max_abs_diff(&prepared.pixels, &expected);
+        let mean = prepared.pixels.iter().zip(&expected).map(|(a, b)| (a - b).abs()).sum::<f32>() / expected.len() as f32;
+        let verdict = if diff <= 0.02 { "ok" } else { "TOO FAR" };
+        report.push(format!(
+            "{:24} {:>7} {:>4}x{:<4} max |diff| {diff:.4} mean {mean:.5} {verdict}",
+            entry.file, prepared.info.color, entry.displayed[0], entry.displayed[1]
+        ));
+    }
+    println!("{}", report.join("\n"));
+    assert!(!report.iter().any(|r| r.ends_with("TOO FAR")), "max abs diff above 0.02:\n{}", report.join("\n"));
+    assert!(m.images.len() >= 12 && orientations >= 3, "several formats, sizes and orientations");
+}
+
+#[test]
+fn the_full_reference_tensor_matches_too() {
+    let (shape, expected) = npy::read_f32(std::fs::File::open(fixtures().join("reference/photos/astronaut.npy")).unwrap()).unwrap();
+    assert_eq!(shape, vec![1, 3, 224, 224]);
+    let pre = Preprocessor::new(PreprocessConfig::openclip_vit_b32());
+    let got = pre.prepare_file(&fixtures().join("photos/astronaut.jpg")).unwrap();
+    assert!(max_abs_diff(&got.pixels, &expected) <= 0.02);
+}
+
+#[test]
+fn fast_jpeg_path_decodes_large_jpegs_at_reduced_size_and_stays_close() {
+    let m = photo_manifest();
+    let fast = Preprocessor::new(PreprocessConfig::openclip_vit_b32()).with_fast_jpeg(true);
+    let entry = m.images.iter().find(|e| e.file == "hubble-large.jpg").unwrap();
+    let got = fast.prepare_file(&fixtures().join("photos").join(&entry.file)).unwrap();
+    assert!(got.info.decode_scale >= 2, "decoded at 1/{}", got.info.decode_scale);
+    let expected = reference_tensor(&m, &fixtures().join("reference/photos").join(&entry.reference));
+    let c = cosine(&got.pixels, &expected);
+    println!("fast path on {}: 1/{} scale, tensor cosine {c:.5}, max |diff| {:.3}", entry.file, got.info.decode_scale, max_abs_diff(&got.pixels, &expected));
+    assert!(c > 0.99, "tensor cosine {c}");
+    // small JPEGs take the exact path
+    let small = fast.prepare_file(&fixtures().join("photos/chelsea.jpg")).unwrap();
+    assert_eq!(small.info.decode_scale, 1);
+}
+
+#[test]
+fn corrupt_and_non_image_files_are_clear_errors() {
+    let pre = Preprocessor::new(PreprocessConfig::openclip_vit_b32());
+    let bytes = std::fs::read(fixtures().join("photos/chelsea.jpg")).unwrap();
+    let err = pre.prepare(&bytes[..bytes.len() / 2]).unwrap_err();
+    assert_eq!(err.reason(), "corrupt", "{err}");
+    let err = pre.prepare(b"%PDF-1.4 not an image").unwrap_err();
+    assert_eq!(err.to_string(), "not a supported image (jpeg, png, webp, gif, bmp, tiff)");
+    let err = pre.prepare_file(Path::new("/nonexistent.jpg")).unwrap_err();
+    assert!(err.to_string().starts_with("cannot read image /nonexistent.jpg"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// embeddings of the tiny trained CLIP
+
+#[derive(Deserialize)]
+struct TinyReference {
+    images: Vec<RefImage>,
+    texts: Vec<RefText>,
+}
+
+#[derive(Deserialize)]
+struct RefImage {
+    file: String,
+    colour: String,
+    shape: String,
+    embedding: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct RefText {
+    text: String,
+    embedding: Vec<f32>,
+}
+
+fn tiny_reference() -> &'static TinyReference {
+    static REF: OnceLock<TinyReference> = OnceLock::new();
+    REF.get_or_init(|| serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference/tiny-clip.json")).unwrap()).unwrap())
+}
+
+fn embed_heldout_images() -> &'static Vec<Vec<f32>> {
+    static EMB: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
+    EMB.get_or_init(|| {
+        let model = tiny_model();
+        let prepared: Vec<_> = tiny_reference()
+            .images
+            .iter()
+            .map(|r| model.preprocessor().prepare_file(&fixtures().join("shapes").join(&r.file)).unwrap())
+            .collect();
+        clip::embed::rows(model.embed_images(&prepared).unwrap().view())
+    })
+}
+
+#[test]
+fn image_embeddings_equal_pytorch() {
+    let reference = tiny_reference();
+    let got = embed_heldout_images();
+    assert_eq!(got.len(), reference.images.len());
+    let worst = got.iter().zip(&reference.images).map(|(g, r)| cosine(g, &r.embedding)).fold(1.0f32, f32::min);
+    println!("images: worst cosine to PyTorch over {} held-out files = {worst:.6}", got.len());
+    assert!(worst >= 0.9999, "worst cosine {worst}");
+    assert_eq!(tiny_model().image_device(), "cpu");
+}
+
+#[test]
+fn text_embeddings_equal_pytorch() {
+    let reference = tiny_reference();
+    let texts: Vec<&str> = reference.texts.iter().map(|t| t.text.as_str()).collect();
+    let got = tiny_model().embed_texts(&texts).unwrap();
+    let worst = got.rows().into_iter().zip(&reference.texts).map(|(g, r)| cosine(g.as_slice().unwrap(), &r.embedding)).fold(1.0f32, f32::min);
+    println!("texts: worst cosine to PyTorch over {} captions = {worst:.6}", texts.len());
+    assert!(worst >= 0.9999, "worst cosine {worst}");
+    for row in got.rows() {
+        assert!((row.dot(&row) - 1.0).abs() < 1e-4, "unit length");
+    }
+}
+
+#[test]
+fn zero_shot_retrieval_finds_the_right_shapes() {
+    let reference = tiny_reference();
+    let images = embed_heldout_images();
+    assert!(images.len() >= 200, "a few hundred held-out images");
+    let captions: Vec<&str> = reference.texts.iter().map(|t| t.text.as_str()).collect();
+    assert!(captions.len() >= 8);
+    let texts = tiny_model().embed_texts(&captions).unwrap();
+    let mut report = Vec::new();
+    for (caption, t) in captions.iter().zip(texts.rows()) {
+        let mut scored: Vec<(f32, usize)> = images.iter().enumerate().map(|(i, e)| (cosine(t.as_slice().unwrap(), e), i)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let hits = scored[..10]
+            .iter()
+            .filter(|(_, i)| {
+                let r = &reference.images[*i];
+                caption.ends_with(&format!("{} {}", r.colour, r.shape))
+            })
+            .count();
+        report.push(format!("{caption:32} {hits}/10"));
+        assert!(hits >= 9, "{caption:?}: only {hits} of the top 10 match\n{}", report.join("\n"));
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn a_fixed_tensor_embeds_like_its_file() {
+    // the .npy written by `imgsearch preprocess` feeds the model directly and gives the same vector
+    let model = tiny_model();
+    let file = fixtures().join("shapes").join(&tiny_reference().images[0].file);
+    let prepared = model.preprocessor().prepare_file(&file).unwrap();
+    let mut buf = Vec::new();
+    npy::write_f32(&mut buf, &[1, 3, 64, 64], &prepared.pixels).unwrap();
+    let (shape, data) = npy::read_f32(&buf[..]).unwrap();
+    let tensor = ndarray::Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), data).unwrap();
+    let a = model.embed_image_tensor(tensor.view()).unwrap();
+    let b = model.embed_images(&[prepared]).unwrap();
+    assert!(cosine(a.row(0).as_slice().unwrap(), b.row(0).as_slice().unwrap()) > 0.99999);
+}
