@@ -13,7 +13,7 @@
 
 use std::{io::Cursor, path::Path, time::Instant};
 
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image as FrImage};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::{Image as FrImage, ImageRef}};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, metadata::Orientation};
 use serde::Serialize;
 
@@ -264,7 +264,7 @@ impl Preprocessor {
 }
 
 fn resize_u8x3(src: &[u8], (w, h): (u32, u32), (dw, dh): (u32, u32), alg: ResizeAlg) -> Result<Vec<u8>, ImageError> {
-    let src = FrImage::from_vec_u8(w, h, src.to_vec(), PixelType::U8x3).map_err(|e| ImageError::Decode(e.to_string()))?;
+    let src = ImageRef::new(w, h, src, PixelType::U8x3).map_err(|e| ImageError::Decode(e.to_string()))?;
     let mut dst = FrImage::new(dw, dh, PixelType::U8x3);
     Resizer::new().resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg)).map_err(|e| ImageError::Decode(e.to_string()))?;
     Ok(dst.into_vec())

@@ -1,1 +1,297 @@
-fn main() {}
+//! `imgsearch`: the one user-facing binary. Parses the command line, sets up logging, and hands each
+//! subcommand to the library crates. No business logic lives here.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use clip::{
+    ClipModel, DEFAULT_MODEL, DeviceRequest, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, embedding_checksum,
+    fetch::{FetchProgress, FetchSource, fetch_model},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "imgsearch", version, about = "Index image folders with CLIP and search them by text")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print CLIP embeddings of images or of a text as JSON
+    Embed(EmbedArgs),
+    /// Write the exact model input tensor of an image as a 1x3xHxW float32 .npy file
+    Preprocess(PreprocessArgs),
+    /// Manage CLIP models in the model cache
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A model directory in the Immich layout, or the name of one in the model cache
+    #[arg(long, env = "IMGSEARCH_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+    /// The model cache (default: the platform cache dir, e.g. ~/.cache/imgsearch/models)
+    #[arg(long, env = "IMGSEARCH_MODEL_CACHE")]
+    model_cache: Option<PathBuf>,
+    /// Where inference runs: cpu, or cuda (falls back to cpu with a warning)
+    #[arg(long, default_value = "cpu")]
+    device: DeviceRequest,
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then next to the binary, then ~/.local/share/imgsearch/lib)
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Image files to embed
+    images: Vec<PathBuf>,
+    /// Embed this text instead of images
+    #[arg(long, conflicts_with = "images")]
+    text: Option<String>,
+    /// Decode large JPEGs at reduced size (faster, slightly different from the reference)
+    #[arg(long)]
+    fast_jpeg: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct PreprocessArgs {
+    image: PathBuf,
+    /// Output .npy file
+    #[arg(long)]
+    out: PathBuf,
+    /// Take the preprocessing of this model directory (default: OpenCLIP ViT-B-32's)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    fast_jpeg: bool,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download a model (default ViT-B-32__openai) into the model cache; resumes and verifies checksums
+    Fetch {
+        #[arg(default_value = DEFAULT_MODEL)]
+        name: String,
+        #[arg(long, env = "IMGSEARCH_MODEL_CACHE")]
+        model_cache: Option<PathBuf>,
+        /// The hub to download from (a Hugging Face compatible API)
+        #[arg(long, env = "IMGSEARCH_MODEL_HUB", default_value = "https://huggingface.co")]
+        hub: String,
+        /// The repository owner on the hub
+        #[arg(long, default_value = "immich-app")]
+        owner: String,
+    },
+    /// Check a model directory and print what it holds
+    Info {
+        #[arg(default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long, env = "IMGSEARCH_MODEL_CACHE")]
+        model_cache: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // one line: what failed, then why, as the chain of contexts
+            eprintln!("error: {}", format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Embed(args) => embed(args),
+        Command::Preprocess(args) => preprocess(args),
+        Command::Model(ModelCommand::Fetch { name, model_cache, hub, owner }) => {
+            let cache = model_cache_dir(model_cache)?;
+            let source = FetchSource { base_url: hub, owner, ..Default::default() };
+            let progress = BarProgress::new();
+            let (dir, report) = fetch_model(&name, &cache, &source, &progress)?;
+            progress.bar.finish_and_clear();
+            ModelDir::open(&dir).context("the downloaded model does not open")?;
+            println!(
+                "{name} is in {} ({} files downloaded, {} already there, {} bytes)",
+                dir.display(),
+                report.downloaded.len(),
+                report.already_present.len(),
+                report.bytes
+            );
+            Ok(())
+        }
+        Command::Model(ModelCommand::Info { model, model_cache }) => {
+            let dir = resolve_model(&model, model_cache)?;
+            let info = serde_json::json!({
+                "name": dir.name,
+                "path": dir.root(),
+                "version": dir.version()?,
+                "embedDim": dir.config.embed_dim,
+                "imageSize": dir.preprocess.size.hw(),
+                "contextLength": dir.config.text_cfg.context_length,
+            });
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+    }
+}
+
+fn model_cache_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => Ok(dirs::cache_dir().context("no cache directory on this platform; pass --model-cache DIR")?.join("imgsearch/models")),
+    }
+}
+
+/// `--model` is a directory when it names one, else a model name in the cache.
+fn resolve_model(model: &str, cache: Option<PathBuf>) -> Result<ModelDir> {
+    let as_path = Path::new(model);
+    let dir = if as_path.is_dir() || model.contains('/') { as_path.to_owned() } else { model_cache_dir(cache)?.join(model) };
+    if !dir.exists() && !model.contains('/') {
+        bail!("model {model} is not in the model cache ({}); run `imgsearch model fetch {model}`, or pass --model DIR", dir.display());
+    }
+    Ok(ModelDir::open(dir)?)
+}
+
+fn load_model(args: &ModelArgs) -> Result<ClipModel> {
+    let dir = resolve_model(&args.model, args.model_cache.clone())?;
+    let options = RuntimeOptions { device: args.device, library: args.ort_lib.clone(), ..Default::default() };
+    Ok(ClipModel::load(&dir, &options)?)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EmbeddingOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    model: &'a str,
+    model_version: &'a str,
+    device: &'a str,
+    dim: usize,
+    checksum: String,
+    embedding: &'a [f32],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a clip::ImageInfo>,
+}
+
+fn embed(args: EmbedArgs) -> Result<()> {
+    if args.text.is_none() && args.images.is_empty() {
+        bail!("nothing to embed; pass image files, or --text \"...\"");
+    }
+    let model = load_model(&args.model)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(text) = &args.text {
+        let m = model.embed_texts(&[text])?;
+        let v = m.row(0).to_vec();
+        let device = model.text_device();
+        let rec = EmbeddingOut {
+            path: None,
+            text: Some(text),
+            model: &model.name,
+            model_version: &model.version,
+            device: &device,
+            dim: v.len(),
+            checksum: embedding_checksum(&v),
+            embedding: &v,
+            image: None,
+        };
+        writeln!(out, "{}", serde_json::to_string(&rec)?)?;
+        return Ok(());
+    }
+    let pre = model.preprocessor().clone().with_fast_jpeg(args.fast_jpeg);
+    let mut failed = 0;
+    let device = model.image_device();
+    // one JSON object per line, in the order given; a bad file is reported and the rest go on
+    for path in &args.images {
+        let prepared = match pre.prepare_file(path) {
+            Ok(p) => p,
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", path.display());
+                continue;
+            }
+        };
+        let m = model.embed_images(std::slice::from_ref(&prepared))?;
+        let v = m.row(0).to_vec();
+        let rec = EmbeddingOut {
+            path: Some(path),
+            text: None,
+            model: &model.name,
+            model_version: &model.version,
+            device: &device,
+            dim: v.len(),
+            checksum: embedding_checksum(&v),
+            embedding: &v,
+            image: Some(&prepared.info),
+        };
+        writeln!(out, "{}", serde_json::to_string(&rec)?)?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be embedded", args.images.len());
+    }
+    Ok(())
+}
+
+fn preprocess(args: PreprocessArgs) -> Result<()> {
+    let cfg = match &args.model {
+        Some(dir) => ModelDir::open(dir)?.preprocess,
+        None => PreprocessConfig::openclip_vit_b32(),
+    };
+    let pre = Preprocessor::new(cfg).with_fast_jpeg(args.fast_jpeg);
+    let prepared = pre.prepare_file(&args.image).with_context(|| format!("cannot preprocess {}", args.image.display()))?;
+    let (h, w) = pre.output_hw();
+    let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    clip::npy::write_f32(std::io::BufWriter::new(file), &[1, 3, h as usize, w as usize], &prepared.pixels)?;
+    eprintln!("wrote {} (1x3x{h}x{w} float32)", args.out.display());
+    Ok(())
+}
+
+/// An indicatif bar per file, with bytes, rate and ETA.
+struct BarProgress {
+    bar: ProgressBar,
+}
+
+impl BarProgress {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        BarProgress { bar }
+    }
+}
+
+impl FetchProgress for BarProgress {
+    fn file_started(&self, file: &str, size: u64, resumed_at: u64) {
+        self.bar.reset();
+        self.bar.set_length(size);
+        self.bar.set_position(resumed_at);
+        self.bar.set_message(if resumed_at > 0 { format!("{file} (resumed)") } else { file.to_owned() });
+    }
+    fn bytes(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn file_done(&self, file: &str) {
+        self.bar.println(format!("  {file} verified"));
+    }
+}
