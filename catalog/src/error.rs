@@ -1,0 +1,47 @@
+//! The catalog's errors. The API maps them to status codes in one place: `Unavailable` -> 503,
+//! `NotFound` -> 404, `Conflict` and `InvalidTransition` -> 409.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog unavailable: {0}; check that the database is running and reachable")]
+    Unavailable(String),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} {value:?} already exists")]
+    Conflict { what: &'static str, value: String },
+    #[error("cannot move {what} {id} from {from} to {to}")]
+    InvalidTransition { what: &'static str, id: String, from: String, to: String },
+    #[error("catalog configuration: {0}")]
+    Config(String),
+    #[error("catalog migration failed: {0}")]
+    Migration(String),
+    #[error("catalog holds a value this version does not know: {0}")]
+    Corrupt(String),
+    #[error("catalog query failed: {0}")]
+    Database(String),
+}
+
+impl CatalogError {
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        CatalogError::NotFound { what, id: id.to_string() }
+    }
+
+    /// A write error, with unique violations turned into `Conflict` on `what`/`value`.
+    pub(crate) fn from_write(e: sqlx::Error, what: &'static str, value: &str) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return CatalogError::Conflict { what, value: value.to_owned() };
+        }
+        e.into()
+    }
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => CatalogError::Unavailable(e.to_string()),
+            other => CatalogError::Database(other.to_string()),
+        }
+    }
+}

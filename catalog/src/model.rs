@@ -1,0 +1,340 @@
+//! The catalog's records and their state machines. Pure data: no SQL here.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where an asset stands with respect to the vector store.
+    TrainingStatus { Pending = "pending", Queued = "queued", Training = "training", Trained = "trained", Failed = "failed" }
+);
+
+text_enum!(
+    /// `pending -> running <-> paused -> completed | cancelled | failed`.
+    SessionStatus { Pending = "pending", Running = "running", Paused = "paused", Completed = "completed", Cancelled = "cancelled", Failed = "failed" }
+);
+
+text_enum!(
+    /// `pending -> queued -> running -> completed | failed | cancelled`, only forward.
+    JobStatus { Pending = "pending", Queued = "queued", Running = "running", Completed = "completed", Failed = "failed", Cancelled = "cancelled" }
+);
+
+text_enum!(
+    DeletionType { Asset = "ASSET", Directory = "DIRECTORY", Session = "SESSION", Category = "CATEGORY", Orphan = "ORPHAN", FullReset = "FULL_RESET" }
+);
+
+impl SessionStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SessionStatus::Completed | SessionStatus::Cancelled | SessionStatus::Failed)
+    }
+
+    /// The session state machine. Moving to the state it is already in is not a transition.
+    pub fn can_move_to(self, next: SessionStatus) -> bool {
+        use SessionStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Running) | (Running, Paused) | (Paused, Running) | (Running | Paused, Completed) | (Pending | Running | Paused, Cancelled | Failed)
+        )
+    }
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+
+    /// Forward only: a terminal job never moves again.
+    pub fn can_move_to(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Queued | Running) | (Queued, Running) | (Pending | Queued | Running, Completed | Failed | Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Category {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub color: Option<String>,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewCategory {
+    pub name: String,
+    pub description: Option<String>,
+    pub color: Option<String>,
+    pub is_default: bool,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct CategoryPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub color: Option<String>,
+    pub is_default: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Asset {
+    pub id: Uuid,
+    pub path: String,
+    pub created_at: DateTime<Utc>,
+    pub indexed_at: Option<DateTime<Utc>>,
+    pub thumbnail_path: Option<String>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub file_size: Option<i64>,
+    pub mime_type: Option<String>,
+    pub file_modified_at: Option<DateTime<Utc>>,
+    pub content_hash: Option<String>,
+    pub category_id: Option<i64>,
+    pub training_status: TrainingStatus,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a scan learned about a file. The asset id is derived from the path when none is given.
+#[derive(Debug, Clone, Default)]
+pub struct NewAsset {
+    pub path: String,
+    /// When the picture was taken or the file created; search filters on it.
+    pub created_at: Option<DateTime<Utc>>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub file_size: Option<i64>,
+    pub mime_type: Option<String>,
+    pub file_modified_at: Option<DateTime<Utc>>,
+    pub content_hash: Option<String>,
+    pub category_id: Option<i64>,
+}
+
+/// What `upsert_asset` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetChange {
+    Inserted,
+    /// The file at this path changed (hash, size or mtime): it needs embedding again.
+    Changed,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: Uuid,
+    pub name: String,
+    pub status: SessionStatus,
+    pub root_path: String,
+    pub category_id: Option<i64>,
+    pub total_images: i64,
+    pub processed_images: i64,
+    pub failed_images: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub reset_at: Option<DateTime<Utc>>,
+    pub reset_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub name: String,
+    pub root_path: String,
+    pub category_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub asset_id: Uuid,
+    pub status: JobStatus,
+    pub broker_message_id: Option<String>,
+    pub progress: f64,
+    pub error_message: Option<String>,
+    pub processing_time_ms: Option<i64>,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    pub id: i64,
+    pub asset_id: Uuid,
+    pub session_id: Uuid,
+    pub model_name: String,
+    pub model_version: String,
+    pub embedding_checksum: Option<String>,
+    pub device: Option<String>,
+    pub processing_time_ms: Option<i64>,
+    pub error_message: Option<String>,
+    /// `image`, `embedding`, `environment` and `timing` sections.
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The evidence a worker produced for one job.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvidence {
+    pub model_name: String,
+    pub model_version: String,
+    pub embedding_checksum: Option<String>,
+    pub device: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// The end of one job, as the writer records it.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub job_id: Uuid,
+    pub outcome: JobOutcome,
+    pub processing_time_ms: Option<i64>,
+    pub evidence: NewEvidence,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Completed,
+    Failed { error: String },
+}
+
+/// What `record_results` did with each job of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordReport {
+    /// Jobs moved to completed or failed, with evidence written.
+    pub applied: Vec<Uuid>,
+    /// Jobs already in the state the result asks for: a redelivery, nothing changed.
+    pub already_done: Vec<Uuid>,
+    /// Jobs in another terminal state (e.g. cancelled), or unknown: nothing changed.
+    pub refused: Vec<(Uuid, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionLog {
+    pub id: i64,
+    pub deletion_type: DeletionType,
+    pub target: Option<String>,
+    pub vector_count: i64,
+    pub reason: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDeletionLog {
+    pub deletion_type: DeletionType,
+    pub target: Option<String>,
+    pub vector_count: i64,
+    pub reason: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// A page of a listing: `offset` rows skipped, at most `limit` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub offset: i64,
+    pub limit: i64,
+}
+
+impl Page {
+    pub fn new(offset: i64, limit: i64) -> Self {
+        Page { offset: offset.max(0), limit: limit.clamp(1, 1000) }
+    }
+}
+
+/// A listing and the total it is a page of.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// The asset id for a path: a UUID v5 of the path, so re-scanning the same file on any machine gives
+/// the same point id, and a crash between recording an asset and upserting its vector cannot leave
+/// two ids for one file.
+pub fn asset_id_for_path(path: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("imgsearch:asset:{path}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_transitions() {
+        use SessionStatus::*;
+        let check = |from: SessionStatus, to: SessionStatus, ok: bool| assert_eq!(from.can_move_to(to), ok, "{from} -> {to}");
+        check(Pending, Running, true);
+        check(Running, Paused, true);
+        check(Paused, Running, true);
+        check(Running, Completed, true);
+        check(Completed, Running, false);
+        check(Cancelled, Running, false);
+        check(Pending, Paused, false);
+        check(Running, Running, false);
+    }
+
+    #[test]
+    fn job_transitions_only_go_forward() {
+        use JobStatus::*;
+        let check = |from: JobStatus, to: JobStatus, ok: bool| assert_eq!(from.can_move_to(to), ok, "{from} -> {to}");
+        check(Pending, Queued, true);
+        check(Queued, Running, true);
+        check(Running, Completed, true);
+        check(Cancelled, Completed, false);
+        check(Completed, Failed, false);
+        check(Running, Queued, false);
+    }
+
+    #[test]
+    fn asset_ids_are_stable_per_path() {
+        assert_eq!(asset_id_for_path("/a/b.jpg"), asset_id_for_path("/a/b.jpg"));
+        assert_ne!(asset_id_for_path("/a/b.jpg"), asset_id_for_path("/a/c.jpg"));
+    }
+}

@@ -1,0 +1,288 @@
+//! One contract suite, run against both backends: PostgreSQL (the real server on the machine, a fresh
+//! schema per test, dropped afterwards) and SQLite (a fresh file per test).
+//!
+//! `IMGSEARCH_TEST_POSTGRES` overrides the server (default postgres://postgres@127.0.0.1:5432/postgres).
+
+use std::{future::Future, panic::AssertUnwindSafe};
+
+use catalog::*;
+use futures_util::FutureExt;
+use uuid::Uuid;
+
+fn postgres_url() -> String {
+    std::env::var("IMGSEARCH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn with_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Catalog) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
+    let outcome = AssertUnwindSafe(case(catalog)).catch_unwind().await;
+    let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
+    admin.drop_schema_for_tests(&schema).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn with_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Catalog) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect(&format!("sqlite://{}", dir.path().join("catalog.db").display())).await.unwrap();
+    case(catalog).await;
+}
+
+macro_rules! contract {
+    ($($case:ident),+ $(,)?) => {
+        mod postgres {
+            $( #[tokio::test] async fn $case() { super::with_postgres(super::$case).await } )+
+        }
+        mod sqlite {
+            $( #[tokio::test] async fn $case() { super::with_sqlite(super::$case).await } )+
+        }
+    };
+}
+
+contract!(
+    categories_have_unique_names_and_full_crud,
+    assets_are_keyed_by_path_and_changes_are_noticed,
+    assets_hydrate_by_ids_in_one_call,
+    sessions_move_only_along_their_state_machine,
+    sessions_list_by_status_and_page,
+    one_job_per_session_and_asset,
+    a_batch_of_results_commits_together_and_a_redelivery_changes_nothing,
+    failed_results_are_counted_as_failures,
+    a_cancelled_job_cannot_complete,
+    deletion_logs_list_newest_first,
+);
+
+fn asset(path: &str, hash: &str) -> NewAsset {
+    NewAsset { path: path.into(), file_size: Some(1000), content_hash: Some(hash.into()), mime_type: Some("image/jpeg".into()), ..Default::default() }
+}
+
+fn evidence(checksum: &str) -> NewEvidence {
+    NewEvidence {
+        model_name: "tiny-clip".into(),
+        model_version: "abc123".into(),
+        embedding_checksum: Some(checksum.into()),
+        device: Some("cpu".into()),
+        metadata: serde_json::json!({"image": {"width": 64}, "timing": {"decodeMs": 1.5}}),
+    }
+}
+
+fn completed(job: Uuid, checksum: &str) -> JobResult {
+    JobResult { job_id: job, outcome: JobOutcome::Completed, processing_time_ms: Some(12), evidence: evidence(checksum) }
+}
+
+/// A session with `n` assets and their jobs.
+async fn session_with_jobs(c: &Catalog, n: usize) -> (Session, Vec<Job>) {
+    let session = c.create_session(NewSession { name: "s".into(), root_path: "/photos".into(), category_id: None }).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(c.upsert_asset(asset(&format!("/photos/{session_id}/{i}.jpg", session_id = session.id), "h")).await.unwrap().0.id);
+    }
+    assert_eq!(c.create_jobs(session.id, &ids).await.unwrap(), n as u64);
+    let jobs = c.list_jobs(session.id, None, Page::new(0, 1000)).await.unwrap().items;
+    (session, jobs)
+}
+
+async fn categories_have_unique_names_and_full_crud(c: Catalog) {
+    let cat = c.create_category(NewCategory { name: "holidays".into(), color: Some("#ff0000".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(c.get_category(cat.id).await.unwrap().name, "holidays");
+    let err = c.create_category(NewCategory { name: "holidays".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.to_string(), "category \"holidays\" already exists");
+    c.create_category(NewCategory { name: "animals".into(), ..Default::default() }).await.unwrap();
+    let names: Vec<_> = c.list_categories().await.unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["animals", "holidays"]);
+    let updated = c.update_category(cat.id, CategoryPatch { description: Some("summer".into()), ..Default::default() }).await.unwrap();
+    assert_eq!((updated.name.as_str(), updated.description.as_deref(), updated.color.as_deref()), ("holidays", Some("summer"), Some("#ff0000")));
+    let err = c.update_category(cat.id, CategoryPatch { name: Some("animals".into()), ..Default::default() }).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
+    assert_eq!(c.category_by_name("holidays").await.unwrap().map(|c| c.id), Some(cat.id));
+    c.delete_category(cat.id).await.unwrap();
+    assert!(matches!(c.get_category(cat.id).await.unwrap_err(), CatalogError::NotFound { .. }));
+    assert!(matches!(c.delete_category(cat.id).await.unwrap_err(), CatalogError::NotFound { .. }));
+}
+
+async fn assets_are_keyed_by_path_and_changes_are_noticed(c: Catalog) {
+    let (a, change) = c.upsert_asset(asset("/p/a.jpg", "h1")).await.unwrap();
+    assert_eq!(change, AssetChange::Inserted);
+    assert_eq!(a.id, asset_id_for_path("/p/a.jpg"));
+    assert_eq!(a.training_status, TrainingStatus::Pending);
+    let (again, change) = c.upsert_asset(asset("/p/a.jpg", "h1")).await.unwrap();
+    assert_eq!((again.id, change), (a.id, AssetChange::Unchanged));
+    c.set_training_status(&[a.id], TrainingStatus::Trained).await.unwrap();
+    let (changed, change) = c.upsert_asset(asset("/p/a.jpg", "h2")).await.unwrap();
+    assert_eq!((changed.id, change), (a.id, AssetChange::Changed));
+    assert_eq!(changed.training_status, TrainingStatus::Pending, "a changed file must be embedded again");
+    assert_eq!(changed.content_hash.as_deref(), Some("h2"));
+    let listing = c.list_assets(Page::new(0, 10)).await.unwrap();
+    assert_eq!((listing.total, listing.items.len()), (1, 1));
+    assert!(matches!(c.get_asset(Uuid::new_v4()).await.unwrap_err(), CatalogError::NotFound { .. }));
+}
+
+async fn assets_hydrate_by_ids_in_one_call(c: Catalog) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(c.upsert_asset(asset(&format!("/p/{i}.jpg"), "h")).await.unwrap().0.id);
+    }
+    let unknown = Uuid::new_v4();
+    let got = c.assets_by_ids(&[ids[3], unknown, ids[0]]).await.unwrap();
+    let mut paths: Vec<_> = got.iter().map(|a| a.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/p/0.jpg", "/p/3.jpg"]);
+    assert!(c.assets_by_ids(&[]).await.unwrap().is_empty());
+    let page = c.list_assets(Page::new(3, 10)).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (5, 2));
+}
+
+async fn sessions_move_only_along_their_state_machine(c: Catalog) {
+    let s = c.create_session(NewSession { name: "first".into(), root_path: "/photos".into(), category_id: None }).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Pending);
+    let err = c.transition_session(s.id, SessionStatus::Paused).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("cannot move session {} from pending to paused", s.id));
+    let running = c.transition_session(s.id, SessionStatus::Running).await.unwrap();
+    assert!(running.started_at.is_some());
+    let paused = c.transition_session(s.id, SessionStatus::Paused).await.unwrap();
+    assert!(paused.paused_at.is_some());
+    let resumed = c.transition_session(s.id, SessionStatus::Running).await.unwrap();
+    assert_eq!(resumed.started_at, running.started_at, "resuming keeps the first start");
+    let done = c.transition_session(s.id, SessionStatus::Completed).await.unwrap();
+    assert!(done.completed_at.is_some());
+    let err = c.transition_session(s.id, SessionStatus::Running).await.unwrap_err();
+    assert!(matches!(err, CatalogError::InvalidTransition { .. }), "starting a completed session is refused: {err}");
+    assert!(matches!(c.get_session(Uuid::new_v4()).await.unwrap_err(), CatalogError::NotFound { .. }));
+}
+
+async fn sessions_list_by_status_and_page(c: Catalog) {
+    for i in 0..5 {
+        let s = c.create_session(NewSession { name: format!("s{i}"), root_path: "/r".into(), category_id: None }).await.unwrap();
+        if i % 2 == 0 {
+            c.transition_session(s.id, SessionStatus::Running).await.unwrap();
+        }
+    }
+    let running = c.list_sessions(Some(SessionStatus::Running), Page::new(0, 10)).await.unwrap();
+    assert_eq!((running.total, running.items.len()), (3, 3));
+    assert!(running.items.iter().all(|s| s.status == SessionStatus::Running));
+    let page = c.list_sessions(None, Page::new(2, 2)).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (5, 2));
+    let first = c.list_sessions(None, Page::new(0, 2)).await.unwrap();
+    assert!(first.items.iter().all(|s| !page.items.contains(s)), "pages do not overlap");
+}
+
+async fn one_job_per_session_and_asset(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 3).await;
+    let assets: Vec<Uuid> = jobs.iter().map(|j| j.asset_id).collect();
+    assert_eq!(c.create_jobs(session.id, &assets).await.unwrap(), 0, "creating again adds nothing");
+    assert_eq!(c.get_session(session.id).await.unwrap().total_images, 3);
+    let queued = c.mark_jobs_queued(&jobs.iter().map(|j| (j.id, format!("msg-{}", j.id))).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(queued, 3);
+    assert_eq!(c.mark_jobs_queued(&[(jobs[0].id, "again".into())]).await.unwrap(), 0, "queued once");
+    let job = c.get_job(jobs[0].id).await.unwrap();
+    assert_eq!((job.status, job.broker_message_id.as_deref()), (JobStatus::Queued, Some(format!("msg-{}", jobs[0].id).as_str())));
+    assert_eq!(c.get_asset(job.asset_id).await.unwrap().training_status, TrainingStatus::Queued);
+    let started = c.start_job(jobs[0].id).await.unwrap();
+    assert_eq!((started.status, started.attempts), (JobStatus::Running, 1));
+    assert_eq!(c.start_job(jobs[0].id).await.unwrap().attempts, 2, "a redelivered job counts another attempt");
+    let listing = c.list_jobs(session.id, Some(JobStatus::Queued), Page::new(0, 10)).await.unwrap();
+    assert_eq!(listing.total, 2);
+}
+
+async fn a_batch_of_results_commits_together_and_a_redelivery_changes_nothing(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 4).await;
+    c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+    let batch: Vec<JobResult> = jobs.iter().take(3).map(|j| completed(j.id, &format!("sum-{}", j.id))).collect();
+    let report = c.record_results(&batch).await.unwrap();
+    assert_eq!(report.applied.len(), 3);
+    let s = c.get_session(session.id).await.unwrap();
+    assert_eq!((s.total_images, s.processed_images, s.failed_images), (4, 3, 0));
+    let asset = c.get_asset(jobs[0].asset_id).await.unwrap();
+    assert_eq!(asset.training_status, TrainingStatus::Trained);
+    assert!(asset.indexed_at.is_some());
+    let ev = c.evidence_for_asset(jobs[0].asset_id).await.unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].embedding_checksum.as_deref(), Some(format!("sum-{}", jobs[0].id).as_str()));
+    assert_eq!(ev[0].metadata["timing"]["decodeMs"], 1.5);
+    assert_eq!(c.get_job(jobs[0].id).await.unwrap().status, JobStatus::Completed);
+
+    // the writer died before its ack: the same batch arrives again
+    let replay = c.record_results(&batch).await.unwrap();
+    assert!(replay.applied.is_empty());
+    assert_eq!(replay.already_done.len(), 3);
+    let s2 = c.get_session(session.id).await.unwrap();
+    assert_eq!((s2.processed_images, s2.failed_images), (3, 0), "nothing counted twice");
+    assert_eq!(c.evidence_for_session(session.id, Page::new(0, 100)).await.unwrap().total, 3, "no second evidence row");
+    assert_eq!(c.get_asset(jobs[0].asset_id).await.unwrap().indexed_at, asset.indexed_at);
+}
+
+async fn failed_results_are_counted_as_failures(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 2).await;
+    let failed = JobResult {
+        job_id: jobs[1].id,
+        outcome: JobOutcome::Failed { error: "corrupt or truncated image".into() },
+        processing_time_ms: Some(3),
+        evidence: NewEvidence { model_name: "tiny-clip".into(), model_version: "abc".into(), ..Default::default() },
+    };
+    let report = c.record_results(&[completed(jobs[0].id, "x"), failed]).await.unwrap();
+    assert_eq!(report.applied.len(), 2);
+    let s = c.get_session(session.id).await.unwrap();
+    assert_eq!((s.processed_images, s.failed_images), (1, 1));
+    let job = c.get_job(jobs[1].id).await.unwrap();
+    assert_eq!((job.status, job.error_message.as_deref()), (JobStatus::Failed, Some("corrupt or truncated image")));
+    let asset = c.get_asset(jobs[1].asset_id).await.unwrap();
+    assert_eq!(asset.training_status, TrainingStatus::Failed);
+    assert!(asset.indexed_at.is_none());
+    assert_eq!(c.evidence_for_asset(jobs[1].asset_id).await.unwrap()[0].error_message.as_deref(), Some("corrupt or truncated image"));
+}
+
+async fn a_cancelled_job_cannot_complete(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 2).await;
+    c.cancel_job(jobs[0].id).await.unwrap();
+    let report = c.record_results(&[completed(jobs[0].id, "x"), completed(Uuid::new_v4(), "y")]).await.unwrap();
+    assert!(report.applied.is_empty());
+    assert_eq!(report.refused.len(), 2);
+    assert_eq!(report.refused[0], (jobs[0].id, "job is cancelled".to_owned()));
+    assert_eq!(report.refused[1].1, "no such job");
+    assert_eq!(c.get_job(jobs[0].id).await.unwrap().status, JobStatus::Cancelled);
+    let err = c.start_job(jobs[0].id).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("cannot move job {} from cancelled to running", jobs[0].id));
+    assert!(matches!(c.cancel_job(jobs[0].id).await.unwrap_err(), CatalogError::InvalidTransition { .. }));
+    assert_eq!(c.get_session(session.id).await.unwrap().processed_images, 0);
+}
+
+async fn deletion_logs_list_newest_first(c: Catalog) {
+    for (i, kind) in [DeletionType::Asset, DeletionType::Directory, DeletionType::FullReset].into_iter().enumerate() {
+        c.log_deletion(NewDeletionLog {
+            deletion_type: kind,
+            target: Some(format!("target-{i}")),
+            vector_count: i as i64 * 10,
+            reason: Some("test".into()),
+            metadata: serde_json::json!({"i": i}),
+        })
+        .await
+        .unwrap();
+    }
+    let first = c.list_deletion_logs(Page::new(0, 2)).await.unwrap();
+    assert_eq!(first.total, 3);
+    assert_eq!(first.items.iter().map(|l| l.deletion_type).collect::<Vec<_>>(), [DeletionType::FullReset, DeletionType::Directory]);
+    assert_eq!(first.items[0].vector_count, 20);
+    assert_eq!(first.items[0].metadata["i"], 2);
+    let rest = c.list_deletion_logs(Page::new(2, 2)).await.unwrap();
+    assert_eq!(rest.items.iter().map(|l| l.target.as_deref()).collect::<Vec<_>>(), [Some("target-0")]);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable() {
+    let err = match Catalog::connect("postgres://postgres@127.0.0.1:1/postgres").await {
+        Err(e) => e,
+        Ok(_) => panic!("nothing listens on port 1"),
+    };
+    assert!(matches!(err, CatalogError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("check that the database is running"), "{err}");
+}
