@@ -1,0 +1,434 @@
+//! The embedded backend: Qdrant's engine in-process (`qdrant-edge`).
+//!
+//! An edge shard is one directory with no notion of collections or aliases, so this backend keeps
+//! `collections/{name}/` (the shard) and `collections/{name}.json` (its spec) under the data dir,
+//! and the aliases in `aliases.json`, replaced by an atomic rename. Shards are opened once and kept
+//! (qdrant-edge allows one opener per directory); its calls are synchronous, so they run on tokio's
+//! blocking pool. HNSW is only built by an explicit `optimize()`, which runs in the background once
+//! enough points were written since the last one.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use qdrant_edge::{
+    CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter, JsonPath, NamedQuery,
+    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder,
+    RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{error::VectorError, model::*};
+
+type Result<T> = std::result::Result<T, VectorError>;
+
+/// Points written since the last optimize after which a background optimize starts.
+const OPTIMIZE_AFTER_POINTS: usize = 2_000;
+
+struct Collection {
+    shard: Arc<EdgeShard>,
+    spec: StoredSpec,
+    /// Serializes writes that must read then write (delete by filter returns its count).
+    write_lock: tokio::sync::Mutex<()>,
+    written_since_optimize: AtomicUsize,
+    optimizing: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSpec {
+    dim: usize,
+    distance: String,
+    model_version: String,
+}
+
+pub(crate) struct EdgeStore {
+    root: PathBuf,
+    open: Mutex<HashMap<String, Arc<Collection>>>,
+    /// Serializes collection creation and alias changes.
+    admin: tokio::sync::Mutex<()>,
+}
+
+fn edge_err(action: &'static str) -> impl Fn(qdrant_edge::OperationError) -> VectorError {
+    move |e| VectorError::Backend { action, reason: e.to_string() }
+}
+
+fn valid_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(VectorError::InvalidRequest(format!("collection name {name:?} must be letters, digits, _ and -")));
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| VectorError::Backend { action: "run a blocking task", reason: e.to_string() })?
+}
+
+impl EdgeStore {
+    pub(crate) fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root.join("collections")).map_err(|e| VectorError::Io { path: root.to_owned(), source: e })?;
+        Ok(EdgeStore { root: root.to_owned(), open: Mutex::new(HashMap::new()), admin: tokio::sync::Mutex::new(()) })
+    }
+
+    fn shard_dir(&self, name: &str) -> PathBuf {
+        self.root.join("collections").join(name)
+    }
+
+    fn spec_file(&self, name: &str) -> PathBuf {
+        self.root.join("collections").join(format!("{name}.json"))
+    }
+
+    fn aliases_file(&self) -> PathBuf {
+        self.root.join("aliases.json")
+    }
+
+    fn read_aliases(&self) -> Result<HashMap<String, String>> {
+        match std::fs::read_to_string(self.aliases_file()) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| VectorError::Backend { action: "read aliases.json", reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(VectorError::Io { path: self.aliases_file(), source: e }),
+        }
+    }
+
+    /// Replaces aliases.json atomically: write a temporary file, fsync, rename over the old one.
+    fn write_aliases(&self, aliases: &HashMap<String, String>) -> Result<()> {
+        let path = self.aliases_file();
+        let tmp = path.with_extension("json.tmp");
+        let io = |source| VectorError::Io { path: tmp.clone(), source };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(serde_json::to_string_pretty(aliases).expect("aliases serialize").as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|source| VectorError::Io { path, source })
+    }
+
+    /// The collection a name means: an alias's target, or the name itself.
+    pub(crate) fn resolve(&self, name: &str) -> Result<String> {
+        Ok(self.read_aliases()?.get(name).cloned().unwrap_or_else(|| name.to_owned()))
+    }
+
+    /// An open collection, or `None` if it does not exist.
+    fn collection(&self, name: &str) -> Result<Option<Arc<Collection>>> {
+        let name = self.resolve(name)?;
+        if let Some(c) = self.open.lock().expect("collections lock").get(&name) {
+            return Ok(Some(c.clone()));
+        }
+        let spec_path = self.spec_file(&name);
+        let Ok(text) = std::fs::read_to_string(&spec_path) else {
+            return Ok(None);
+        };
+        let spec: StoredSpec = serde_json::from_str(&text).map_err(|e| VectorError::Backend { action: "read a collection spec", reason: e.to_string() })?;
+        let shard = EdgeShard::load(&self.shard_dir(&name), None).map_err(edge_err("open a shard"))?;
+        let c = Arc::new(Collection {
+            shard: Arc::new(shard),
+            spec,
+            write_lock: tokio::sync::Mutex::new(()),
+            written_since_optimize: AtomicUsize::new(0),
+            optimizing: Arc::new(AtomicBool::new(false)),
+        });
+        self.open.lock().expect("collections lock").insert(name, c.clone());
+        Ok(Some(c))
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collection(name)?.ok_or_else(|| VectorError::NoCollection(name.to_owned()))
+    }
+
+    pub(crate) async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<bool> {
+        valid_name(&spec.name)?;
+        let _admin = self.admin.lock().await;
+        if let Some(c) = self.collection(&spec.name)? {
+            if c.spec.dim != spec.dim || c.spec.distance != "cosine" {
+                return Err(VectorError::Mismatch { name: spec.name.clone(), existing: format!("{}-d {}", c.spec.dim, c.spec.distance), wanted: format!("{}-d cosine", spec.dim) });
+            }
+            return Ok(false);
+        }
+        let dir = self.shard_dir(&spec.name);
+        std::fs::create_dir_all(&dir).map_err(|source| VectorError::Io { path: dir.clone(), source })?;
+        let config = EdgeConfigBuilder::new().vector("", EdgeVectorParamsBuilder::new(spec.dim, Distance::Cosine).build()).build();
+        let shard = EdgeShard::new(&dir, config).map_err(edge_err("create a shard"))?;
+        for (field, kind) in [("created_at", PayloadSchemaType::Datetime), ("category_id", PayloadSchemaType::Integer), ("path_dirs", PayloadSchemaType::Keyword)] {
+            shard
+                .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: JsonPath::try_from(field).expect("static field name"),
+                    field_schema: Some(PayloadFieldSchema::FieldType(kind)),
+                })))
+                .map_err(edge_err("create a payload index"))?;
+        }
+        shard.flush().map_err(edge_err("flush"))?;
+        drop(shard);
+        let stored = StoredSpec { dim: spec.dim, distance: "cosine".into(), model_version: spec.model_version.clone() };
+        // the spec file is written last: a crash before it leaves no half-made collection visible
+        let spec_path = self.spec_file(&spec.name);
+        std::fs::write(&spec_path, serde_json::to_vec_pretty(&stored).expect("spec serializes")).map_err(|source| VectorError::Io { path: spec_path, source })?;
+        Ok(true)
+    }
+
+    pub(crate) async fn upsert(&self, name: &str, points: Vec<AssetPoint>) -> Result<()> {
+        let c = self.existing(name)?;
+        for p in &points {
+            if p.vector.len() != c.spec.dim {
+                return Err(VectorError::InvalidRequest(format!("vector of asset {} has {} values, the collection takes {}", p.asset_id, p.vector.len(), c.spec.dim)));
+            }
+        }
+        let n = points.len();
+        let _w = c.write_lock.lock().await;
+        let shard = c.shard.clone();
+        blocking(move || {
+            let list = points
+                .into_iter()
+                .map(|p| {
+                    let payload = match p.payload() {
+                        serde_json::Value::Object(map) => Payload(map),
+                        _ => unreachable!("payload is an object"),
+                    };
+                    PointStructPersisted {
+                        id: PointId::Uuid(p.asset_id),
+                        vector: VectorStructInternal::Single(p.vector).into(),
+                        payload: Some(payload),
+                    }
+                })
+                .collect();
+            shard.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)))).map_err(edge_err("upsert points"))?;
+            // durable before we return: the writer acks after this
+            shard.flush().map_err(edge_err("flush"))
+        })
+        .await?;
+        if c.written_since_optimize.fetch_add(n, Ordering::Relaxed) + n >= OPTIMIZE_AFTER_POINTS {
+            self.optimize_in_background(&c);
+        }
+        Ok(())
+    }
+
+    fn optimize_in_background(&self, c: &Arc<Collection>) {
+        if c.optimizing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        c.written_since_optimize.store(0, Ordering::Relaxed);
+        let shard = c.shard.clone();
+        let flag = c.optimizing.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = shard.optimize() {
+                tracing::warn!(error = %e, "background optimize of the embedded vector store failed");
+            }
+            flag.store(false, Ordering::Release);
+        });
+    }
+
+    /// Builds the HNSW index now (tests and benches; the store also does it in the background).
+    pub(crate) async fn optimize(&self, name: &str) -> Result<()> {
+        let c = self.existing(name)?;
+        let shard = c.shard.clone();
+        blocking(move || shard.optimize().map(|_| ()).map_err(edge_err("optimize"))).await
+    }
+
+    pub(crate) async fn search(&self, name: &str, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize) -> Result<Vec<Hit>> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(Vec::new());
+        };
+        if vector.len() != c.spec.dim {
+            return Err(VectorError::InvalidRequest(format!("query vector has {} values, the collection takes {}", vector.len(), c.spec.dim)));
+        }
+        let mut req = QueryRequestBuilder::new(limit)
+            .offset(offset)
+            .query(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery { query: VectorInternal::Dense(vector), using: None })))
+            .with_payload(WithPayloadInterface::Bool(true));
+        if let Some(f) = edge_filter(filter)? {
+            req = req.filter(f);
+        }
+        let req = req.build();
+        let shard = c.shard.clone();
+        let points = blocking(move || shard.query(req).map_err(edge_err("search"))).await?;
+        points.into_iter().map(|p| hit(p.id, p.score, p.payload)).collect()
+    }
+
+    pub(crate) async fn retrieve(&self, name: &str, ids: &[Uuid], with_vectors: bool) -> Result<Vec<StoredPoint>> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(Vec::new());
+        };
+        let req = RetrieveRequestBuilder::new(ids.iter().map(|id| PointId::Uuid(*id)).collect())
+            .with_payload(WithPayloadInterface::Bool(true))
+            .with_vector(WithVector::Bool(with_vectors))
+            .build();
+        let shard = c.shard.clone();
+        let records = blocking(move || shard.retrieve(req).map_err(edge_err("retrieve points"))).await?;
+        records
+            .into_iter()
+            .map(|r| {
+                let vector = match r.vector {
+                    Some(VectorStructInternal::Single(v)) => Some(v),
+                    Some(VectorStructInternal::Named(mut m)) => match m.remove("") {
+                        Some(VectorInternal::Dense(v)) => Some(v),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                Ok(StoredPoint { asset_id: point_uuid(r.id)?, vector, payload: payload_json(r.payload) })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn count(&self, name: &str, filter: &PointFilter) -> Result<u64> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(0);
+        };
+        let mut req = CountRequestBuilder::new().exact(true);
+        if let Some(f) = edge_filter(filter)? {
+            req = req.filter(f);
+        }
+        let req = req.build();
+        let shard = c.shard.clone();
+        blocking(move || shard.count(req).map(|n| n as u64).map_err(edge_err("count points"))).await
+    }
+
+    pub(crate) async fn delete_ids(&self, name: &str, ids: &[Uuid]) -> Result<u64> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(0);
+        };
+        let _w = c.write_lock.lock().await;
+        let present = self.retrieve(name, ids, false).await?.len() as u64;
+        let shard = c.shard.clone();
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(*id)).collect();
+        blocking(move || {
+            shard.update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids })).map_err(edge_err("delete points"))?;
+            shard.flush().map_err(edge_err("flush"))
+        })
+        .await?;
+        Ok(present)
+    }
+
+    pub(crate) async fn delete_by_filter(&self, name: &str, filter: &PointFilter) -> Result<u64> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(0);
+        };
+        let Some(f) = edge_filter(filter)? else {
+            return Err(VectorError::InvalidRequest("delete by filter needs at least one condition; use reset to delete everything".into()));
+        };
+        let _w = c.write_lock.lock().await;
+        let n = self.count(name, filter).await?;
+        let shard = c.shard.clone();
+        blocking(move || {
+            shard.update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(f))).map_err(edge_err("delete points"))?;
+            shard.flush().map_err(edge_err("flush"))
+        })
+        .await?;
+        Ok(n)
+    }
+
+    /// Every point id, page by page until the end (not only the first page).
+    pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<Uuid>> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(Vec::new());
+        };
+        let mut ids = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut req = ScrollRequestBuilder::new().limit(page).with_payload(WithPayloadInterface::Bool(false)).with_vector(WithVector::Bool(false));
+            if let Some(o) = offset {
+                req = req.offset(o);
+            }
+            let req = req.build();
+            let shard = c.shard.clone();
+            let (records, next) = blocking(move || shard.scroll(req).map_err(edge_err("scroll points"))).await?;
+            for r in records {
+                ids.push(point_uuid(r.id)?);
+            }
+            match next {
+                Some(n) => offset = Some(n),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    pub(crate) async fn info(&self, name: &str) -> Result<Option<CollectionInfo>> {
+        let resolved = self.resolve(name)?;
+        let Some(c) = self.collection(name)? else {
+            return Ok(None);
+        };
+        let points = self.count(name, &PointFilter::default()).await?;
+        Ok(Some(CollectionInfo { name: resolved, dim: c.spec.dim, distance: c.spec.distance.clone(), model_version: Some(c.spec.model_version.clone()), points }))
+    }
+
+    pub(crate) async fn set_alias(&self, alias: &str, collection: &str) -> Result<()> {
+        valid_name(alias)?;
+        let _admin = self.admin.lock().await;
+        if !self.spec_file(collection).exists() {
+            return Err(VectorError::NoCollection(collection.to_owned()));
+        }
+        if self.spec_file(alias).exists() {
+            return Err(VectorError::InvalidRequest(format!("{alias:?} is a collection; an alias cannot take its name")));
+        }
+        let mut aliases = self.read_aliases()?;
+        aliases.insert(alias.to_owned(), collection.to_owned());
+        self.write_aliases(&aliases)
+    }
+
+    pub(crate) async fn aliases(&self) -> Result<HashMap<String, String>> {
+        self.read_aliases()
+    }
+
+    pub(crate) async fn list_collections(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("collections");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|source| VectorError::Io { path: dir.clone(), source })?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Drops a collection that no alias points at.
+    pub(crate) async fn drop_collection(&self, name: &str) -> Result<bool> {
+        let _admin = self.admin.lock().await;
+        if let Some((alias, _)) = self.read_aliases()?.into_iter().find(|(_, target)| target == name) {
+            return Err(VectorError::InvalidRequest(format!("alias {alias:?} points at {name:?}; point it elsewhere first")));
+        }
+        if !self.spec_file(name).exists() {
+            return Ok(false);
+        }
+        self.open.lock().expect("collections lock").remove(name);
+        let spec = self.spec_file(name);
+        std::fs::remove_file(&spec).map_err(|source| VectorError::Io { path: spec, source })?;
+        let dir = self.shard_dir(name);
+        std::fs::remove_dir_all(&dir).map_err(|source| VectorError::Io { path: dir, source })?;
+        Ok(true)
+    }
+}
+
+fn edge_filter(filter: &PointFilter) -> Result<Option<Filter>> {
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_value(filter.to_qdrant_json()).map(Some).map_err(|e| VectorError::InvalidRequest(format!("filter: {e}")))
+}
+
+fn point_uuid(id: PointId) -> Result<Uuid> {
+    match id {
+        PointId::Uuid(u) => Ok(u),
+        PointId::NumId(n) => Err(VectorError::Backend { action: "read a point id", reason: format!("numeric id {n} in a collection of asset ids") }),
+    }
+}
+
+fn payload_json(payload: Option<Payload>) -> serde_json::Value {
+    serde_json::Value::Object(payload.map(|p| p.0).unwrap_or_default())
+}
+
+fn hit(id: PointId, score: f32, payload: Option<Payload>) -> Result<Hit> {
+    let p = payload_json(payload);
+    Ok(Hit {
+        asset_id: point_uuid(id)?,
+        score,
+        path: p["path"].as_str().map(str::to_owned),
+        created_at: p["created_at"].as_str().map(str::to_owned),
+        category_id: p["category_id"].as_i64(),
+        model_version: p["model_version"].as_str().map(str::to_owned),
+    })
+}

@@ -1,0 +1,120 @@
+//! The vector store: CLIP vectors with their asset payload, on Qdrant.
+//!
+//! Two backends behind one type: embedded Qdrant (`qdrant-edge`, the default, one shard directory
+//! per collection under the data dir) and the Qdrant server over gRPC (distributed mode). This is the
+//! only crate that talks to Qdrant; it never holds SQL. Point ids are asset ids, so an upsert
+//! replayed after a crash overwrites the same point.
+
+mod edge;
+mod error;
+pub mod model;
+
+use std::{collections::HashMap, path::Path};
+
+pub use error::VectorError;
+pub use model::*;
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, VectorError>;
+
+enum Backend {
+    Edge(edge::EdgeStore),
+}
+
+/// Scroll page size: large enough to be quick, small enough to bound memory per call.
+const SCROLL_PAGE: usize = 1_000;
+
+/// Runs `$body` with `$b` bound to the backend.
+macro_rules! on_backend {
+    ($self:expr, $b:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Edge($b) => $body,
+        }
+    };
+}
+
+pub struct VectorStore {
+    backend: Backend,
+}
+
+impl VectorStore {
+    /// The embedded store under `data_dir` (created if missing).
+    pub fn embedded(data_dir: &Path) -> Result<Self> {
+        Ok(VectorStore { backend: Backend::Edge(edge::EdgeStore::open(data_dir)?) })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        on_backend!(self, _b => "embedded")
+    }
+
+    /// Creates the collection with its payload indexes, or checks that the existing one has the same
+    /// size and distance (a mismatch is an error, never a silent recreate). True when created.
+    pub async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<bool> {
+        on_backend!(self, b => b.ensure_collection(spec).await)
+    }
+
+    /// Upserts a batch and returns once it is durable.
+    pub async fn upsert(&self, collection: &str, points: Vec<AssetPoint>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, b => b.upsert(collection, points).await)
+    }
+
+    /// Nearest points by cosine, best first, after skipping `offset`. A collection (or alias) that
+    /// does not exist yet gives an empty result.
+    pub async fn search(&self, collection: &str, vector: &[f32], filter: &PointFilter, limit: usize, offset: usize) -> Result<Vec<Hit>> {
+        on_backend!(self, b => b.search(collection, vector.to_vec(), filter, limit, offset).await)
+    }
+
+    pub async fn retrieve(&self, collection: &str, ids: &[Uuid], with_vectors: bool) -> Result<Vec<StoredPoint>> {
+        on_backend!(self, b => b.retrieve(collection, ids, with_vectors).await)
+    }
+
+    pub async fn count(&self, collection: &str, filter: &PointFilter) -> Result<u64> {
+        on_backend!(self, b => b.count(collection, filter).await)
+    }
+
+    /// Deletes these points; returns how many existed.
+    pub async fn delete_ids(&self, collection: &str, ids: &[Uuid]) -> Result<u64> {
+        on_backend!(self, b => b.delete_ids(collection, ids).await)
+    }
+
+    /// Deletes the points matching a non-empty filter; returns how many.
+    pub async fn delete_by_filter(&self, collection: &str, filter: &PointFilter) -> Result<u64> {
+        on_backend!(self, b => b.delete_by_filter(collection, filter).await)
+    }
+
+    /// Every point id of the collection, following the scroll to its end.
+    pub async fn scroll_ids(&self, collection: &str) -> Result<Vec<Uuid>> {
+        on_backend!(self, b => b.scroll_ids(collection, SCROLL_PAGE).await)
+    }
+
+    /// The collection a name (or alias) resolves to, with its size, model and point count.
+    pub async fn info(&self, collection: &str) -> Result<Option<CollectionInfo>> {
+        on_backend!(self, b => b.info(collection).await)
+    }
+
+    /// Points `alias` at `collection` in one atomic step (creating or swapping it).
+    pub async fn set_alias(&self, alias: &str, collection: &str) -> Result<()> {
+        on_backend!(self, b => b.set_alias(alias, collection).await)
+    }
+
+    pub async fn aliases(&self) -> Result<HashMap<String, String>> {
+        on_backend!(self, b => b.aliases().await)
+    }
+
+    pub async fn list_collections(&self) -> Result<Vec<String>> {
+        on_backend!(self, b => b.list_collections().await)
+    }
+
+    /// Drops a collection no alias points at; false if it did not exist.
+    pub async fn drop_collection(&self, collection: &str) -> Result<bool> {
+        on_backend!(self, b => b.drop_collection(collection).await)
+    }
+
+    /// Builds the vector index now instead of waiting for the background optimize.
+    pub async fn optimize(&self, collection: &str) -> Result<()> {
+        on_backend!(self, b => b.optimize(collection).await)
+    }
+}

@@ -1,0 +1,263 @@
+//! One contract suite for every vector store backend. Each case gets a fresh store and a fresh
+//! collection name.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use vectors::*;
+
+struct Fixture {
+    store: VectorStore,
+    _dir: tempfile::TempDir,
+}
+
+fn embedded() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture { store: VectorStore::embedded(dir.path()).unwrap(), _dir: dir }
+}
+
+macro_rules! contract {
+    ($($case:ident),+ $(,)?) => {
+        mod embedded {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $case() { let f = super::embedded(); super::$case(&f.store).await } )+
+        }
+    };
+}
+
+contract!(
+    ensure_collection_is_idempotent_and_refuses_another_size,
+    search_ranks_by_cosine_and_carries_the_payload,
+    date_range_is_inclusive_on_both_ends_in_any_time_zone,
+    category_and_path_prefix_filters_combine_with_dates,
+    pagination_continues_the_ranking,
+    retrieve_returns_vectors_and_skips_unknown_ids,
+    deletes_return_their_counts,
+    scroll_returns_every_id_past_ten_thousand,
+    a_missing_collection_searches_empty,
+    an_alias_swaps_atomically_and_protects_its_collection,
+);
+
+const DIM: usize = 8;
+
+fn spec(name: &str) -> CollectionSpec {
+    CollectionSpec { name: name.into(), dim: DIM, model_version: "m1".into() }
+}
+
+fn name() -> String {
+    format!("c_{}", Uuid::new_v4().simple())
+}
+
+/// A unit vector pointing mostly along axis `axis`, tilted by `tilt` towards the next axis.
+fn unit(axis: usize, tilt: f32) -> Vec<f32> {
+    let mut v = vec![0.0; DIM];
+    v[axis % DIM] = 1.0;
+    v[(axis + 1) % DIM] = tilt;
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn point(path: &str, vector: Vec<f32>, created: &str, category: Option<i64>) -> AssetPoint {
+    AssetPoint { asset_id: Uuid::new_v5(&Uuid::NAMESPACE_URL, path.as_bytes()), vector, path: path.into(), created_at: at(created), category_id: category, model_version: "m1".into() }
+}
+
+async fn ensure_collection_is_idempotent_and_refuses_another_size(s: &VectorStore) {
+    let n = name();
+    assert!(s.ensure_collection(&spec(&n)).await.unwrap(), "created");
+    assert!(!s.ensure_collection(&spec(&n)).await.unwrap(), "already there");
+    let err = s.ensure_collection(&CollectionSpec { dim: 512, ..spec(&n) }).await.unwrap_err();
+    assert!(matches!(err, VectorError::Mismatch { .. }));
+    assert!(err.to_string().contains("holds 8-d cosine vectors, not 512-d cosine"), "{err}");
+    let info = s.info(&n).await.unwrap().unwrap();
+    assert_eq!((info.dim, info.distance.as_str(), info.model_version.as_deref(), info.points), (DIM, "cosine", Some("m1"), 0));
+}
+
+async fn search_ranks_by_cosine_and_carries_the_payload(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let pts = vec![
+        point("/p/near.jpg", unit(0, 0.1), "2024-05-01T10:00:00Z", Some(7)),
+        point("/p/mid.jpg", unit(0, 1.0), "2024-05-02T10:00:00Z", None),
+        point("/p/far.jpg", unit(3, 0.0), "2024-05-03T10:00:00Z", None),
+    ];
+    s.upsert(&n, pts.clone()).await.unwrap();
+    let hits = s.search(&n, &unit(0, 0.0), &PointFilter::default(), 10, 0).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.path.as_deref().unwrap()).collect::<Vec<_>>(), ["/p/near.jpg", "/p/mid.jpg", "/p/far.jpg"]);
+    assert_eq!(hits[0].asset_id, pts[0].asset_id, "the point id is the asset id");
+    assert!((hits[0].score - 0.99504).abs() < 1e-3, "cosine of the tilted vector: {}", hits[0].score);
+    assert!(hits[2].score.abs() < 1e-5);
+    assert_eq!((hits[0].category_id, hits[0].model_version.as_deref()), (Some(7), Some("m1")));
+    assert_eq!(hits[0].created_at.as_deref(), Some("2024-05-01T10:00:00.000000Z"));
+    // a redelivered upsert overwrites the same point
+    s.upsert(&n, pts).await.unwrap();
+    assert_eq!(s.count(&n, &PointFilter::default()).await.unwrap(), 3);
+}
+
+async fn date_range_is_inclusive_on_both_ends_in_any_time_zone(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    s.upsert(
+        &n,
+        vec![
+            point("/d/before.jpg", unit(0, 0.0), "2023-12-31T23:59:59Z", None),
+            point("/d/start.jpg", unit(0, 0.1), "2024-01-01T00:00:00Z", None),
+            point("/d/end.jpg", unit(0, 0.2), "2024-01-31T23:59:59Z", None),
+            point("/d/after.jpg", unit(0, 0.3), "2024-02-01T00:00:00Z", None),
+        ],
+    )
+    .await
+    .unwrap();
+    let paths = |hits: Vec<Hit>| {
+        let mut p: Vec<String> = hits.into_iter().map(|h| h.path.unwrap()).collect();
+        p.sort();
+        p
+    };
+    let january = PointFilter { from: Some(at("2024-01-01T00:00:00Z")), to: Some(at("2024-01-31T23:59:59Z")), ..Default::default() };
+    assert_eq!(paths(s.search(&n, &unit(0, 0.0), &january, 10, 0).await.unwrap()), ["/d/end.jpg", "/d/start.jpg"]);
+    // the same instants written in another zone select the same points
+    let january_in_paris = PointFilter { from: Some(at("2024-01-01T01:00:00+01:00")), to: Some(at("2024-02-01T00:59:59+01:00")), ..Default::default() };
+    assert_eq!(paths(s.search(&n, &unit(0, 0.0), &january_in_paris, 10, 0).await.unwrap()), ["/d/end.jpg", "/d/start.jpg"]);
+    // one second less on each side drops the boundary points: a datetime range, not string order
+    let inner = PointFilter { from: Some(at("2024-01-01T00:00:01Z")), to: Some(at("2024-01-31T23:59:58Z")), ..Default::default() };
+    assert!(s.search(&n, &unit(0, 0.0), &inner, 10, 0).await.unwrap().is_empty());
+    let open_end = PointFilter { from: Some(at("2024-01-31T23:59:59Z")), ..Default::default() };
+    assert_eq!(s.count(&n, &open_end).await.unwrap(), 2);
+}
+
+async fn category_and_path_prefix_filters_combine_with_dates(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    s.upsert(
+        &n,
+        vec![
+            point("/photos/2024/a.jpg", unit(0, 0.0), "2024-03-01T00:00:00Z", Some(1)),
+            point("/photos/2024/b.jpg", unit(0, 0.1), "2024-03-02T00:00:00Z", Some(2)),
+            point("/photos/2024-old/c.jpg", unit(0, 0.2), "2024-03-03T00:00:00Z", Some(1)),
+            point("/photos/2023/d.jpg", unit(0, 0.3), "2023-03-01T00:00:00Z", Some(1)),
+        ],
+    )
+    .await
+    .unwrap();
+    let count = async |f: PointFilter| s.count(&n, &f).await.unwrap();
+    assert_eq!(count(PointFilter { category_id: Some(1), ..Default::default() }).await, 3);
+    assert_eq!(count(PointFilter { path_prefix: Some("/photos/2024".into()), ..Default::default() }).await, 2, "a directory, not a string prefix");
+    assert_eq!(count(PointFilter { path_prefix: Some("/photos/2024/".into()), ..Default::default() }).await, 2);
+    assert_eq!(count(PointFilter { path_prefix: Some("/photos".into()), category_id: Some(1), ..Default::default() }).await, 3);
+    let combined = PointFilter { path_prefix: Some("/photos".into()), category_id: Some(1), from: Some(at("2024-01-01T00:00:00Z")), to: None };
+    let hits = s.search(&n, &unit(0, 0.0), &combined, 10, 0).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.path.as_deref().unwrap()).collect::<Vec<_>>(), ["/photos/2024/a.jpg", "/photos/2024-old/c.jpg"]);
+}
+
+async fn pagination_continues_the_ranking(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let pts: Vec<AssetPoint> = (0..30).map(|i| point(&format!("/r/{i:02}.jpg"), unit(0, i as f32 * 0.05), "2024-01-01T00:00:00Z", None)).collect();
+    s.upsert(&n, pts).await.unwrap();
+    let q = unit(0, 0.0);
+    let all = s.search(&n, &q, &PointFilter::default(), 30, 0).await.unwrap();
+    let mut pages = Vec::new();
+    for offset in [0, 10, 20] {
+        pages.extend(s.search(&n, &q, &PointFilter::default(), 10, offset).await.unwrap());
+    }
+    assert_eq!(pages.iter().map(|h| h.asset_id).collect::<Vec<_>>(), all.iter().map(|h| h.asset_id).collect::<Vec<_>>());
+    assert_eq!(all[0].path.as_deref(), Some("/r/00.jpg"));
+    assert!(all.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+    assert!(s.search(&n, &q, &PointFilter::default(), 10, 30).await.unwrap().is_empty(), "past the end");
+}
+
+async fn retrieve_returns_vectors_and_skips_unknown_ids(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let p = point("/x/1.jpg", unit(2, 0.5), "2024-01-01T00:00:00Z", Some(4));
+    s.upsert(&n, vec![p.clone()]).await.unwrap();
+    let got = s.retrieve(&n, &[Uuid::new_v4(), p.asset_id], true).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let v = got[0].vector.as_ref().unwrap();
+    assert!(v.iter().zip(&p.vector).all(|(a, b)| (a - b).abs() < 1e-5), "{v:?}");
+    assert_eq!(got[0].payload["asset_id"], p.asset_id.to_string());
+    assert_eq!(got[0].payload["path_dirs"], serde_json::json!(["/x"]));
+    let bad = s.upsert(&n, vec![AssetPoint { vector: vec![1.0; 3], ..p }]).await.unwrap_err();
+    assert!(bad.to_string().contains("has 3 values, the collection takes 8"), "{bad}");
+}
+
+async fn deletes_return_their_counts(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let pts: Vec<AssetPoint> = (0..10).map(|i| point(&format!("/del/{}/{i}.jpg", i % 2), unit(i, 0.0), "2024-01-01T00:00:00Z", Some(i as i64 % 3))).collect();
+    s.upsert(&n, pts.clone()).await.unwrap();
+    assert_eq!(s.delete_ids(&n, &[pts[0].asset_id, pts[1].asset_id, Uuid::new_v4()]).await.unwrap(), 2);
+    assert_eq!(s.count(&n, &PointFilter::default()).await.unwrap(), 8);
+    assert_eq!(s.delete_by_filter(&n, &PointFilter { path_prefix: Some("/del/0".into()), ..Default::default() }).await.unwrap(), 4);
+    assert_eq!(s.delete_by_filter(&n, &PointFilter { category_id: Some(2), ..Default::default() }).await.unwrap(), 1, "only /del/1/5.jpg is left with category 2");
+    assert_eq!(s.count(&n, &PointFilter::default()).await.unwrap(), 3);
+    let err = s.delete_by_filter(&n, &PointFilter::default()).await.unwrap_err();
+    assert!(err.to_string().contains("needs at least one condition"), "{err}");
+}
+
+async fn scroll_returns_every_id_past_ten_thousand(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let total = 10_500;
+    let mut expected = Vec::with_capacity(total);
+    for chunk in (0..total).collect::<Vec<_>>().chunks(2_500) {
+        let pts: Vec<AssetPoint> = chunk.iter().map(|i| point(&format!("/s/{i}.jpg"), unit(*i, (*i % 7) as f32 * 0.1), "2024-01-01T00:00:00Z", None)).collect();
+        expected.extend(pts.iter().map(|p| p.asset_id));
+        s.upsert(&n, pts).await.unwrap();
+    }
+    let mut ids = s.scroll_ids(&n).await.unwrap();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids.len(), total);
+    assert_eq!(ids, expected);
+    assert_eq!(s.count(&n, &PointFilter::default()).await.unwrap(), total as u64);
+}
+
+async fn a_missing_collection_searches_empty(s: &VectorStore) {
+    let hits = s.search("never_created", &unit(0, 0.0), &PointFilter::default(), 10, 0).await.unwrap();
+    assert!(hits.is_empty());
+    assert_eq!(s.count("never_created", &PointFilter::default()).await.unwrap(), 0);
+    assert!(s.info("never_created").await.unwrap().is_none());
+    assert!(s.scroll_ids("never_created").await.unwrap().is_empty());
+    let err = s.upsert("never_created", vec![point("/a.jpg", unit(0, 0.0), "2024-01-01T00:00:00Z", None)]).await.unwrap_err();
+    assert!(matches!(err, VectorError::NoCollection(_)), "{err}");
+}
+
+async fn an_alias_swaps_atomically_and_protects_its_collection(s: &VectorStore) {
+    let (v1, v2, alias) = (name(), name(), name());
+    s.ensure_collection(&CollectionSpec { model_version: "m1".into(), ..spec(&v1) }).await.unwrap();
+    s.ensure_collection(&CollectionSpec { model_version: "m2".into(), ..spec(&v2) }).await.unwrap();
+    s.upsert(&v1, vec![point("/old.jpg", unit(0, 0.0), "2024-01-01T00:00:00Z", None)]).await.unwrap();
+    s.upsert(&v2, vec![point("/new.jpg", unit(0, 0.0), "2024-01-01T00:00:00Z", None)]).await.unwrap();
+    s.set_alias(&alias, &v1).await.unwrap();
+    let first = s.search(&alias, &unit(0, 0.0), &PointFilter::default(), 5, 0).await.unwrap();
+    assert_eq!(first[0].path.as_deref(), Some("/old.jpg"));
+    assert_eq!(s.info(&alias).await.unwrap().unwrap().model_version.as_deref(), Some("m1"));
+    s.set_alias(&alias, &v2).await.unwrap();
+    let second = s.search(&alias, &unit(0, 0.0), &PointFilter::default(), 5, 0).await.unwrap();
+    assert_eq!(second[0].path.as_deref(), Some("/new.jpg"));
+    assert_eq!(s.info(&alias).await.unwrap().unwrap().model_version.as_deref(), Some("m2"), "the alias tells which model to search with");
+    assert_eq!(s.aliases().await.unwrap().get(&alias), Some(&v2));
+    let err = s.drop_collection(&v2).await.unwrap_err();
+    assert!(err.to_string().contains("point it elsewhere first"), "{err}");
+    assert!(s.drop_collection(&v1).await.unwrap(), "the old collection can go once nothing points at it");
+    assert!(!s.list_collections().await.unwrap().contains(&v1));
+    assert!(matches!(s.set_alias(&alias, "no_such_collection").await.unwrap_err(), VectorError::NoCollection(_)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_keeps_its_points_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = name();
+    {
+        let s = VectorStore::embedded(dir.path()).unwrap();
+        s.ensure_collection(&spec(&n)).await.unwrap();
+        s.upsert(&n, (0..50).map(|i| point(&format!("/k/{i}.jpg"), unit(i % DIM, (i / DIM) as f32 * 0.2), "2024-01-01T00:00:00Z", None)).collect()).await.unwrap();
+        s.set_alias("image_assets", &n).await.unwrap();
+    }
+    let s = VectorStore::embedded(dir.path()).unwrap();
+    assert_eq!(s.count("image_assets", &PointFilter::default()).await.unwrap(), 50);
+    let best = s.search("image_assets", &unit(0, 0.0), &PointFilter::default(), 1, 0).await.unwrap();
+    assert_eq!(best[0].path.as_deref(), Some("/k/0.jpg"));
+}
