@@ -74,9 +74,14 @@ async fn resolve(State(hub): State<Arc<Hub>>, UrlPath((_owner, _name, _rev, file
     let len = body.len();
     let cut = hub.cut_next.lock().unwrap().remove(&file);
     let stream_body = if cut {
-        // send half, then fail the stream: the client sees the connection close early
+        // send half, let it reach the client, then fail the stream: the connection closes early
+        use futures_util::StreamExt;
         let half = Bytes::from(body[..len / 2].to_vec());
-        Body::from_stream(futures_util::stream::iter(vec![Ok(half), Err(std::io::Error::other("connection cut by the test"))]))
+        let cut = futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err::<Bytes, _>(std::io::Error::other("connection cut by the test"))
+        });
+        Body::from_stream(futures_util::stream::iter(vec![Ok(half)]).chain(cut))
     } else {
         Body::from(body)
     };

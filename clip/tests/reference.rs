@@ -263,22 +263,22 @@ fn image_embeddings_equal_pytorch_on_the_same_inputs() {
     let reference = tiny_reference();
     let got = tiny_model().embed_image_tensor(reference_inputs().view()).unwrap();
     let worst = got.rows().into_iter().zip(&reference.images).map(|(g, r)| cosine(g.as_slice().unwrap(), &r.embedding)).fold(1.0f32, f32::min);
-    println!("images: worst cosine to PyTorch over {} held-out inputs = {worst:.6}", reference.images.len());
+    println!("images: worst cosine to PyTorch over {} held-out inputs = {worst:.7}", reference.images.len());
     assert!(worst >= 0.9999, "worst cosine {worst}");
     assert_eq!(tiny_model().image_device(), "cpu");
 }
 
 #[test]
 fn image_embeddings_from_files_stay_close_to_pytorch() {
-    // Rust decodes and resizes the files itself: within one rounding step of PIL per value (see the
-    // preprocessing test), which this small CNN turns into this much cosine
+    // end to end: this crate decodes and resizes the files itself (within one rounding step of PIL
+    // per value, see the preprocessing test) and still lands on PyTorch's embeddings
     let reference = tiny_reference();
     let got = embed_heldout_images();
     let cos: Vec<f32> = got.iter().zip(&reference.images).map(|(g, r)| cosine(g, &r.embedding)).collect();
     let worst = cos.iter().copied().fold(1.0f32, f32::min);
     let mean = cos.iter().sum::<f32>() / cos.len() as f32;
-    println!("images from files: cosine to PyTorch worst {worst:.6} mean {mean:.6} over {}", cos.len());
-    assert!(worst >= 0.998 && mean >= 0.9999, "worst {worst}, mean {mean}");
+    println!("images from files: cosine to PyTorch worst {worst:.7} mean {mean:.7} over {}", cos.len());
+    assert!(worst >= 0.9999, "worst {worst}, mean {mean}");
 }
 
 #[test]
@@ -287,7 +287,7 @@ fn text_embeddings_equal_pytorch() {
     let texts: Vec<&str> = reference.texts.iter().map(|t| t.text.as_str()).collect();
     let got = tiny_model().embed_texts(&texts).unwrap();
     let worst = got.rows().into_iter().zip(&reference.texts).map(|(g, r)| cosine(g.as_slice().unwrap(), &r.embedding)).fold(1.0f32, f32::min);
-    println!("texts: worst cosine to PyTorch over {} captions = {worst:.6}", texts.len());
+    println!("texts: worst cosine to PyTorch over {} captions = {worst:.7}", texts.len());
     assert!(worst >= 0.9999, "worst cosine {worst}");
     for row in got.rows() {
         assert!((row.dot(&row) - 1.0).abs() < 1e-4, "unit length");
@@ -296,13 +296,17 @@ fn text_embeddings_equal_pytorch() {
 
 #[test]
 fn zero_shot_retrieval_finds_the_right_shapes() {
+    // 24 held-out captions (two templates never seen in training) over 240 held-out images, embedded
+    // from the files by this crate. "a photo of the {colour} {shape}": every caption must find >= 9
+    // matching images in its top 10. "this is a {colour} {shape}" is harder for this small model
+    // (2 of 12 captions miss in PyTorch too); at least 10 of its 12 must, so a regression still shows.
     let reference = tiny_reference();
     let images = embed_heldout_images();
     assert!(images.len() >= 200, "a few hundred held-out images");
     let captions: Vec<&str> = reference.texts.iter().map(|t| t.text.as_str()).collect();
-    assert!(captions.len() >= 8);
     let texts = tiny_model().embed_texts(&captions).unwrap();
     let mut report = Vec::new();
+    let (mut photo_ok, mut photo_total, mut this_ok) = (0, 0, 0);
     for (caption, t) in captions.iter().zip(texts.rows()) {
         let mut scored: Vec<(f32, usize)> = images.iter().enumerate().map(|(i, e)| (cosine(t.as_slice().unwrap(), e), i)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -314,9 +318,16 @@ fn zero_shot_retrieval_finds_the_right_shapes() {
             })
             .count();
         report.push(format!("{caption:32} {hits}/10"));
-        assert!(hits >= 9, "{caption:?}: only {hits} of the top 10 match\n{}", report.join("\n"));
+        if caption.starts_with("a photo of the") {
+            photo_total += 1;
+            photo_ok += usize::from(hits >= 9);
+        } else if hits >= 9 {
+            this_ok += 1;
+        }
     }
     println!("{}", report.join("\n"));
+    assert!(photo_total >= 8 && photo_ok == photo_total, "{photo_ok}/{photo_total} captions reach 9/10:\n{}", report.join("\n"));
+    assert!(this_ok >= 10, "only {this_ok} of 12 'this is a' captions reach 9/10:\n{}", report.join("\n"));
 }
 
 #[test]
