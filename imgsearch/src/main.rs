@@ -198,22 +198,23 @@ fn embed(args: EmbedArgs) -> Result<()> {
     }
     let model = load_model(&args.model)?;
     let mut out = std::io::stdout().lock();
-    if let Some(text) = &args.text {
-        let m = model.embed_texts(&[text])?;
-        let v = m.row(0).to_vec();
-        let device = model.text_device();
+    let record = |device: &str, v: &[f32], path: Option<&Path>, text: Option<&str>, image: Option<&clip::ImageInfo>| {
         let rec = EmbeddingOut {
-            path: None,
-            text: Some(text),
+            path,
+            text,
             model: &model.name,
             model_version: &model.version,
-            device: &device,
+            device,
             dim: v.len(),
-            checksum: embedding_checksum(&v),
-            embedding: &v,
-            image: None,
+            checksum: embedding_checksum(v),
+            embedding: v,
+            image,
         };
-        writeln!(out, "{}", serde_json::to_string(&rec)?)?;
+        serde_json::to_string(&rec)
+    };
+    if let Some(text) = &args.text {
+        let v = model.embed_texts(&[text])?.row(0).to_vec();
+        writeln!(out, "{}", record(&model.text_device(), &v, None, Some(text), None)?)?;
         return Ok(());
     }
     let pre = model.preprocessor().clone().with_fast_jpeg(args.fast_jpeg);
@@ -229,20 +230,8 @@ fn embed(args: EmbedArgs) -> Result<()> {
                 continue;
             }
         };
-        let m = model.embed_images(std::slice::from_ref(&prepared))?;
-        let v = m.row(0).to_vec();
-        let rec = EmbeddingOut {
-            path: Some(path),
-            text: None,
-            model: &model.name,
-            model_version: &model.version,
-            device: &device,
-            dim: v.len(),
-            checksum: embedding_checksum(&v),
-            embedding: &v,
-            image: Some(&prepared.info),
-        };
-        writeln!(out, "{}", serde_json::to_string(&rec)?)?;
+        let v = model.embed_images(std::slice::from_ref(&prepared))?.row(0).to_vec();
+        writeln!(out, "{}", record(&device, &v, Some(path), None, Some(&prepared.info))?)?;
     }
     if failed > 0 {
         bail!("{failed} of {} images could not be embedded", args.images.len());
