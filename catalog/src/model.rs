@@ -1,4 +1,5 @@
-//! The catalog's records and their state machines. Pure data: no SQL here.
+//! The catalog's records and their state machines. No SQL here (a record whose columns map one to
+//! one derives `FromRow`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -181,6 +182,18 @@ pub struct NewSession {
     pub name: String,
     pub root_path: String,
     pub category_id: Option<i64>,
+}
+
+/// A directory under a session's root, and whether the session indexes it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Subdirectory {
+    pub session_id: Uuid,
+    pub path: String,
+    pub name: String,
+    pub selected: bool,
+    pub image_count: i64,
+    pub status: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

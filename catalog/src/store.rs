@@ -337,6 +337,39 @@ impl Catalog {
         }
     }
 
+    /// Records the directories a scan found under a session's root. A directory seen before keeps
+    /// its selection and gets the new image count.
+    pub async fn upsert_subdirectories(&self, session_id: Uuid, dirs: &[(String, String, i64)]) -> Result<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (path, name, count) in dirs {
+                sqlx::query(
+                    "INSERT INTO training_subdirectories (session_id, path, name, selected, image_count, status)
+                     VALUES ($1, $2, $3, TRUE, $4, 'pending')
+                     ON CONFLICT (session_id, path) DO UPDATE SET name = excluded.name, image_count = excluded.image_count")
+                    .bind(session_id).bind(path).bind(name).bind(*count)
+                    .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "subdirectory", path))?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn list_subdirectories(&self, session_id: Uuid) -> Result<Vec<Subdirectory>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT session_id, path, name, selected, image_count, status FROM training_subdirectories WHERE session_id = $1 ORDER BY path")
+            .bind(session_id).fetch_all(p).await)?)
+    }
+
+    /// Selects or deselects one directory of a session; `NotFound` if the scan never saw it.
+    pub async fn set_subdirectory_selected(&self, session_id: Uuid, path: &str, selected: bool) -> Result<Subdirectory> {
+        let row: Option<Subdirectory> = on_pool!(self, p => sqlx::query_as(
+            "UPDATE training_subdirectories SET selected = $3 WHERE session_id = $1 AND path = $2
+             RETURNING session_id, path, name, selected, image_count, status")
+            .bind(session_id).bind(path).bind(selected).fetch_optional(p).await)?;
+        row.ok_or_else(|| CatalogError::not_found("subdirectory", path))
+    }
+
     // ----------------------------------------------------------------------------------------
     // jobs
 

@@ -60,6 +60,7 @@ contract!(
     failed_results_are_counted_as_failures,
     a_cancelled_job_cannot_complete,
     deletion_logs_list_newest_first,
+    subdirectories_keep_their_selection_across_scans,
 );
 
 fn asset(path: &str, hash: &str) -> NewAsset {
@@ -275,6 +276,19 @@ async fn deletion_logs_list_newest_first(c: Catalog) {
     assert_eq!(first.items[0].metadata["i"], 2);
     let rest = c.list_deletion_logs(Page::new(2, 2)).await.unwrap();
     assert_eq!(rest.items.iter().map(|l| l.target.as_deref()).collect::<Vec<_>>(), [Some("target-0")]);
+}
+
+async fn subdirectories_keep_their_selection_across_scans(c: Catalog) {
+    let s = c.create_session(NewSession { name: "s".into(), root_path: "/photos".into(), category_id: None }).await.unwrap();
+    let scan = |n: i64| vec![("/photos/2023".to_owned(), "2023".to_owned(), n), ("/photos/2024".to_owned(), "2024".to_owned(), 2 * n)];
+    c.upsert_subdirectories(s.id, &scan(5)).await.unwrap();
+    let off = c.set_subdirectory_selected(s.id, "/photos/2023", false).await.unwrap();
+    assert!(!off.selected);
+    c.upsert_subdirectories(s.id, &scan(7)).await.unwrap();
+    let dirs = c.list_subdirectories(s.id).await.unwrap();
+    assert_eq!(dirs.iter().map(|d| (d.path.as_str(), d.selected, d.image_count)).collect::<Vec<_>>(), [("/photos/2023", false, 7), ("/photos/2024", true, 14)]);
+    let err = c.set_subdirectory_selected(s.id, "/elsewhere", true).await.unwrap_err();
+    assert_eq!(err.to_string(), "subdirectory /elsewhere not found");
 }
 
 #[tokio::test]
