@@ -8,6 +8,7 @@
 mod edge;
 mod error;
 pub mod model;
+mod server;
 
 use std::{collections::HashMap, path::Path};
 
@@ -19,6 +20,7 @@ type Result<T> = std::result::Result<T, VectorError>;
 
 enum Backend {
     Edge(edge::EdgeStore),
+    Server(Box<server::ServerStore>),
 }
 
 /// Scroll page size: large enough to be quick, small enough to bound memory per call.
@@ -29,6 +31,7 @@ macro_rules! on_backend {
     ($self:expr, $b:ident => $body:expr) => {
         match &$self.backend {
             Backend::Edge($b) => $body,
+            Backend::Server($b) => $body,
         }
     };
 }
@@ -43,8 +46,25 @@ impl VectorStore {
         Ok(VectorStore { backend: Backend::Edge(edge::EdgeStore::open(data_dir)?) })
     }
 
+    /// The Qdrant server at `url` (gRPC, e.g. `http://127.0.0.1:6334`). Connects lazily: an
+    /// unreachable server is reported as `VectorError::Unavailable` by the first call.
+    pub fn server(url: &str) -> Result<Self> {
+        Ok(VectorStore { backend: Backend::Server(Box::new(server::ServerStore::connect(url)?)) })
+    }
+
     pub fn backend(&self) -> &'static str {
-        on_backend!(self, _b => "embedded")
+        match &self.backend {
+            Backend::Edge(_) => "embedded",
+            Backend::Server(_) => "server",
+        }
+    }
+
+    /// Whether the store answers (`/ready`); the embedded store always does once open.
+    pub async fn health(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Edge(_) => Ok(()),
+            Backend::Server(b) => b.health().await,
+        }
     }
 
     /// Creates the collection with its payload indexes, or checks that the existing one has the same

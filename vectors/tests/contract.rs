@@ -15,10 +15,26 @@ fn embedded() -> Fixture {
     Fixture { store: VectorStore::embedded(dir.path()).unwrap(), _dir: dir }
 }
 
+/// The server backend over real gRPC, against the Qdrant test fixture on a free port.
+struct ServerFixture {
+    store: VectorStore,
+    qdrant: qdrant_fixture::QdrantFixture,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> ServerFixture {
+    let dir = tempfile::tempdir().unwrap();
+    let qdrant = qdrant_fixture::QdrantFixture::start(dir.path()).await.unwrap();
+    ServerFixture { store: VectorStore::server(&qdrant.url()).unwrap(), qdrant, _dir: dir }
+}
+
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
         mod embedded {
             $( #[tokio::test(flavor = "multi_thread")] async fn $case() { let f = super::embedded(); super::$case(&f.store).await } )+
+        }
+        mod server {
+            $( #[tokio::test(flavor = "multi_thread")] async fn $case() { let f = super::server().await; super::$case(&f.store).await; f.qdrant.stop().await } )+
         }
     };
 }
@@ -48,7 +64,7 @@ fn name() -> String {
 
 /// A unit vector pointing mostly along axis `axis`, tilted by `tilt` towards the next axis.
 fn unit(axis: usize, tilt: f32) -> Vec<f32> {
-    let mut v = vec![0.0; DIM];
+    let mut v = [0.0; DIM];
     v[axis % DIM] = 1.0;
     v[(axis + 1) % DIM] = tilt;
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -260,4 +276,51 @@ async fn the_embedded_store_keeps_its_points_across_a_restart() {
     assert_eq!(s.count("image_assets", &PointFilter::default()).await.unwrap(), 50);
     let best = s.search("image_assets", &unit(0, 0.0), &PointFilter::default(), 1, 0).await.unwrap();
     assert_eq!(best[0].path.as_deref(), Some("/k/0.jpg"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_server_is_unavailable_not_empty() {
+    let f = server().await;
+    let n = name();
+    f.store.ensure_collection(&spec(&n)).await.unwrap();
+    f.store.upsert(&n, vec![point("/u/1.jpg", unit(0, 0.0), "2024-01-01T00:00:00Z", None)]).await.unwrap();
+    f.store.health().await.unwrap();
+    f.qdrant.stop().await;
+    let err = f.store.search(&n, &unit(0, 0.0), &PointFilter::default(), 5, 0).await.unwrap_err();
+    assert!(matches!(err, VectorError::Unavailable(_)), "search: {err:?}");
+    assert!(err.to_string().starts_with("vector store unavailable"), "{err}");
+    assert!(matches!(f.store.count(&n, &PointFilter::default()).await.unwrap_err(), VectorError::Unavailable(_)));
+    assert!(matches!(f.store.health().await.unwrap_err(), VectorError::Unavailable(_)));
+    let write = f.store.upsert(&n, vec![point("/u/2.jpg", unit(1, 0.0), "2024-01-01T00:00:00Z", None)]).await.unwrap_err();
+    assert!(matches!(write, VectorError::Unavailable(_)), "upsert: {write:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_listened_is_unavailable() {
+    // a port that was free a moment ago and has nothing listening now
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = VectorStore::server(&format!("http://127.0.0.1:{port}")).unwrap();
+    let err = store.search("image_assets", &unit(0, 0.0), &PointFilter::default(), 5, 0).await.unwrap_err();
+    assert!(matches!(err, VectorError::Unavailable(_)), "{err:?}");
+    assert!(matches!(store.ensure_collection(&spec("image_assets")).await.unwrap_err(), VectorError::Unavailable(_)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_fixture_keeps_its_points_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = name();
+    {
+        let q = qdrant_fixture::QdrantFixture::start(dir.path()).await.unwrap();
+        let s = VectorStore::server(&q.url()).unwrap();
+        s.ensure_collection(&spec(&n)).await.unwrap();
+        s.upsert(&n, (0..50).map(|i| point(&format!("/k/{i}.jpg"), unit(i % DIM, (i / DIM) as f32 * 0.2), "2024-01-01T00:00:00Z", None)).collect()).await.unwrap();
+        s.set_alias("image_assets", &n).await.unwrap();
+        q.stop().await;
+    }
+    let q = qdrant_fixture::QdrantFixture::start(dir.path()).await.unwrap();
+    let s = VectorStore::server(&q.url()).unwrap();
+    assert_eq!(s.count("image_assets", &PointFilter::default()).await.unwrap(), 50);
+    let info = s.info("image_assets").await.unwrap().unwrap();
+    assert_eq!((info.name.as_str(), info.model_version.as_deref()), (n.as_str(), Some("m1")));
+    q.stop().await;
 }
