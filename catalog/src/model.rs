@@ -288,6 +288,17 @@ pub struct NewDeletionLog {
     pub metadata: serde_json::Value,
 }
 
+/// Counts by status, for `imgsearch status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// training status -> assets
+    pub assets: std::collections::BTreeMap<String, i64>,
+    /// session status -> sessions
+    pub sessions: std::collections::BTreeMap<String, i64>,
+    pub failed_jobs: i64,
+}
+
 /// A page of a listing: `offset` rows skipped, at most `limit` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {

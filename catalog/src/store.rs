@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::{error::CatalogError, model::*};
 
+#[derive(Clone)]
 enum Pool {
     Postgres(PgPool),
     Sqlite(SqlitePool),
@@ -37,6 +38,7 @@ macro_rules! on_pool {
 }
 
 /// The catalog. Cheap to clone (the pools are shared).
+#[derive(Clone)]
 pub struct Catalog {
     pool: Pool,
 }
@@ -250,6 +252,28 @@ impl Catalog {
             q.fetch_all(p).await
         })?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every asset under a directory (its whole subtree), by path. A scan compares them with the
+    /// files it found to notice deleted ones.
+    pub async fn assets_under(&self, dir: &str) -> Result<Vec<Asset>> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let rows: Vec<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!(
+            "SELECT {ASSET_COLUMNS} FROM image_assets WHERE substr(path, 1, length($1)) = $1 ORDER BY path")))
+            .bind(&prefix).fetch_all(p).await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// How many assets are in each training status, and sessions in each status (`imgsearch status`).
+    pub async fn counts(&self) -> Result<Counts> {
+        type ByStatus = Vec<(String, i64)>;
+        let (assets, sessions, failed_jobs): (ByStatus, ByStatus, i64) = on_pool!(self, p => {
+            let a = sqlx::query_as("SELECT training_status, COUNT(*) FROM image_assets GROUP BY training_status").fetch_all(p).await?;
+            let s = sqlx::query_as("SELECT status, COUNT(*) FROM training_sessions GROUP BY status").fetch_all(p).await?;
+            let f = sqlx::query_scalar("SELECT COUNT(*) FROM training_jobs WHERE status = 'failed'").fetch_one(p).await?;
+            (a, s, f)
+        });
+        Ok(Counts { assets: assets.into_iter().collect(), sessions: sessions.into_iter().collect(), failed_jobs })
     }
 
     pub async fn list_assets(&self, page: Page) -> Result<Listing<Asset>> {

@@ -122,7 +122,7 @@ impl PreprocessConfig {
         PreprocessConfig {
             size: ImageSize::Square(224),
             mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_58, 0.275_777_1],
+            std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
             interpolation: Interpolation::Bicubic,
             resize_mode: ResizeMode::Shortest,
         }

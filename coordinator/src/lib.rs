@@ -1,4 +1,119 @@
-//! Coordinator: creates or resumes a session and publishes one embedding job per asset to the jobs
-//! queue, with confirms. It never decodes images and never writes vectors.
+//! Coordinator, the *jobs* stage: creates or resumes a session, has the roots scanned, records one
+//! job per asset that needs embedding, and hands out the jobs that are not finished. It writes only
+//! to the catalog; publishing the jobs (in-process queue or RabbitMQ) is the wiring's business.
 //!
-//! Empty until the embedded-pipeline issue fills it (see ARCHITECTURE.md).
+//! Resuming is what makes Ctrl-C and crashes harmless: a session that is pending, running or paused
+//! for the same roots is taken up again, and only its jobs that are not completed, failed or
+//! cancelled are handed out again, so a finished asset is never embedded twice.
+
+use std::path::PathBuf;
+
+use catalog::{Catalog, CatalogError, JobStatus, NewSession, Page, Session, SessionStatus};
+use ingest::{ScanError, ScanReport};
+use protocol::EmbedJob;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+type Result<T> = std::result::Result<T, CoordinatorError>;
+
+/// How a session's roots are written in its `root_path`: canonical paths joined by a newline.
+pub fn roots_key(roots: &[PathBuf]) -> String {
+    let mut keys: Vec<String> = roots.iter().map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()).to_string_lossy().into_owned()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.join("\n")
+}
+
+/// A session made ready to run: scanned, with its jobs recorded.
+#[derive(Debug)]
+pub struct Prepared {
+    pub session: Session,
+    pub resumed: bool,
+    pub scan: ScanReport,
+    pub jobs_created: u64,
+}
+
+/// The session an `index` of these roots continues: one not yet finished, for the same roots.
+pub async fn resumable_session(catalog: &Catalog, key: &str) -> Result<Option<Session>> {
+    for status in [SessionStatus::Running, SessionStatus::Paused, SessionStatus::Pending] {
+        let page = catalog.list_sessions(Some(status), Page::new(0, 1000)).await?;
+        if let Some(s) = page.items.into_iter().find(|s| s.root_path == key) {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+/// Scans the roots into a new or resumed session, records its jobs and moves it to running.
+pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i64>, name: Option<String>) -> Result<Prepared> {
+    let key = roots_key(roots);
+    let existing = resumable_session(catalog, &key).await?;
+    let resumed = existing.is_some();
+    let session = match existing {
+        Some(s) => s,
+        None => {
+            let name = name.unwrap_or_else(|| format!("index {}", key.replace('\n', ", ")));
+            catalog.create_session(NewSession { name, root_path: key, category_id }).await?
+        }
+    };
+    let scan = ingest::scan(catalog, roots, category_id.or(session.category_id)).await?;
+    let needs: Vec<Uuid> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
+    let jobs_created = catalog.create_jobs(session.id, &needs).await?;
+    let session = match session.status {
+        SessionStatus::Pending | SessionStatus::Paused => catalog.transition_session(session.id, SessionStatus::Running).await?,
+        _ => catalog.get_session(session.id).await?,
+    };
+    tracing::info!(session = %session.id, resumed, jobs_created, "session prepared");
+    Ok(Prepared { session, resumed, scan, jobs_created })
+}
+
+/// Every job of the session that is not finished, as the message the embed stage takes.
+pub async fn open_jobs(catalog: &Catalog, session: &Session) -> Result<Vec<EmbedJob>> {
+    let mut jobs = Vec::new();
+    for status in [JobStatus::Pending, JobStatus::Queued, JobStatus::Running] {
+        let mut offset = 0;
+        loop {
+            let page = catalog.list_jobs(session.id, Some(status), Page::new(offset, 1000)).await?;
+            let n = page.items.len() as i64;
+            let ids: Vec<Uuid> = page.items.iter().map(|j| j.asset_id).collect();
+            let assets = catalog.assets_by_ids(&ids).await?;
+            for job in page.items {
+                let Some(asset) = assets.iter().find(|a| a.id == job.asset_id) else { continue };
+                jobs.push(EmbedJob {
+                    v: protocol::VERSION,
+                    job_id: job.id,
+                    asset_id: asset.id,
+                    session_id: session.id,
+                    path: asset.path.clone(),
+                    created_at: asset.created_at,
+                    category_id: asset.category_id,
+                    attempt: job.attempts as u32 + 1,
+                });
+            }
+            offset += n;
+            if n == 0 || offset >= page.total {
+                break;
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// Ends a session whose jobs are all finished: completed (failed files are counted, not fatal).
+pub async fn finish_if_done(catalog: &Catalog, session_id: Uuid) -> Result<Session> {
+    let session = catalog.get_session(session_id).await?;
+    let open = catalog.list_jobs(session_id, Some(JobStatus::Pending), Page::new(0, 1)).await?.total
+        + catalog.list_jobs(session_id, Some(JobStatus::Queued), Page::new(0, 1)).await?.total
+        + catalog.list_jobs(session_id, Some(JobStatus::Running), Page::new(0, 1)).await?.total;
+    if open == 0 && session.status == SessionStatus::Running {
+        return Ok(catalog.transition_session(session_id, SessionStatus::Completed).await?);
+    }
+    Ok(session)
+}

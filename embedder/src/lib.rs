@@ -1,5 +1,142 @@
-//! Embedder: consumes jobs, decodes and preprocesses on a CPU pool, batches across messages, runs the
-//! image tower (the `clip` crate) and publishes one embedding message per job. It never writes to a
-//! store.
+//! Embedder, the *embed* stage: decodes and preprocesses a batch of jobs on a bounded CPU pool, runs
+//! the image tower once for the batch, and answers each job with an `EmbedResult` (the vector and its
+//! evidence, or the reason the file failed). It reads image files and runs the model; it never
+//! writes to a store, and it knows nothing of the queue that feeds it.
 //!
-//! Empty until the embedded-pipeline issue fills it (see ARCHITECTURE.md).
+//! A bad file never fails the batch: it becomes a `Failed` result with a fixed reason label
+//! (`corrupt`, `unsupported_format`, `too_many_pixels`, `empty`: permanent; `io`: transient), and
+//! the other images of the batch are embedded.
+
+mod batch;
+
+use std::{sync::Arc, time::Instant};
+
+pub use batch::{Batcher, FlushReason};
+use clip::{ClipModel, ImageError, ImageInfo, PreparedImage, Preprocessor, embedding_checksum};
+use protocol::{EmbedJob, EmbedResult, EvidenceInfo, FailureKind, Outcome};
+use rayon::prelude::*;
+use serde_json::json;
+
+/// Runs whole batches; share it behind an `Arc` and call it from blocking threads.
+pub struct Embedder {
+    model: Arc<ClipModel>,
+    preprocessor: Preprocessor,
+    pool: rayon::ThreadPool,
+    environment: serde_json::Value,
+}
+
+/// What one batch took, for metrics and logs.
+#[derive(Debug, Clone, Default)]
+pub struct BatchTimings {
+    pub images: usize,
+    pub failed: usize,
+    pub decode_ms: f64,
+    pub inference_ms: f64,
+}
+
+fn failure_kind(e: &ImageError) -> FailureKind {
+    match e {
+        ImageError::Io { .. } => FailureKind::Transient,
+        _ => FailureKind::Permanent,
+    }
+}
+
+impl Embedder {
+    /// `decode_threads`: the size of the decode pool (0: one per core).
+    pub fn new(model: Arc<ClipModel>, decode_threads: usize, fast_jpeg: bool) -> Self {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(decode_threads).thread_name(|i| format!("decode-{i}")).build().expect("a decode thread pool");
+        let environment = json!({
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "imgsearch": env!("CARGO_PKG_VERSION"),
+            "fastJpeg": fast_jpeg,
+        });
+        let preprocessor = model.preprocessor().clone().with_fast_jpeg(fast_jpeg);
+        Embedder { model, preprocessor, pool, environment }
+    }
+
+    pub fn model(&self) -> &ClipModel {
+        &self.model
+    }
+
+    /// Embeds a batch (blocking). Every job gets exactly one result, in the order given.
+    pub fn embed_batch(&self, jobs: &[EmbedJob]) -> (Vec<EmbedResult>, BatchTimings) {
+        let started = Instant::now();
+        let prepared: Vec<(Result<PreparedImage, ImageError>, f64)> = self.pool.install(|| {
+            jobs.par_iter()
+                .map(|job| {
+                    let t = Instant::now();
+                    let r = self.preprocessor.prepare_file(std::path::Path::new(&job.path));
+                    (r, t.elapsed().as_secs_f64() * 1e3)
+                })
+                .collect()
+        });
+        let decode_ms = started.elapsed().as_secs_f64() * 1e3;
+        // the decoded pixels move into the batch; each job keeps its image info or its error
+        let mut ok: Vec<PreparedImage> = Vec::with_capacity(prepared.len());
+        let mut slots: Vec<(Result<ImageInfo, ImageError>, f64)> = Vec::with_capacity(prepared.len());
+        for (r, ms) in prepared {
+            match r {
+                Ok(p) => {
+                    slots.push((Ok(p.info.clone()), ms));
+                    ok.push(p);
+                }
+                Err(e) => slots.push((Err(e), ms)),
+            }
+        }
+        let t = Instant::now();
+        let vectors = if ok.is_empty() { Ok(None) } else { self.model.embed_images(&ok).map(Some) };
+        let inference_ms = t.elapsed().as_secs_f64() * 1e3;
+        let device = self.model.image_device();
+        let per_image_inference = if ok.is_empty() { 0.0 } else { inference_ms / ok.len() as f64 };
+        let mut row = 0;
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut failed = 0;
+        for (job, (prep, prep_ms)) in jobs.iter().zip(slots) {
+            let (outcome, image_meta, embedding_meta) = match (&prep, &vectors) {
+                (Ok(p), Ok(Some(m))) => {
+                    let v = m.row(row).to_vec();
+                    row += 1;
+                    let checksum = embedding_checksum(&v);
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    let embedding = json!({"dim": v.len(), "norm": norm, "checksum": checksum});
+                    (Outcome::Embedded { vector: protocol::vector_to_bytes(&v), checksum }, serde_json::to_value(p).unwrap_or_default(), embedding)
+                }
+                (Ok(_), Ok(None)) => unreachable!("vectors exist when an image was prepared"),
+                (Ok(p), Err(e)) => {
+                    // the runtime failed for the whole batch: transient, every image is retried
+                    (Outcome::Failed { reason: "inference".into(), message: e.to_string(), kind: FailureKind::Transient }, serde_json::to_value(p).unwrap_or_default(), json!(null))
+                }
+                (Err(e), _) => (Outcome::Failed { reason: e.reason().into(), message: e.to_string(), kind: failure_kind(e) }, json!(null), json!(null)),
+            };
+            if matches!(outcome, Outcome::Failed { .. }) {
+                failed += 1;
+            }
+            let infer_ms = if prep.is_ok() { per_image_inference } else { 0.0 };
+            results.push(EmbedResult {
+                v: protocol::VERSION,
+                job_id: job.job_id,
+                asset_id: job.asset_id,
+                session_id: job.session_id,
+                path: job.path.clone(),
+                created_at: job.created_at,
+                category_id: job.category_id,
+                outcome,
+                evidence: EvidenceInfo {
+                    model_name: self.model.name.clone(),
+                    model_version: self.model.version.clone(),
+                    device: device.clone(),
+                    metadata: json!({
+                        "image": image_meta,
+                        "embedding": embedding_meta,
+                        "environment": self.environment,
+                        "timing": {"preprocessMs": prep_ms, "inferenceMs": infer_ms, "batchSize": jobs.len(), "batchInferenceMs": inference_ms},
+                    }),
+                    processing_time_ms: (prep_ms + infer_ms).round() as i64,
+                },
+            });
+        }
+        (results, BatchTimings { images: jobs.len(), failed, decode_ms, inference_ms })
+    }
+}

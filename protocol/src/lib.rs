@@ -1,4 +1,123 @@
-//! Protocol: the versioned message types that cross a queue (`EmbedJob`, `EmbedResult`), ids and
-//! shared config types. Only these types cross a queue. No I/O here.
+//! Protocol: the versioned message types that cross a queue (`EmbedJob`, `EmbedResult`). Only these
+//! types cross a queue, in-process or over RabbitMQ. No I/O here.
 //!
-//! Empty until the embedded-pipeline issue fills it (see ARCHITECTURE.md).
+//! Messages are small: a job carries ids and the path, never image bytes; a result carries the vector
+//! as little-endian f32 bytes plus the evidence. Every message has a `v` field; a reader refuses a
+//! version it does not know instead of guessing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The message version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// One asset to embed, for one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedJob {
+    pub v: u32,
+    pub job_id: Uuid,
+    pub asset_id: Uuid,
+    pub session_id: Uuid,
+    pub path: String,
+    /// Copied to the vector payload so the writer needs no catalog read.
+    pub created_at: DateTime<Utc>,
+    pub category_id: Option<i64>,
+    pub attempt: u32,
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// The file itself is bad (corrupt, not an image, too many pixels): recorded as a failed job.
+    Permanent,
+    /// Something around it failed (I/O, the runtime): the job is retried, then dead-lettered.
+    Transient,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    Embedded {
+        /// The L2-normalised embedding as little-endian f32 bytes.
+        #[serde(with = "hex_bytes")]
+        vector: Vec<u8>,
+        /// sha256 of those bytes, hex.
+        checksum: String,
+    },
+    Failed {
+        /// A fixed label (`corrupt`, `truncated`, `not_an_image`, `too_many_pixels`, `io`, ...).
+        reason: String,
+        message: String,
+        kind: FailureKind,
+    },
+}
+
+/// What the embedder knows about how a result was made, recorded as the job's evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceInfo {
+    pub model_name: String,
+    pub model_version: String,
+    pub device: String,
+    /// `image`, `embedding`, `environment` and `timing` sections.
+    pub metadata: serde_json::Value,
+    pub processing_time_ms: i64,
+}
+
+/// The embedder's answer to one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbedResult {
+    pub v: u32,
+    pub job_id: Uuid,
+    pub asset_id: Uuid,
+    pub session_id: Uuid,
+    pub path: String,
+    pub created_at: DateTime<Utc>,
+    pub category_id: Option<i64>,
+    pub outcome: Outcome,
+    pub evidence: EvidenceInfo,
+}
+
+/// A vector as the little-endian bytes a result carries.
+pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The vector back from its bytes; `None` if the length is not a whole number of f32s.
+pub fn vector_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Vector bytes as a hex string in JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_bytes_and_json() {
+        let v = vec![0.5f32, -1.25, 3.0e-8];
+        let bytes = vector_to_bytes(&v);
+        assert_eq!(bytes.len(), 12);
+        assert_eq!(vector_from_bytes(&bytes).unwrap(), v);
+        assert!(vector_from_bytes(&bytes[..5]).is_none());
+        let outcome = Outcome::Embedded { vector: bytes.clone(), checksum: "x".into() };
+        let json = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    }
+}

@@ -19,7 +19,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,qdrant_edge=error".into())).init();
     let args = Args::parse();
     let fixture = qdrant_fixture::QdrantFixture::start_at(args.addr, &args.data).await?;
     tracing::info!(url = %fixture.url(), data = %args.data.display(), "qdrant-fixture serving (a test fixture, not Qdrant)");

@@ -1,0 +1,178 @@
+//! `index`, `search` and `status`: argument handling and output; the work is in the library.
+
+use std::{collections::BTreeMap, io::IsTerminal, sync::Arc};
+
+use anyhow::{Context, Result, bail};
+use catalog::{Catalog, NewCategory, SessionStatus};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use embedder::Embedder;
+use imgsearch::{
+    App,
+    pipeline::{self, PipelineOptions},
+    search::{SearchRequest, search_text},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+use vectors::{DEFAULT_COLLECTION, PointFilter};
+use writer::Writer;
+
+use crate::{IndexArgs, SearchArgs, StatusArgs, load_model};
+
+async fn category_id(catalog: &Catalog, name: Option<&str>, create: bool) -> Result<Option<i64>> {
+    let Some(name) = name else { return Ok(None) };
+    if let Some(c) = catalog.category_by_name(name).await? {
+        return Ok(Some(c.id));
+    }
+    if !create {
+        bail!("no category named {name:?}; `imgsearch index --category {name:?} DIR` creates it");
+    }
+    Ok(Some(catalog.create_category(NewCategory { name: name.to_owned(), ..Default::default() }).await?.id))
+}
+
+pub async fn index(args: IndexArgs) -> Result<()> {
+    for d in &args.dirs {
+        if !d.is_dir() {
+            bail!("{} is not a directory", d.display());
+        }
+    }
+    let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
+    let model_args = args.model;
+    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
+    let collection = app.collection_for(&model.version, model.embed_dim).await?;
+    let category = category_id(&app.catalog, args.category.as_deref(), true).await?;
+
+    let prepared = coordinator::prepare(&app.catalog, &args.dirs, category, None).await.context("cannot scan the folders")?;
+    let jobs = coordinator::open_jobs(&app.catalog, &prepared.session).await?;
+    let skipped_unchanged = prepared.scan.assets.iter().filter(|(_, needs)| !needs).count();
+
+    let bar = if args.json || !std::io::stderr().is_terminal() { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}  {msg}").expect("static template").progress_chars("=> "),
+    );
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: finishing the images in flight (Ctrl-C again to abort)");
+            on_ctrl_c.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+
+    let embedder = Arc::new(Embedder::new(model.clone(), 0, args.fast_jpeg));
+    let writer = Arc::new(Writer { catalog: app.catalog.clone(), vectors: app.vectors.clone(), collection: collection.clone() });
+    let options = PipelineOptions { embed_batch: args.batch_size.max(1), ..Default::default() };
+    let progress = bar.clone();
+    let stats = pipeline::run(jobs, embedder, writer, options, cancel, move |r| progress.inc((r.completed + r.failed.len()) as u64)).await?;
+    bar.finish_and_clear();
+
+    let session = if stats.interrupted {
+        app.catalog.transition_session(prepared.session.id, SessionStatus::Paused).await?
+    } else {
+        coordinator::finish_if_done(&app.catalog, prepared.session.id).await?
+    };
+    let mut reasons: Vec<(String, usize)> = stats.failed_reasons.clone().into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let secs = stats.elapsed.as_secs_f64();
+    let summary = serde_json::json!({
+        "session": session.id,
+        "sessionStatus": session.status,
+        "resumed": prepared.resumed,
+        "indexed": stats.completed,
+        "skippedUnchanged": skipped_unchanged,
+        "failed": stats.failed,
+        "failedReasons": reasons.iter().map(|(r, n)| serde_json::json!({"reason": r, "count": n})).collect::<Vec<_>>(),
+        "failedExamples": stats.failed_examples.iter().map(|(r, p)| serde_json::json!({"reason": r, "path": p})).collect::<Vec<_>>(),
+        "notImages": prepared.scan.skipped.iter().filter(|s| s.reason == "not_an_image").count(),
+        "missingOnDisk": prepared.scan.missing.len(),
+        "seconds": secs,
+        "imagesPerSecond": if secs > 0.0 { (stats.completed + stats.failed) as f64 / secs } else { 0.0 },
+        "embedFlushes": stats.embed_flushes,
+        "collection": collection,
+        "dataDir": app.data_dir,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "indexed {} images, skipped {} unchanged, {} failed in {:.1}s ({:.1} images/s)",
+            stats.completed, skipped_unchanged, stats.failed, secs, summary["imagesPerSecond"].as_f64().unwrap_or(0.0)
+        );
+        for (reason, n) in reasons.iter().take(5) {
+            let example = stats.failed_examples.iter().find(|(r, _)| r == reason).map(|(_, p)| p.as_str()).unwrap_or("");
+            println!("  failed: {n} x {reason} (e.g. {example})");
+        }
+        if !prepared.scan.missing.is_empty() {
+            println!("  {} indexed files are gone from disk", prepared.scan.missing.len());
+        }
+        if stats.interrupted {
+            println!("stopped; session {} is paused, run the same command again to resume", session.id);
+        }
+    }
+    app.catalog.close().await;
+    Ok(())
+}
+
+/// A date alone means its whole day (UTC): the start for `--from`, the last microsecond for `--to`.
+fn parse_time(s: &str, end_of_day: bool) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("{s:?} is neither RFC 3339 (2024-01-31T12:00:00Z) nor a date (2024-01-31)"))?;
+    let time = if end_of_day { NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).expect("valid time") } else { NaiveTime::MIN };
+    Ok(date.and_time(time).and_utc())
+}
+
+pub async fn search(args: SearchArgs) -> Result<()> {
+    let from = args.from.as_deref().map(|s| parse_time(s, false)).transpose()?;
+    let to = args.to.as_deref().map(|s| parse_time(s, true)).transpose()?;
+    let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
+    let category = category_id(&app.catalog, args.category.as_deref(), false).await?;
+    let model_args = args.model;
+    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
+    let req = SearchRequest { query: args.query.clone(), limit: args.limit, offset: args.offset, filter: PointFilter { from, to, category_id: category, path_prefix: None } };
+    let hits = search_text(&app.catalog, &app.vectors, model, &req).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"query": args.query, "results": hits, "total": hits.len()}))?);
+    } else if hits.is_empty() {
+        eprintln!("no results (is anything indexed? `imgsearch status` tells)");
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            println!("{:>3}. {:.4}  {}", args.offset + i + 1, h.score, h.asset.path);
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(args: StatusArgs) -> Result<()> {
+    let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
+    let counts = app.catalog.counts().await?;
+    let info = app.vectors.info(DEFAULT_COLLECTION).await?;
+    let assets: i64 = counts.assets.values().sum();
+    let out = serde_json::json!({
+        "dataDir": app.data_dir,
+        "assets": assets,
+        "assetsByStatus": counts.assets,
+        "vectors": info.as_ref().map(|i| i.points).unwrap_or(0),
+        "collection": info.as_ref().map(|i| i.name.clone()),
+        "modelVersion": info.as_ref().and_then(|i| i.model_version.clone()),
+        "sessions": counts.sessions,
+        "failedJobs": counts.failed_jobs,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let by: BTreeMap<String, i64> = counts.assets;
+    println!("data dir:  {}", app.data_dir.display());
+    println!("assets:    {assets} ({})", by.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+    match &info {
+        Some(i) => println!("vectors:   {} in {} (model {})", i.points, i.name, i.model_version.as_deref().unwrap_or("?")),
+        None => println!("vectors:   none yet"),
+    }
+    println!("sessions:  {}", counts.sessions.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+    println!("failures:  {} jobs failed", counts.failed_jobs);
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The `imgsearch` application: wires the stages into the embedded default (one process, SQLite,
+//! embedded Qdrant, bounded in-process queues) and answers searches. `main.rs` is only the command
+//! line over this.
+
+pub mod app;
+pub mod pipeline;
+pub mod search;
+
+pub use app::App;

@@ -1,0 +1,144 @@
+//! The embedded wiring: feed -> embed -> write, three tasks joined by bounded channels, in one
+//! process. The stages are the same library code the distributed processes run.
+//!
+//! Downstream starts first; a full channel slows the stage before it (backpressure, never unbounded
+//! memory). Cancelling (Ctrl-C) stops the feed; the batches already taken are embedded, written
+//! and recorded, so a stop loses nothing and the next run resumes with the jobs left.
+
+use std::{collections::BTreeMap, sync::Arc, time::{Duration, Instant}};
+
+use anyhow::{Context, Result};
+use embedder::{Batcher, Embedder, FlushReason};
+use protocol::{EmbedJob, EmbedResult};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use writer::{WriteReport, Writer};
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Images per inference batch (default 32).
+    pub embed_batch: usize,
+    /// Results per write batch (default 256).
+    pub write_batch: usize,
+    /// How long a partial batch waits for more before it goes (default 200 ms).
+    pub max_wait: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions { embed_batch: 32, write_batch: 256, max_wait: Duration::from_millis(200) }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub completed: usize,
+    pub failed: usize,
+    /// reason -> count
+    pub failed_reasons: BTreeMap<String, usize>,
+    /// up to 10 (reason, path) examples
+    pub failed_examples: Vec<(String, String)>,
+    /// embed batches by flush reason
+    pub embed_flushes: BTreeMap<&'static str, usize>,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+}
+
+/// Runs the jobs through embed and write; `on_write` sees every written batch (progress).
+pub async fn run(
+    jobs: Vec<EmbedJob>,
+    embedder: Arc<Embedder>,
+    writer: Arc<Writer>,
+    options: PipelineOptions,
+    cancel: CancellationToken,
+    on_write: impl Fn(&WriteReport) + Send + 'static,
+) -> Result<RunStats> {
+    let started = Instant::now();
+    let (job_tx, job_rx) = mpsc::channel::<EmbedJob>(options.embed_batch * 2);
+    let (result_tx, result_rx) = mpsc::channel::<EmbedResult>(options.write_batch * 2);
+
+    let write = tokio::spawn(write_stage(result_rx, writer, options.clone(), on_write));
+    let embed = tokio::spawn(embed_stage(job_rx, result_tx, embedder, options.clone()));
+    let mut interrupted = false;
+    for job in jobs {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => { interrupted = true; break; }
+            sent = job_tx.send(job) => if sent.is_err() { break },
+        }
+    }
+    drop(job_tx);
+    let flushes = embed.await.context("the embed stage panicked")??;
+    let mut stats = write.await.context("the write stage panicked")??;
+    stats.embed_flushes = flushes;
+    stats.interrupted = interrupted;
+    stats.elapsed = started.elapsed();
+    Ok(stats)
+}
+
+/// The next batch from a channel: full, past its deadline, or the rest once the channel closed.
+/// `None` when the channel is closed and nothing is left.
+async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batcher: &mut Batcher<T>, closed: &mut bool) -> Option<(Vec<T>, FlushReason)> {
+    loop {
+        if *closed {
+            return batcher.drain();
+        }
+        let flushed = match batcher.deadline() {
+            Some(deadline) => tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(item) => batcher.push(item, Instant::now()),
+                    None => { *closed = true; batcher.drain() }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => batcher.poll(Instant::now()),
+            },
+            None => match rx.recv().await {
+                Some(item) => batcher.push(item, Instant::now()),
+                None => {
+                    *closed = true;
+                    None
+                }
+            },
+        };
+        if flushed.is_some() {
+            return flushed;
+        }
+    }
+}
+
+async fn embed_stage(mut rx: mpsc::Receiver<EmbedJob>, tx: mpsc::Sender<EmbedResult>, embedder: Arc<Embedder>, options: PipelineOptions) -> Result<BTreeMap<&'static str, usize>> {
+    let mut batcher = Batcher::new(options.embed_batch, options.max_wait);
+    let mut flushes = BTreeMap::new();
+    let mut closed = false;
+    while let Some((batch, reason)) = next_batch(&mut rx, &mut batcher, &mut closed).await {
+        *flushes.entry(reason.as_str()).or_default() += 1;
+        let e = embedder.clone();
+        let (results, timings) = tokio::task::spawn_blocking(move || e.embed_batch(&batch)).await.context("an embed batch panicked")?;
+        tracing::debug!(images = timings.images, failed = timings.failed, decode_ms = timings.decode_ms, inference_ms = timings.inference_ms, reason = reason.as_str(), "embedded a batch");
+        for r in results {
+            if tx.send(r).await.is_err() {
+                anyhow::bail!("the write stage stopped");
+            }
+        }
+    }
+    Ok(flushes)
+}
+
+async fn write_stage(mut rx: mpsc::Receiver<EmbedResult>, writer: Arc<Writer>, options: PipelineOptions, on_write: impl Fn(&WriteReport)) -> Result<RunStats> {
+    let mut batcher = Batcher::new(options.write_batch, options.max_wait);
+    let mut stats = RunStats::default();
+    let mut closed = false;
+    while let Some((batch, _reason)) = next_batch(&mut rx, &mut batcher, &mut closed).await {
+        let report = writer.write_batch(&batch).await.context("cannot write a batch of results")?;
+        stats.completed += report.completed;
+        stats.failed += report.failed.len();
+        for (reason, path) in &report.failed {
+            *stats.failed_reasons.entry(reason.clone()).or_default() += 1;
+            if stats.failed_examples.len() < 10 {
+                stats.failed_examples.push((reason.clone(), path.clone()));
+            }
+        }
+        on_write(&report);
+    }
+    Ok(stats)
+}
