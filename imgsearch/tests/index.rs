@@ -1,0 +1,212 @@
+//! The embedded default as a new user runs it: `imgsearch index`, `search` and `status` on folders
+//! of real files, against the tiny trained CLIP. Each test has its own data directory.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use catalog::{Catalog, JobStatus, Page};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn command(data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        cmd.env("ORT_DYLIB_PATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
+    }
+    cmd.env("IMGSEARCH_DATA_DIR", data).env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip")).args(args);
+    cmd
+}
+
+fn run(data: &Path, args: &[&str]) -> Output {
+    command(data, args).output().expect("run imgsearch")
+}
+
+fn ok_json(data: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run(data, args);
+    assert!(out.status.success(), "imgsearch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `copies` copies of the 240 held-out shapes, in sub-folders of a fresh directory.
+fn shapes(copies: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for c in 0..copies {
+        let sub = dir.path().join(format!("set{c}"));
+        std::fs::create_dir(&sub).unwrap();
+        for e in std::fs::read_dir(fixtures().join("shapes")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), sub.join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn index_then_search_finds_the_described_images() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(1);
+    let summary = ok_json(data.path(), &["index", path_str(images.path()), "--json", "--category", "shapes"]);
+    assert_eq!((summary["indexed"].as_u64(), summary["failed"].as_u64(), summary["skippedUnchanged"].as_u64()), (Some(240), Some(0), Some(0)));
+    assert_eq!(summary["sessionStatus"], "completed");
+
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!((status["assets"].as_i64(), status["vectors"].as_u64()), (Some(240), Some(240)));
+    assert_eq!(status["assetsByStatus"]["trained"], 240);
+    assert_eq!(status["collection"], "image_assets_v1");
+
+    let found = ok_json(data.path(), &["search", "a red circle", "--limit", "10", "--json"]);
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    for r in results {
+        let path = r["asset"]["path"].as_str().unwrap();
+        assert!(path.contains("/red-circle-"), "{path} in the top 10 for 'a red circle'");
+    }
+    let scores: Vec<f64> = results.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    assert!(results[0]["asset"]["categoryId"].is_i64(), "hydrated from the catalog");
+
+    // the next page continues the ranking
+    let next = ok_json(data.path(), &["search", "a red circle", "--limit", "5", "--offset", "5", "--json"]);
+    let page2: Vec<&str> = next["results"].as_array().unwrap().iter().map(|r| r["asset"]["path"].as_str().unwrap()).collect();
+    let top: Vec<&str> = results[5..].iter().map(|r| r["asset"]["path"].as_str().unwrap()).collect();
+    assert_eq!(page2, top);
+
+    // the category filter and a date range that excludes everything (files are dated by mtime: now)
+    let in_cat = ok_json(data.path(), &["search", "a blue square", "--category", "shapes", "--limit", "3", "--json"]);
+    assert_eq!(in_cat["results"].as_array().unwrap().len(), 3);
+    let old = ok_json(data.path(), &["search", "a blue square", "--to", "2001-01-01", "--json"]);
+    assert_eq!(old["results"].as_array().unwrap().len(), 0);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let recent = ok_json(data.path(), &["search", "a blue square", "--from", &today, "--limit", "3", "--json"]);
+    assert_eq!(recent["results"].as_array().unwrap().len(), 3);
+
+    // human output: ranked paths with scores
+    let out = run(data.path(), &["search", "a green triangle", "--limit", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().next().unwrap().starts_with("  1. 0."), "{text}");
+}
+
+#[test]
+fn a_second_run_skips_unchanged_files_and_embeds_changed_ones() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(1);
+    ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    let again = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!((again["indexed"].as_u64(), again["skippedUnchanged"].as_u64()), (Some(0), Some(240)));
+
+    // one file replaced by another picture, one deleted
+    let set = images.path().join("set0");
+    let first = |prefix: &str| {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&set).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix)).collect();
+        names.sort();
+        names.remove(0)
+    };
+    std::fs::write(first("red-circle-"), std::fs::read(first("blue-square-")).unwrap()).unwrap();
+    std::fs::remove_file(first("green-triangle-")).unwrap();
+    let third = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!((third["indexed"].as_u64(), third["skippedUnchanged"].as_u64(), third["missingOnDisk"].as_u64()), (Some(1), Some(238), Some(1)));
+}
+
+#[test]
+fn bad_files_fail_with_their_reason_and_the_rest_is_indexed() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(1);
+    let dir = images.path();
+    let photo = std::fs::read(fixtures().join("photos/rocket-exif8.jpg")).unwrap();
+    std::fs::write(dir.join("truncated.jpg"), &photo[..photo.len() / 3]).unwrap();
+    let mut corrupt = photo.clone();
+    for b in corrupt.iter_mut().skip(600).take(4000) {
+        *b = 0xff;
+    }
+    std::fs::write(dir.join("corrupt.jpg"), &corrupt).unwrap();
+    std::fs::write(dir.join("notes.jpg"), b"this is text, not a picture").unwrap();
+    std::fs::write(dir.join("README.txt"), b"hello").unwrap();
+    let summary = ok_json(data.path(), &["index", path_str(dir), "--json"]);
+    assert_eq!(summary["indexed"].as_u64(), Some(240), "{summary}");
+    assert_eq!(summary["failed"].as_u64(), Some(2), "{summary}");
+    assert_eq!(summary["failedReasons"][0]["reason"], "corrupt");
+    assert_eq!(summary["notImages"].as_u64(), Some(2), "sniffed by content, whatever the extension");
+    assert_eq!(summary["sessionStatus"], "completed");
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!((status["failedJobs"].as_i64(), status["assetsByStatus"]["failed"].as_i64()), (Some(2), Some(2)));
+}
+
+async fn completed_jobs(data: &Path) -> (i64, i64) {
+    let catalog = Catalog::connect_sqlite(&data.join("catalog.sqlite")).await.unwrap();
+    let sessions = catalog.list_sessions(None, Page::new(0, 10)).await.unwrap();
+    let mut done = 0;
+    let mut evidence = 0;
+    for s in &sessions.items {
+        done += catalog.list_jobs(s.id, Some(JobStatus::Completed), Page::new(0, 1)).await.unwrap().total;
+        evidence += catalog.evidence_for_session(s.id, Page::new(0, 1)).await.unwrap().total;
+    }
+    catalog.close().await;
+    (done, evidence)
+}
+
+/// Starts an index run, waits until part of it is recorded, then stops it with `signal`.
+async fn interrupt_midway(data: &Path, images: &Path, signal: &str) -> i64 {
+    let mut child = command(data, &["index", path_str(images), "--json", "--batch-size", "4"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if data.join("catalog.sqlite").exists() && completed_jobs(data).await.0 >= 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never recorded 50 jobs");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    completed_jobs(data).await.0
+}
+
+#[tokio::test]
+async fn a_killed_run_resumes_without_embedding_finished_images_again() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(4);
+    let done = interrupt_midway(data.path(), images.path(), "-KILL").await;
+    assert!((50..960).contains(&done), "{done} jobs completed before the kill");
+    let summary = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!(summary["resumed"], true);
+    assert_eq!(summary["indexed"].as_i64(), Some(960 - done), "only what was left is embedded: {summary}");
+    assert_eq!(summary["sessionStatus"], "completed");
+    assert_eq!(completed_jobs(data.path()).await, (960, 960), "one completed job and one evidence row per image");
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!((status["assets"].as_i64(), status["vectors"].as_u64()), (Some(960), Some(960)));
+}
+
+#[tokio::test]
+async fn ctrl_c_pauses_the_session_and_the_next_run_finishes_it() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(4);
+    let done = interrupt_midway(data.path(), images.path(), "-INT").await;
+    assert!(done >= 50);
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!(status["sessions"]["paused"], 1, "{status}");
+    let summary = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!(summary["resumed"], true);
+    assert_eq!(summary["sessionStatus"], "completed");
+    assert_eq!(completed_jobs(data.path()).await, (960, 960));
+}
+
+#[test]
+fn search_before_anything_is_indexed_is_empty_not_an_error() {
+    let data = tempfile::tempdir().unwrap();
+    let found = ok_json(data.path(), &["search", "anything", "--json"]);
+    assert_eq!(found["results"].as_array().unwrap().len(), 0);
+    let out = run(data.path(), &["search", "anything", "--limit", "101"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limit must be between 1 and 100"), "{err}");
+}
