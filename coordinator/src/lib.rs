@@ -63,7 +63,12 @@ pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i
             catalog.create_session(NewSession { name, root_path: key, category_id }).await?
         }
     };
-    let scan = ingest::scan(catalog, roots, category_id.or(session.category_id)).await?;
+    prepare_session(catalog, session, roots, resumed).await
+}
+
+/// Scans an existing session's roots, records its jobs and moves it to running.
+pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathBuf], resumed: bool) -> Result<Prepared> {
+    let scan = ingest::scan(catalog, roots, session.category_id).await?;
     let needs: Vec<Uuid> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
     let jobs_created = catalog.create_jobs(session.id, &needs).await?;
     let session = match session.status {
@@ -72,6 +77,28 @@ pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i
     };
     tracing::info!(session = %session.id, resumed, jobs_created, "session prepared");
     Ok(Prepared { session, resumed, scan, jobs_created })
+}
+
+/// Cancels every job of the session that has not finished; returns how many.
+pub async fn cancel_open_jobs(catalog: &Catalog, session_id: Uuid) -> Result<u64> {
+    let mut cancelled = 0;
+    for status in [JobStatus::Pending, JobStatus::Queued, JobStatus::Running] {
+        loop {
+            let page = catalog.list_jobs(session_id, Some(status), Page::new(0, 1000)).await?;
+            if page.items.is_empty() {
+                break;
+            }
+            for job in page.items {
+                match catalog.cancel_job(job.id).await {
+                    Ok(_) => cancelled += 1,
+                    // finished meanwhile: nothing to cancel
+                    Err(CatalogError::InvalidTransition { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(cancelled)
 }
 
 /// Every job of the session that is not finished, as the message the embed stage takes.

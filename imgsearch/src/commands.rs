@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use vectors::{DEFAULT_COLLECTION, PointFilter};
 use writer::Writer;
 
-use crate::{IndexArgs, SearchArgs, StatusArgs, load_model};
+use crate::{IndexArgs, SearchArgs, ServeArgs, StatusArgs, load_model};
 
 async fn category_id(catalog: &Catalog, name: Option<&str>, create: bool) -> Result<Option<i64>> {
     let Some(name) = name else { return Ok(None) };
@@ -174,5 +174,25 @@ pub async fn status(args: StatusArgs) -> Result<()> {
     }
     println!("sessions:  {}", counts.sessions.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
     println!("failures:  {} jobs failed", counts.failed_jobs);
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
+    let model_args = args.model;
+    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
+    let collection = app.collection_for(&model.version, model.embed_dim).await?;
+    let allowed = if args.allow_roots.is_empty() { vec![dirs::home_dir().context("no home directory; pass --allow-root DIR")?] } else { args.allow_roots };
+    let state = imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed);
+    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
+    eprintln!("serving http://{} (data in {})", listener.local_addr()?, app.data_dir.display());
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    imgsearch::api::serve(state, listener, shutdown).await?;
+    app.catalog.close().await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! embedded Qdrant, bounded in-process queues) and answers searches. `main.rs` is only the command
 //! line over this.
 
+pub mod api;
 pub mod app;
 pub mod pipeline;
 pub mod search;

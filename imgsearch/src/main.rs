@@ -38,6 +38,22 @@ enum Command {
     Search(SearchArgs),
     /// Show what the index holds: assets, vectors, sessions, failures
     Status(StatusArgs),
+    /// Serve the REST API (search, sessions, categories, assets, evidence, metrics)
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8080", env = "IMGSEARCH_ADDR")]
+    addr: std::net::SocketAddr,
+    /// Directories sessions may index (repeatable); default: the home directory
+    #[arg(long = "allow-root")]
+    allow_roots: Vec<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Args)]
@@ -211,6 +227,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index(args) => runtime()?.block_on(commands::index(args)),
         Command::Search(args) => runtime()?.block_on(commands::search(args)),
         Command::Status(args) => runtime()?.block_on(commands::status(args)),
+        Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
         Command::Model(ModelCommand::Info { model, model_cache }) => {
             let dir = resolve_model(&model, model_cache)?;
             let info = serde_json::json!({

@@ -1,0 +1,227 @@
+//! `/api/v1/training/sessions`: create (root validated), list, get, start, pause, cancel, progress.
+//! A started session runs the embedded pipeline in this process; only valid transitions are
+//! accepted (409 otherwise).
+
+use std::{path::PathBuf, sync::Arc};
+
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use catalog::{NewSession, Session, SessionStatus};
+use chrono::Utc;
+use embedder::Embedder;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use writer::Writer;
+
+use super::{ApiResult, ApiState, PageParams, error::*};
+use crate::pipeline::{self, PipelineOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopAs {
+    Pause,
+    Cancel,
+}
+
+/// A session running in this process.
+pub(crate) struct Run {
+    cancel: CancellationToken,
+    stop_as: Arc<std::sync::Mutex<StopAs>>,
+    task: JoinHandle<()>,
+}
+
+impl Run {
+    /// Stops the feed; the batches in flight are written; the session ends paused or cancelled.
+    pub(crate) async fn stop(self, how: StopAs) {
+        *self.stop_as.lock().expect("stop lock") = how;
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateSession {
+    name: String,
+    root_path: String,
+    category_id: Option<i64>,
+}
+
+/// Creates a pending session for a directory inside the allowed roots.
+#[utoipa::path(post, path = "/api/v1/training/sessions", request_body = CreateSession,
+    responses((status = 201, body = Session), (status = 422, body = ErrorBody)))]
+pub(crate) async fn create(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<CreateSession>) -> ApiResult<impl IntoResponse> {
+    if b.name.trim().is_empty() {
+        return Err(ApiError::unprocessable("name must not be empty"));
+    }
+    let root = PathBuf::from(&b.root_path);
+    let canonical = root.canonicalize().map_err(|_| ApiError::unprocessable(format!("rootPath {} does not exist", b.root_path)))?;
+    if !canonical.is_dir() {
+        return Err(ApiError::unprocessable(format!("rootPath {} is not a directory", b.root_path)));
+    }
+    if !s.allowed_roots.iter().any(|a| a.canonicalize().is_ok_and(|a| canonical.starts_with(a))) {
+        return Err(ApiError::unprocessable(format!("rootPath {} is outside the allowed roots (imgsearch serve --allow-root DIR)", b.root_path)));
+    }
+    if let Some(c) = b.category_id {
+        s.catalog.get_category(c).await?;
+    }
+    let session = s.catalog.create_session(NewSession { name: b.name, root_path: canonical.to_string_lossy().into_owned(), category_id: b.category_id }).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListParams {
+    status: Option<String>,
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionPage {
+    items: Vec<Session>,
+    total: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/training/sessions", params(ListParams), responses((status = 200, body = SessionPage)))]
+pub(crate) async fn list(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<ListParams>) -> ApiResult<Json<SessionPage>> {
+    let status = p.status.as_deref().map(|t| t.parse::<SessionStatus>()).transpose().map_err(ApiError::unprocessable)?;
+    let page = PageParams { page: p.page, page_size: p.page_size }.page()?;
+    let l = s.catalog.list_sessions(status, page).await?;
+    Ok(Json(SessionPage { items: l.items, total: l.total }))
+}
+
+#[utoipa::path(get, path = "/api/v1/training/sessions/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
+    Ok(Json(s.catalog.get_session(id).await?))
+}
+
+/// Starts (or resumes) a pending or paused session: scans its root and indexes in the background.
+#[utoipa::path(post, path = "/api/v1/training/sessions/{id}/start", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<impl IntoResponse> {
+    let session = s.catalog.get_session(id).await?;
+    if !matches!(session.status, SessionStatus::Pending | SessionStatus::Paused) || s.runs.lock().expect("runs lock").contains_key(&id) {
+        return Err(ApiError::conflict(format!("cannot start session {id}: it is {}", session.status)));
+    }
+    let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
+    let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(|e| match e {
+        coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
+        other => ApiError::unprocessable(other.to_string()),
+    })?;
+    let jobs = coordinator::open_jobs(&s.catalog, &prepared.session).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let stop_as = Arc::new(std::sync::Mutex::new(StopAs::Pause));
+    let task = tokio::spawn(run_session(s.clone(), id, jobs, cancel.clone(), stop_as.clone()));
+    s.runs.lock().expect("runs lock").insert(id, Run { cancel, stop_as, task });
+    Ok((StatusCode::ACCEPTED, Json(prepared.session)))
+}
+
+async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, cancel: CancellationToken, stop_as: Arc<std::sync::Mutex<StopAs>>) {
+    let embedder = Arc::new(Embedder::new(s.model.clone(), 0, false));
+    let writer = Arc::new(Writer { catalog: s.catalog.clone(), vectors: s.vectors.clone(), collection: s.collection.clone() });
+    let metrics = s.clone();
+    let result = pipeline::run(jobs, embedder, writer, PipelineOptions::default(), cancel, move |r| {
+        metrics.metrics.write_jobs.with_label_values(&["completed"]).inc_by(r.completed as u64);
+        metrics.metrics.write_jobs.with_label_values(&["failed"]).inc_by(r.failed.len() as u64);
+    })
+    .await;
+    let end = match &result {
+        Ok(stats) => {
+            for (reason, n) in &stats.embed_flushes {
+                s.metrics.embed_batches.with_label_values(&[reason]).inc_by(*n as u64);
+            }
+            if stats.interrupted {
+                let how = *stop_as.lock().expect("stop lock");
+                match how {
+                    StopAs::Pause => s.catalog.transition_session(id, SessionStatus::Paused).await.map(|_| ()),
+                    StopAs::Cancel => cancel_session(&s, id).await,
+                }
+            } else {
+                coordinator::finish_if_done(&s.catalog, id).await.map(|_| ()).map_err(|e| catalog::CatalogError::Database(e.to_string()))
+            }
+        }
+        Err(e) => {
+            tracing::error!(session = %id, error = %format!("{e:#}"), "indexing session failed");
+            s.catalog.transition_session(id, SessionStatus::Failed).await.map(|_| ())
+        }
+    };
+    if let Err(e) = end {
+        tracing::error!(session = %id, error = %e, "cannot record the end of a session");
+    }
+    s.runs.lock().expect("runs lock").remove(&id);
+}
+
+async fn cancel_session(s: &ApiState, id: Uuid) -> Result<(), catalog::CatalogError> {
+    coordinator::cancel_open_jobs(&s.catalog, id).await.map_err(|e| catalog::CatalogError::Database(e.to_string()))?;
+    s.catalog.transition_session(id, SessionStatus::Cancelled).await.map(|_| ())
+}
+
+fn take_run(s: &ApiState, id: Uuid) -> Option<Run> {
+    s.runs.lock().expect("runs lock").remove(&id)
+}
+
+/// Pauses a running session once the images in flight are written.
+#[utoipa::path(post, path = "/api/v1/training/sessions/{id}/pause", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
+pub(crate) async fn pause(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
+    let session = s.catalog.get_session(id).await?;
+    match take_run(&s, id) {
+        Some(run) => run.stop(StopAs::Pause).await,
+        None if session.status == SessionStatus::Running => {
+            s.catalog.transition_session(id, SessionStatus::Paused).await?;
+        }
+        None => return Err(ApiError::conflict(format!("cannot pause session {id}: it is {}", session.status))),
+    }
+    Ok(Json(s.catalog.get_session(id).await?))
+}
+
+/// Cancels a session that has not finished; its open jobs are cancelled.
+#[utoipa::path(post, path = "/api/v1/training/sessions/{id}/cancel", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
+    let session = s.catalog.get_session(id).await?;
+    match take_run(&s, id) {
+        Some(run) => run.stop(StopAs::Cancel).await,
+        None if !session.status.is_terminal() => cancel_session(&s, id).await?,
+        None => return Err(ApiError::conflict(format!("cannot cancel session {id}: it is {}", session.status))),
+    }
+    Ok(Json(s.catalog.get_session(id).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Progress {
+    session_id: Uuid,
+    status: SessionStatus,
+    total_images: i64,
+    processed_images: i64,
+    failed_images: i64,
+    /// (processed + failed) / total, 0-100.
+    percentage: f64,
+    images_per_second: f64,
+    eta_seconds: Option<f64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/training/sessions/{id}/progress", params(("id" = Uuid, Path)), responses((status = 200, body = Progress), (status = 404, body = ErrorBody)))]
+pub(crate) async fn progress(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Progress>> {
+    let x = s.catalog.get_session(id).await?;
+    let done = x.processed_images + x.failed_images;
+    let percentage = if x.total_images > 0 { 100.0 * done as f64 / x.total_images as f64 } else { 0.0 };
+    let end = if x.status == SessionStatus::Running { Utc::now() } else { x.completed_at.or(x.paused_at).unwrap_or_else(Utc::now) };
+    let secs = x.started_at.map(|t| (end - t).num_milliseconds() as f64 / 1e3).unwrap_or(0.0);
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    let eta = (x.status == SessionStatus::Running && rate > 0.0).then(|| (x.total_images - done).max(0) as f64 / rate);
+    Ok(Json(Progress {
+        session_id: id,
+        status: x.status,
+        total_images: x.total_images,
+        processed_images: x.processed_images,
+        failed_images: x.failed_images,
+        percentage,
+        images_per_second: rate,
+        eta_seconds: eta,
+    }))
+}
