@@ -313,6 +313,55 @@ impl Catalog {
         row.try_into()
     }
 
+    /// Renames a session or changes its category (`None` leaves a field as it is).
+    pub async fn update_session(&self, id: Uuid, name: Option<&str>, category_id: Option<Option<i64>>) -> Result<Session> {
+        let current = self.get_session(id).await?;
+        let name = name.unwrap_or(&current.name);
+        let category = category_id.unwrap_or(current.category_id);
+        let row: SessionRow = on_pool!(self, p => sqlx::query_as(sql(format!(
+            "UPDATE training_sessions SET name = $2, category_id = $3, updated_at = $4 WHERE id = $1 RETURNING {SESSION_COLUMNS}")))
+            .bind(id).bind(name).bind(category).bind(Utc::now()).fetch_one(p).await)?;
+        row.try_into()
+    }
+
+    /// Deletes a session with its jobs, evidence and subdirectories (the assets and their vectors
+    /// stay). A running session is refused: pause or cancel it first.
+    pub async fn delete_session(&self, id: Uuid) -> Result<()> {
+        let current = self.get_session(id).await?;
+        if current.status == SessionStatus::Running {
+            return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: "running".into(), to: "deleted".into() });
+        }
+        on_pool!(self, p => sqlx::query("DELETE FROM training_sessions WHERE id = $1").bind(id).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Puts a finished or paused session back to `pending` to embed its images again: its jobs and
+    /// evidence are dropped (the evidence of the new run replaces them), its assets go back to
+    /// `pending`, counters to zero, and `reset_at`/`reset_reason` say when and why. One transaction.
+    pub async fn restart_session(&self, id: Uuid, reason: Option<&str>) -> Result<Session> {
+        let current = self.get_session(id).await?;
+        if matches!(current.status, SessionStatus::Running | SessionStatus::Pending) {
+            return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: current.status.to_string(), to: "pending (restart)".into() });
+        }
+        let now = Utc::now();
+        let row: SessionRow = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE image_assets SET training_status = 'pending', updated_at = $2
+                         WHERE id IN (SELECT asset_id FROM training_jobs WHERE session_id = $1)")
+                .bind(id).bind(now).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM training_evidence WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM training_jobs WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
+            let row: Option<SessionRow> = sqlx::query_as(sql(format!(
+                "UPDATE training_sessions SET status = 'pending', total_images = 0, processed_images = 0, failed_images = 0,
+                     started_at = NULL, paused_at = NULL, completed_at = NULL, reset_at = $2, reset_reason = $3, updated_at = $2
+                 WHERE id = $1 AND status = $4 RETURNING {SESSION_COLUMNS}")))
+                .bind(id).bind(now).bind(reason).bind(current.status.as_str()).fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
+            row
+        }).ok_or_else(|| CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: "changed meanwhile".into(), to: "pending (restart)".into() })?;
+        row.try_into()
+    }
+
     pub async fn get_session(&self, id: Uuid) -> Result<Session> {
         let row: Option<SessionRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {SESSION_COLUMNS} FROM training_sessions WHERE id = $1")))
             .bind(id).fetch_optional(p).await)?;

@@ -61,6 +61,7 @@ contract!(
     a_cancelled_job_cannot_complete,
     deletion_logs_list_newest_first,
     subdirectories_keep_their_selection_across_scans,
+    a_session_restarts_renames_and_deletes,
 );
 
 fn asset(path: &str, hash: &str) -> NewAsset {
@@ -299,4 +300,31 @@ async fn an_unreachable_database_is_unavailable() {
     };
     assert!(matches!(err, CatalogError::Unavailable(_)), "{err}");
     assert!(err.to_string().contains("check that the database is running"), "{err}");
+}
+
+async fn a_session_restarts_renames_and_deletes(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 3).await;
+    let err = c.restart_session(session.id, None).await.unwrap_err();
+    assert!(matches!(err, CatalogError::InvalidTransition { .. }), "a pending session has nothing to restart: {err}");
+    c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+    c.record_results(&jobs.iter().map(|j| completed(j.id, "c")).collect::<Vec<_>>()).await.unwrap();
+    assert!(matches!(c.delete_session(session.id).await.unwrap_err(), CatalogError::InvalidTransition { .. }), "running");
+    c.transition_session(session.id, SessionStatus::Completed).await.unwrap();
+    assert_eq!(c.evidence_for_session(session.id, Page::new(0, 10)).await.unwrap().total, 3);
+
+    let renamed = c.update_session(session.id, Some("holidays"), Some(None)).await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.category_id), ("holidays", None));
+
+    let again = c.restart_session(session.id, Some("new model")).await.unwrap();
+    assert_eq!((again.status, again.total_images, again.processed_images), (SessionStatus::Pending, 0, 0));
+    assert_eq!(again.reset_reason.as_deref(), Some("new model"));
+    assert!(again.reset_at.is_some() && again.started_at.is_none() && again.completed_at.is_none());
+    assert_eq!(c.list_jobs(session.id, None, Page::new(0, 10)).await.unwrap().total, 0);
+    assert_eq!(c.evidence_for_session(session.id, Page::new(0, 10)).await.unwrap().total, 0);
+    let assets = c.assets_by_ids(&jobs.iter().map(|j| j.asset_id).collect::<Vec<_>>()).await.unwrap();
+    assert!(assets.iter().all(|a| a.training_status == TrainingStatus::Pending), "its images are embedded again");
+
+    c.delete_session(session.id).await.unwrap();
+    assert!(matches!(c.get_session(session.id).await.unwrap_err(), CatalogError::NotFound { .. }));
+    assert_eq!(c.assets_by_ids(&[jobs[0].asset_id]).await.unwrap().len(), 1, "assets outlive the session");
 }
