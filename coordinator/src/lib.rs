@@ -67,8 +67,10 @@ pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i
 }
 
 /// Scans an existing session's roots, records its jobs and moves it to running.
+/// Subdirectories the user deselected are not scanned.
 pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathBuf], resumed: bool) -> Result<Prepared> {
-    let scan = ingest::scan(catalog, roots, session.category_id).await?;
+    let exclude: Vec<PathBuf> = catalog.list_subdirectories(session.id).await?.into_iter().filter(|d| !d.selected).map(|d| PathBuf::from(d.path)).collect();
+    let scan = ingest::scan(catalog, roots, &exclude, session.category_id).await?;
     let needs: Vec<Uuid> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
     let jobs_created = catalog.create_jobs(session.id, &needs).await?;
     let session = match session.status {
@@ -143,4 +145,17 @@ pub async fn finish_if_done(catalog: &Catalog, session_id: Uuid) -> Result<Sessi
         return Ok(catalog.transition_session(session_id, SessionStatus::Completed).await?);
     }
     Ok(session)
+}
+
+/// The session's subdirectories, recorded from a scan of its roots the first time they are asked
+/// for (all selected), with fresh image counts on later calls (selections kept).
+pub async fn subdirectories(catalog: &Catalog, session: &Session) -> Result<Vec<catalog::Subdirectory>> {
+    let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
+    let mut found = Vec::new();
+    for root in roots {
+        let (dirs, _) = tokio::task::spawn_blocking(move || ingest::subdirectories(&root)).await.expect("counting does not panic")?;
+        found.extend(dirs.into_iter().map(|d| (d.path, d.name, d.image_count)));
+    }
+    catalog.upsert_subdirectories(session.id, &found).await?;
+    Ok(catalog.list_subdirectories(session.id).await?)
 }

@@ -239,3 +239,77 @@ async fn the_vector_store_down_is_503() {
     let (status, body) = call(&app, "GET", "/ready", None).await;
     assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subdirectories_choose_what_a_session_indexes_and_restart_embeds_again() {
+    let s = embedded().await;
+    let app = &s.router;
+    let root = s.images.path();
+    // a/: the red circles, b/: the blue squares, one picture directly in the root, the rest removed
+    std::fs::create_dir(root.join("a")).unwrap();
+    std::fs::create_dir(root.join("b")).unwrap();
+    let mut kept_in_root = false;
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if p.is_dir() {
+            continue;
+        } else if name.starts_with("red-circle-") {
+            std::fs::rename(&p, root.join("a").join(&name)).unwrap();
+        } else if name.starts_with("blue-square-") {
+            std::fs::rename(&p, root.join("b").join(&name)).unwrap();
+        } else if !kept_in_root && name.starts_with("green-triangle-") {
+            kept_in_root = true;
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let root_str = root.to_str().unwrap();
+
+    let (status, scan) = call(app, "POST", "/api/v1/training/directories/scan", Some(json!({"rootPath": root_str}))).await;
+    assert_eq!(status, StatusCode::OK, "{scan}");
+    assert_eq!(scan["rootImageCount"], 1);
+    let dirs: Vec<(String, i64)> = scan["directories"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap().to_owned(), d["imageCount"].as_i64().unwrap())).collect();
+    assert_eq!(dirs, [("a".to_owned(), 20), ("b".to_owned(), 20)]);
+    let (status, body) = call(app, "POST", "/api/v1/training/directories/scan", Some(json!({"rootPath": "/usr"}))).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+
+    let (_, session) = call(app, "POST", "/api/v1/training/sessions", Some(json!({"name": "two folders", "rootPath": root_str}))).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (status, subdirs) = call(app, "GET", &format!("/api/v1/training/sessions/{id}/subdirectories"), None).await;
+    assert_eq!(status, StatusCode::OK, "{subdirs}");
+    assert!(subdirs.as_array().unwrap().iter().all(|d| d["selected"] == true && d["imageCount"] == 20), "{subdirs}");
+    let b_path = root.canonicalize().unwrap().join("b").to_str().unwrap().to_owned();
+    let (status, subdirs) = call(app, "PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": b_path, "selected": false}]}))).await;
+    assert_eq!(status, StatusCode::OK, "{subdirs}");
+    assert_eq!(subdirs.as_array().unwrap().iter().filter(|d| d["selected"] == false).count(), 1);
+    let (status, body) = call(app, "PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": "/nowhere", "selected": false}]}))).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    call(app, "POST", &format!("/api/v1/training/sessions/{id}/start"), None).await;
+    let progress = wait_done(app, &id).await;
+    assert_eq!((progress["status"].as_str(), progress["processedImages"].as_i64()), (Some("completed"), Some(21)), "a/ and the root file, not b/: {progress}");
+    let (_, found) = call(app, "POST", "/api/v1/search", Some(json!({"query": "a blue square", "limit": 100}))).await;
+    let paths: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["path"].as_str().unwrap()).collect();
+    assert_eq!(paths.len(), 21);
+    assert!(paths.iter().all(|p| !p.contains("/b/")), "{paths:?}");
+
+    let (status, renamed) = call(app, "PATCH", &format!("/api/v1/training/sessions/{id}"), Some(json!({"name": "renamed"}))).await;
+    assert_eq!((status, renamed["name"].as_str()), (StatusCode::OK, Some("renamed")));
+
+    // restart: everything selected is embedded again, with new evidence
+    call(app, "PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": b_path, "selected": true}]}))).await;
+    let (status, restarted) = call(app, "POST", &format!("/api/v1/training/sessions/{id}/restart"), Some(json!({"reason": "include b"}))).await;
+    assert_eq!(status, StatusCode::OK, "{restarted}");
+    assert_eq!((restarted["status"].as_str(), restarted["resetReason"].as_str()), (Some("pending"), Some("include b")));
+    let (status, body) = call(app, "POST", &format!("/api/v1/training/sessions/{id}/restart"), None).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    call(app, "POST", &format!("/api/v1/training/sessions/{id}/start"), None).await;
+    let progress = wait_done(app, &id).await;
+    assert_eq!(progress["processedImages"], 41, "{progress}");
+
+    let (status, _) = call(app, "DELETE", &format!("/api/v1/training/sessions/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = call(app, "GET", &format!("/api/v1/training/sessions/{id}"), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}

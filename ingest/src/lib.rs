@@ -96,7 +96,8 @@ fn read_file(path: &Path) -> Result<Option<ScannedFile>, &'static str> {
 }
 
 /// Walks the roots (blocking: run it on a blocking thread) and reads every file in parallel.
-pub fn walk(roots: &[PathBuf]) -> Result<Walk, ScanError> {
+/// Directories in `exclude` (deselected subdirectories) are not entered.
+pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = HashSet::new();
@@ -105,7 +106,8 @@ pub fn walk(roots: &[PathBuf]) -> Result<Walk, ScanError> {
         if !root.is_dir() {
             return Err(ScanError::NotADirectory(root));
         }
-        for entry in walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name() {
+        let entries = walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
+        for entry in entries {
             match entry {
                 Ok(e) if e.file_type().is_file() => {
                     // a file reached twice (two roots, or a link) is read once
@@ -154,7 +156,7 @@ pub struct ScanReport {
 
 /// Records what the walk found. An asset needs embedding when it is new, its file changed, or it
 /// was never indexed.
-pub async fn record(catalog: &Catalog, roots: &[PathBuf], walk: Walk, category_id: Option<i64>) -> Result<ScanReport, ScanError> {
+pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], walk: Walk, category_id: Option<i64>) -> Result<ScanReport, ScanError> {
     let mut report = ScanReport { skipped: walk.skipped, ..Default::default() };
     let mut found = HashSet::new();
     for f in walk.files {
@@ -182,7 +184,8 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], walk: Walk, category_i
     for root in roots {
         let Ok(root) = root.canonicalize() else { continue };
         for asset in catalog.assets_under(&root.to_string_lossy()).await? {
-            if !found.contains(&asset.path) {
+            let deselected = exclude.iter().any(|x| Path::new(&asset.path).starts_with(x));
+            if !found.contains(&asset.path) && !deselected {
                 report.missing.push(asset.id);
             }
         }
@@ -191,10 +194,54 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], walk: Walk, category_i
 }
 
 /// Walks and records in one call.
-pub async fn scan(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i64>) -> Result<ScanReport, ScanError> {
-    let owned = roots.to_vec();
-    let walked = tokio::task::spawn_blocking(move || walk(&owned)).await.expect("the walk does not panic")?;
-    record(catalog, roots, walked, category_id).await
+pub async fn scan(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], category_id: Option<i64>) -> Result<ScanReport, ScanError> {
+    let (owned, excluded) = (roots.to_vec(), exclude.to_vec());
+    let walked = tokio::task::spawn_blocking(move || walk(&owned, &excluded)).await.expect("the walk does not panic")?;
+    record(catalog, roots, exclude, walked, category_id).await
+}
+
+/// A directory directly under a root, with how many images its subtree holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryCount {
+    pub path: String,
+    pub name: String,
+    pub image_count: i64,
+}
+
+/// The directories directly under `root` and the images each holds (sniffed, not hashed), plus the
+/// images directly in `root` (blocking).
+pub fn subdirectories(root: &Path) -> Result<(Vec<DirectoryCount>, i64), ScanError> {
+    let root = root.canonicalize().map_err(|e| ScanError::Root(root.to_owned(), e))?;
+    if !root.is_dir() {
+        return Err(ScanError::NotADirectory(root));
+    }
+    let is_image = |p: &Path| {
+        let mut head = [0u8; 32];
+        std::fs::File::open(p).and_then(|mut f| f.read(&mut head)).map(|n| sniff(&head[..n]).is_some()).unwrap_or(false)
+    };
+    let mut dirs = Vec::new();
+    let mut direct = 0;
+    let mut children: Vec<PathBuf> = std::fs::read_dir(&root).map_err(|e| ScanError::Root(root.clone(), e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        if child.is_dir() {
+            // a file reached twice through links counts once
+            let files: HashSet<PathBuf> = walkdir::WalkDir::new(&child)
+                .follow_links(true)
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_file())
+                .filter_map(|e| e.path().canonicalize().ok())
+                .collect();
+            let count = files.iter().filter(|p| is_image(p)).count();
+            let name = child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            dirs.push(DirectoryCount { path: child.to_string_lossy().into_owned(), name, image_count: count as i64 });
+        } else if is_image(&child) {
+            direct += 1;
+        }
+    }
+    Ok((dirs, direct))
 }
 
 #[cfg(test)]
@@ -220,11 +267,18 @@ mod tests {
         image::RgbImage::from_pixel(4, 3, image::Rgb([255, 0, 0])).save(root.join("sub/red.png")).unwrap();
         std::fs::write(root.join("notes.jpg"), b"not really a jpeg").unwrap();
         std::os::unix::fs::symlink(root, root.join("sub/loop")).unwrap();
-        let w = walk(&[root.to_owned()]).unwrap();
+        let w = walk(&[root.to_owned()], &[]).unwrap();
         assert_eq!(w.files.len(), 1);
         assert_eq!((w.files[0].mime, w.files[0].width, w.files[0].height), ("image/png", Some(4), Some(3)));
         let mut reasons: Vec<&str> = w.skipped.iter().map(|s| s.reason).collect();
         reasons.sort();
         assert_eq!(reasons, ["not_an_image", "symlink_loop"]);
+
+        let canonical = root.canonicalize().unwrap();
+        let (dirs, direct) = subdirectories(root).unwrap();
+        assert_eq!(direct, 0);
+        assert_eq!(dirs, [DirectoryCount { path: canonical.join("sub").to_string_lossy().into_owned(), name: "sub".into(), image_count: 1 }]);
+        let w = walk(&[root.to_owned()], &[canonical.join("sub")]).unwrap();
+        assert!(w.files.is_empty(), "a deselected directory is not entered");
     }
 }

@@ -71,7 +71,8 @@ impl ApiState {
     paths(
         health, ready, search, search_image, search_similar, list_categories, create_category, get_category, update_category, delete_category,
         list_assets, get_asset, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
-        sessions::cancel, sessions::progress,
+        sessions::cancel, sessions::progress, sessions::patch, sessions::delete, sessions::restart, sessions::subdirectories,
+        sessions::select_subdirectories, sessions::scan_directories,
     ),
     components(schemas(ErrorBody))
 )]
@@ -89,7 +90,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/evidence", get(list_evidence))
         .route("/jobs", get(list_jobs))
         .route("/training/sessions", get(sessions::list).post(sessions::create))
-        .route("/training/sessions/{id}", get(sessions::get))
+        .route("/training/sessions/{id}", get(sessions::get).patch(sessions::patch).delete(sessions::delete))
+        .route("/training/sessions/{id}/restart", post(sessions::restart))
+        .route("/training/sessions/{id}/subdirectories", get(sessions::subdirectories).patch(sessions::select_subdirectories))
+        .route("/training/directories/scan", post(sessions::scan_directories))
         .route("/training/sessions/{id}/start", post(sessions::start))
         .route("/training/sessions/{id}/pause", post(sessions::pause))
         .route("/training/sessions/{id}/cancel", post(sessions::cancel))

@@ -55,14 +55,7 @@ pub(crate) async fn create(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<C
     if b.name.trim().is_empty() {
         return Err(ApiError::unprocessable("name must not be empty"));
     }
-    let root = PathBuf::from(&b.root_path);
-    let canonical = root.canonicalize().map_err(|_| ApiError::unprocessable(format!("rootPath {} does not exist", b.root_path)))?;
-    if !canonical.is_dir() {
-        return Err(ApiError::unprocessable(format!("rootPath {} is not a directory", b.root_path)));
-    }
-    if !s.allowed_roots.iter().any(|a| a.canonicalize().is_ok_and(|a| canonical.starts_with(a))) {
-        return Err(ApiError::unprocessable(format!("rootPath {} is outside the allowed roots (imgsearch serve --allow-root DIR)", b.root_path)));
-    }
+    let canonical = allowed_dir(&s, &b.root_path)?;
     if let Some(c) = b.category_id {
         s.catalog.get_category(c).await?;
     }
@@ -224,4 +217,152 @@ pub(crate) async fn progress(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPat
         images_per_second: rate,
         eta_seconds: eta,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PatchSession {
+    name: Option<String>,
+    /// A category id, or null to clear it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    category_id: Option<Option<i64>>,
+}
+
+/// Renames a session or changes its category.
+#[utoipa::path(patch, path = "/api/v1/training/sessions/{id}", params(("id" = Uuid, Path)), request_body = PatchSession,
+    responses((status = 200, body = Session), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn patch(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<PatchSession>) -> ApiResult<Json<Session>> {
+    if b.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(ApiError::unprocessable("name must not be empty"));
+    }
+    if let Some(Some(c)) = b.category_id {
+        s.catalog.get_category(c).await.map_err(|_| ApiError::unprocessable(format!("no category {c}")))?;
+    }
+    Ok(Json(s.catalog.update_session(id, b.name.as_deref(), b.category_id).await?))
+}
+
+/// Deletes a session that is not running, with its jobs and evidence (images and vectors stay).
+#[utoipa::path(delete, path = "/api/v1/training/sessions/{id}", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn delete(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    if s.runs.lock().expect("runs lock").contains_key(&id) {
+        return Err(ApiError::conflict(format!("session {id} is running; pause or cancel it first")));
+    }
+    s.catalog.delete_session(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RestartBody {
+    reason: Option<String>,
+}
+
+/// Puts a paused or finished session back to pending, to embed all its images again on start.
+#[utoipa::path(post, path = "/api/v1/training/sessions/{id}/restart", params(("id" = Uuid, Path)), request_body = RestartBody,
+    responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
+pub(crate) async fn restart(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, body: axum::body::Bytes) -> ApiResult<Json<Session>> {
+    if s.runs.lock().expect("runs lock").contains_key(&id) {
+        return Err(ApiError::conflict(format!("session {id} is running; pause or cancel it first")));
+    }
+    // the body is optional: none, or {"reason": "..."}
+    let reason = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<RestartBody>(&body).map_err(|e| ApiError::unprocessable(format!("restart body: {e}")))?.reason
+    };
+    Ok(Json(s.catalog.restart_session(id, reason.as_deref()).await?))
+}
+
+/// The directories under the session's root and whether each is indexed (all, until changed).
+#[utoipa::path(get, path = "/api/v1/training/sessions/{id}/subdirectories", params(("id" = Uuid, Path)),
+    responses((status = 200, body = [catalog::Subdirectory]), (status = 404, body = ErrorBody)))]
+pub(crate) async fn subdirectories(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Vec<catalog::Subdirectory>>> {
+    let session = s.catalog.get_session(id).await?;
+    let dirs = coordinator::subdirectories(&s.catalog, &session).await.map_err(|e| match e {
+        coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
+        other => ApiError::unprocessable(other.to_string()),
+    })?;
+    Ok(Json(dirs))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Selection {
+    path: String,
+    selected: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct PatchSubdirectories {
+    selections: Vec<Selection>,
+}
+
+/// Selects or deselects subdirectories of a session that is not running.
+#[utoipa::path(patch, path = "/api/v1/training/sessions/{id}/subdirectories", params(("id" = Uuid, Path)), request_body = PatchSubdirectories,
+    responses((status = 200, body = [catalog::Subdirectory]), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn select_subdirectories(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(b): ApiJson<PatchSubdirectories>,
+) -> ApiResult<Json<Vec<catalog::Subdirectory>>> {
+    let session = s.catalog.get_session(id).await?;
+    if session.status == SessionStatus::Running {
+        return Err(ApiError::conflict(format!("session {id} is running; pause it to change what it indexes")));
+    }
+    if s.catalog.list_subdirectories(id).await?.is_empty() {
+        coordinator::subdirectories(&s.catalog, &session).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    for sel in &b.selections {
+        s.catalog.set_subdirectory_selected(id, &sel.path, sel.selected).await?;
+    }
+    Ok(Json(s.catalog.list_subdirectories(id).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ScanBody {
+    root_path: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ScanAnswer {
+    root_path: String,
+    /// Images directly in the root.
+    root_image_count: i64,
+    #[schema(value_type = Vec<Object>)]
+    directories: Vec<ingest::DirectoryCount>,
+}
+
+/// The directories under a root (inside the allowed roots) with their image counts, before a
+/// session is created.
+#[utoipa::path(post, path = "/api/v1/training/directories/scan", request_body = ScanBody,
+    responses((status = 200, body = ScanAnswer), (status = 422, body = ErrorBody)))]
+pub(crate) async fn scan_directories(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ScanBody>) -> ApiResult<Json<ScanAnswer>> {
+    let root = allowed_dir(&s, &b.root_path)?;
+    let (directories, root_image_count) = tokio::task::spawn_blocking(move || ingest::subdirectories(&root))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    Ok(Json(ScanAnswer { root_path: b.root_path, root_image_count, directories }))
+}
+
+/// A path that exists, is a directory and lies inside the allowed roots, canonical.
+fn allowed_dir(s: &ApiState, path: &str) -> ApiResult<PathBuf> {
+    let canonical = PathBuf::from(path).canonicalize().map_err(|_| ApiError::unprocessable(format!("rootPath {path} does not exist")))?;
+    if !canonical.is_dir() {
+        return Err(ApiError::unprocessable(format!("rootPath {path} is not a directory")));
+    }
+    if !s.allowed_roots.iter().any(|a| a.canonicalize().is_ok_and(|a| canonical.starts_with(a))) {
+        return Err(ApiError::unprocessable(format!("rootPath {path} is outside the allowed roots (imgsearch serve --allow-root DIR)")));
+    }
+    Ok(canonical)
+}
+
+/// A field that may be absent (`None`: leave it), null (`Some(None)`: clear it) or a value.
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
