@@ -162,6 +162,20 @@ async fn a_session_indexes_a_folder_and_search_answers_from_it() {
     let (status, body) = send(app, multipart(b"certainly not an image")).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
 
+    // a thumbnail of the best hit, and the web page that shows them
+    let resp = app.clone().oneshot(Request::get(format!("/api/v1/assets/{best}/thumbnail?size=32")).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()[header::CONTENT_TYPE].to_str().unwrap()), (StatusCode::OK, "image/jpeg"));
+    let jpeg = resp.into_body().collect().await.unwrap().to_bytes();
+    let thumb = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!(thumb.width().max(thumb.height()), 32);
+    let (status, body) = call(app, "GET", &format!("/api/v1/assets/{best}/thumbnail?size=5"), None).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    let (status, body) = call(app, "GET", &format!("/api/v1/assets/{}/thumbnail", uuid::Uuid::new_v4()), None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, page) = call(app, "GET", "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("/api/v1/search"), "the page calls the API");
+
     // evidence and jobs
     let (status, evidence) = call(app, "GET", &format!("/api/v1/evidence?assetId={best}"), None).await;
     assert_eq!(status, StatusCode::OK);

@@ -7,6 +7,7 @@
 mod error;
 mod metrics;
 mod sessions;
+mod thumbnail;
 
 use std::{
     collections::HashMap,
@@ -49,11 +50,29 @@ pub struct ApiState {
     /// Sessions running in this process, with the token that stops them.
     pub(crate) runs: Mutex<HashMap<Uuid, sessions::Run>>,
     pub(crate) metrics: metrics::Metrics,
+    /// Where thumbnails are cached; none: made on every request.
+    pub thumbnail_dir: Option<PathBuf>,
 }
 
 impl ApiState {
     pub fn new(catalog: Catalog, vectors: Arc<VectorStore>, model: Arc<ClipModel>, collection: String, allowed_roots: Vec<PathBuf>) -> Arc<Self> {
-        Arc::new(ApiState { catalog, vectors, model, collection, allowed_roots, runs: Mutex::new(HashMap::new()), metrics: metrics::Metrics::new() })
+        Arc::new(ApiState {
+            catalog,
+            vectors,
+            model,
+            collection,
+            allowed_roots,
+            runs: Mutex::new(HashMap::new()),
+            metrics: metrics::Metrics::new(),
+            thumbnail_dir: None,
+        })
+    }
+
+    /// The same, caching thumbnails in `dir`.
+    pub fn with_thumbnail_dir(self: Arc<Self>, dir: PathBuf) -> Arc<Self> {
+        let mut s = Arc::into_inner(self).expect("set before the state is shared");
+        s.thumbnail_dir = Some(dir);
+        Arc::new(s)
     }
 
     /// Stops every running session (pausing it) and waits until their batches are written.
@@ -70,7 +89,7 @@ impl ApiState {
     info(title = "image-search", description = "Text-to-image search over CLIP vectors"),
     paths(
         health, ready, search, search_image, search_similar, list_categories, create_category, get_category, update_category, delete_category,
-        list_assets, get_asset, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
+        list_assets, get_asset, thumbnail::thumbnail, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
         sessions::cancel, sessions::progress, sessions::patch, sessions::delete, sessions::restart, sessions::subdirectories,
         sessions::select_subdirectories, sessions::scan_directories,
     ),
@@ -87,6 +106,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/categories/{id}", get(get_category).patch(update_category).delete(delete_category))
         .route("/assets", get(list_assets))
         .route("/assets/{id}", get(get_asset))
+        .route("/assets/{id}/thumbnail", get(thumbnail::thumbnail))
         .route("/evidence", get(list_evidence))
         .route("/jobs", get(list_jobs))
         .route("/training/sessions", get(sessions::list).post(sessions::create))
@@ -101,6 +121,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }));
     Router::new()
         .nest("/api/v1", api)
+        .route("/", get(|| async { axum::response::Html(include_str!("web/index.html")) }))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
