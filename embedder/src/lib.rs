@@ -25,6 +25,24 @@ pub struct Embedder {
     environment: serde_json::Value,
 }
 
+/// A batch decoded and waiting for inference.
+pub struct DecodedBatch {
+    jobs: Vec<EmbedJob>,
+    ok: Vec<PreparedImage>,
+    slots: Vec<(Result<ImageInfo, ImageError>, f64)>,
+    decode_ms: f64,
+}
+
+impl DecodedBatch {
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
 /// What one batch took, for metrics and logs.
 #[derive(Debug, Clone, Default)]
 pub struct BatchTimings {
@@ -61,7 +79,14 @@ impl Embedder {
     }
 
     /// Embeds a batch (blocking). Every job gets exactly one result, in the order given.
-    pub fn embed_batch(&self, jobs: &[EmbedJob]) -> (Vec<EmbedResult>, BatchTimings) {
+    pub fn embed_batch(&self, jobs: Vec<EmbedJob>) -> (Vec<EmbedResult>, BatchTimings) {
+        let decoded = self.decode(jobs);
+        self.infer(decoded)
+    }
+
+    /// The first half of `embed_batch`: decode and preprocess on the decode pool (blocking). Run it
+    /// for the next batch while `infer` runs the current one.
+    pub fn decode(&self, jobs: Vec<EmbedJob>) -> DecodedBatch {
         let started = Instant::now();
         let prepared: Vec<(Result<PreparedImage, ImageError>, f64)> = self.pool.install(|| {
             jobs.par_iter()
@@ -85,6 +110,12 @@ impl Embedder {
                 Err(e) => slots.push((Err(e), ms)),
             }
         }
+        DecodedBatch { jobs, ok, slots, decode_ms }
+    }
+
+    /// The second half: one inference for the decoded images, a result per job (blocking).
+    pub fn infer(&self, batch: DecodedBatch) -> (Vec<EmbedResult>, BatchTimings) {
+        let DecodedBatch { jobs, ok, slots, decode_ms } = batch;
         let t = Instant::now();
         let vectors = if ok.is_empty() { Ok(None) } else { self.model.embed_images(&ok).map(Some) };
         let inference_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -63,7 +63,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
 
     let embedder = Arc::new(Embedder::new(model.clone(), 0, args.fast_jpeg));
     let writer = Arc::new(Writer { catalog: app.catalog.clone(), vectors: app.vectors.clone(), collection: collection.clone() });
-    let options = PipelineOptions { embed_batch: args.batch_size.max(1), ..Default::default() };
+    let options = PipelineOptions { embed_batch: args.batch_size.max(1), overlap_decode: !args.sequential_decode, ..Default::default() };
     let progress = bar.clone();
     let stats = pipeline::run(jobs, embedder, writer, options, cancel, move |r| progress.inc((r.completed + r.failed.len()) as u64)).await?;
     bar.finish_and_clear();

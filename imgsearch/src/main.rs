@@ -77,6 +77,9 @@ struct IndexArgs {
     /// Decode large JPEGs at reduced size (faster, slightly different from the reference)
     #[arg(long)]
     fast_jpeg: bool,
+    /// Decode and infer one batch after the other instead of overlapping them (for the bench)
+    #[arg(long, hide = true)]
+    sequential_decode: bool,
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,

@@ -1,6 +1,9 @@
 //! The embedded wiring: feed -> embed -> write, three tasks joined by bounded channels, in one
 //! process. The stages are the same library code the distributed processes run.
 //!
+//! The embed stage is two tasks: decode (the decode pool) and inference (ONNX Runtime), joined by a
+//! channel of one batch, so decoding batch N+1 overlaps running the model on batch N.
+//!
 //! Downstream starts first; a full channel slows the stage before it (backpressure, never unbounded
 //! memory). Cancelling (Ctrl-C) stops the feed; the batches already taken are embedded, written
 //! and recorded, so a stop loses nothing and the next run resumes with the jobs left.
@@ -8,7 +11,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::{Duration, Instant}};
 
 use anyhow::{Context, Result};
-use embedder::{Batcher, Embedder, FlushReason};
+use embedder::{Batcher, DecodedBatch, Embedder, FlushReason};
 use protocol::{EmbedJob, EmbedResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +25,14 @@ pub struct PipelineOptions {
     pub write_batch: usize,
     /// How long a partial batch waits for more before it goes (default 200 ms).
     pub max_wait: Duration,
+    /// Decode the next batch while the model runs on the current one (default true; off only to
+    /// measure what the overlap gains).
+    pub overlap_decode: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { embed_batch: 32, write_batch: 256, max_wait: Duration::from_millis(200) }
+        PipelineOptions { embed_batch: 32, write_batch: 256, max_wait: Duration::from_millis(200), overlap_decode: true }
     }
 }
 
@@ -106,22 +112,56 @@ async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batcher: &mut Batcher<T>, clo
     }
 }
 
+/// Batches jobs and decodes each batch on the decode pool; the decoded batch goes to `infer_stage`
+/// through a channel of one, so the next batch decodes while the current one runs the model.
 async fn embed_stage(mut rx: mpsc::Receiver<EmbedJob>, tx: mpsc::Sender<EmbedResult>, embedder: Arc<Embedder>, options: PipelineOptions) -> Result<BTreeMap<&'static str, usize>> {
+    let (decoded_tx, decoded_rx) = mpsc::channel::<DecodedBatch>(1);
+    // without overlap, this stage runs inference itself, one batch after the other
+    let (infer, sequential_tx) = if options.overlap_decode {
+        (Some(tokio::spawn(infer_stage(decoded_rx, tx, embedder.clone()))), None)
+    } else {
+        (None, Some(tx))
+    };
     let mut batcher = Batcher::new(options.embed_batch, options.max_wait);
     let mut flushes = BTreeMap::new();
     let mut closed = false;
     while let Some((batch, reason)) = next_batch(&mut rx, &mut batcher, &mut closed).await {
         *flushes.entry(reason.as_str()).or_default() += 1;
         let e = embedder.clone();
-        let (results, timings) = tokio::task::spawn_blocking(move || e.embed_batch(&batch)).await.context("an embed batch panicked")?;
-        tracing::debug!(images = timings.images, failed = timings.failed, decode_ms = timings.decode_ms, inference_ms = timings.inference_ms, reason = reason.as_str(), "embedded a batch");
-        for r in results {
-            if tx.send(r).await.is_err() {
-                anyhow::bail!("the write stage stopped");
+        let decoded = tokio::task::spawn_blocking(move || e.decode(batch)).await.context("a decode batch panicked")?;
+        match &sequential_tx {
+            None => {
+                if decoded_tx.send(decoded).await.is_err() {
+                    break;
+                }
             }
+            Some(tx) => send_results(&embedder, decoded, tx).await?,
         }
     }
+    drop(decoded_tx);
+    if let Some(infer) = infer {
+        infer.await.context("the inference stage panicked")??;
+    }
     Ok(flushes)
+}
+
+async fn send_results(embedder: &Arc<Embedder>, decoded: DecodedBatch, tx: &mpsc::Sender<EmbedResult>) -> Result<()> {
+    let e = embedder.clone();
+    let (results, timings) = tokio::task::spawn_blocking(move || e.infer(decoded)).await.context("an inference batch panicked")?;
+    tracing::debug!(images = timings.images, failed = timings.failed, decode_ms = timings.decode_ms, inference_ms = timings.inference_ms, "embedded a batch");
+    for r in results {
+        if tx.send(r).await.is_err() {
+            anyhow::bail!("the write stage stopped");
+        }
+    }
+    Ok(())
+}
+
+async fn infer_stage(mut rx: mpsc::Receiver<DecodedBatch>, tx: mpsc::Sender<EmbedResult>, embedder: Arc<Embedder>) -> Result<()> {
+    while let Some(decoded) = rx.recv().await {
+        send_results(&embedder, decoded, &tx).await?;
+    }
+    Ok(())
 }
 
 async fn write_stage(mut rx: mpsc::Receiver<EmbedResult>, writer: Arc<Writer>, options: PipelineOptions, on_write: impl Fn(&WriteReport)) -> Result<RunStats> {
