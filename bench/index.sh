@@ -18,12 +18,14 @@ for i in $(seq 1 "$copies"); do
   cp tests/fixtures/photos/* "$work/images/$i/"
 done
 echo "$(find "$work/images" -type f | wc -l) photos (16 real photographs, 214-1000 px, JPEG/PNG/WebP/GIF/BMP/TIFF), $(nproc) cores"
-for batch in 1 8 32; do
+run() { # batch, extra flags -> images/s
   rm -rf "$work/data"
-  target/release/imgsearch index "$work/images" --model "$model" --data-dir "$work/data" --batch-size "$batch" --json >"$work/out.json"
-  python3 - "$work/out.json" "$batch" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-print(f"batch {int(sys.argv[2]):>2}: {d['indexed']} indexed, {d['failed']} failed in {d['seconds']:.1f} s = {d['imagesPerSecond']:.1f} images/s")
-PY
+  target/release/imgsearch index "$work/images" --model "$model" --data-dir "$work/data" --batch-size "$1" "${@:2}" --json >"$work/out.json"
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['failed'] == 0, d; print(f\"{d['imagesPerSecond']:.2f}\")" "$work/out.json"
+}
+printf '%-6s %-22s %-22s %s\n' batch "sequential images/s" "overlapped images/s" ratio
+for batch in 1 8 32; do
+  seq=$(run "$batch" --sequential-decode)
+  ovl=$(run "$batch")
+  printf '%-6s %-22s %-22s %s\n' "$batch" "$seq" "$ovl" "$(python3 -c "print(f'{$ovl/$seq:.2f}x')")"
 done
