@@ -125,7 +125,10 @@ impl EdgeStore {
             return Ok(None);
         };
         let spec: StoredSpec = serde_json::from_str(&text).map_err(|e| VectorError::Backend { action: "read a collection spec", reason: e.to_string() })?;
-        let shard = EdgeShard::load(&self.shard_dir(&name), None).map_err(edge_err("open a shard"))?;
+        // qdrant-edge locks a shard's WAL: a second process on the same directory gets WouldBlock
+        let shard = EdgeShard::load(&self.shard_dir(&name), None).map_err(|e| {
+            if e.to_string().contains("WouldBlock") { VectorError::InUse(self.root.clone()) } else { edge_err("open a shard")(e) }
+        })?;
         let c = Arc::new(Collection {
             shard: Arc::new(shard),
             spec,

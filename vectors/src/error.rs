@@ -15,6 +15,8 @@ pub enum VectorError {
     InvalidRequest(String),
     #[error("vector store failed to {action}: {reason}")]
     Backend { action: &'static str, reason: String },
+    #[error("the vector store in {0} is in use by another process (another `imgsearch index` or `serve` on this data directory); stop it, or use another --data-dir")]
+    InUse(PathBuf),
     #[error("vector store file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

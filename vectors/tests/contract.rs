@@ -324,3 +324,17 @@ async fn the_server_fixture_keeps_its_points_across_a_restart() {
     assert_eq!((info.name.as_str(), info.model_version.as_deref()), (n.as_str(), Some("m1")));
     q.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_on_the_same_directory_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = name();
+    let first = VectorStore::embedded(dir.path()).unwrap();
+    first.ensure_collection(&spec(&n)).await.unwrap();
+    first.count(&n, &PointFilter::default()).await.unwrap();
+    // qdrant-edge's lock is per open file, so a second store in this process stands in for a second process
+    let second = VectorStore::embedded(dir.path()).unwrap();
+    let err = second.count(&n, &PointFilter::default()).await.unwrap_err();
+    assert!(matches!(err, VectorError::InUse(_)), "{err:?}");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
+}

@@ -70,7 +70,7 @@ impl From<CatalogError> for ApiError {
 impl From<VectorError> for ApiError {
     fn from(e: VectorError) -> Self {
         match &e {
-            VectorError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            VectorError::Unavailable(_) | VectorError::InUse(_) => ApiError::unavailable(e.to_string()),
             VectorError::InvalidRequest(_) => ApiError::bad_request(e.to_string()),
             VectorError::NoCollection(_) => ApiError::not_found(e.to_string()),
             _ => ApiError::internal(e.to_string()),
