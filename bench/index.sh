@@ -25,7 +25,7 @@ run() { # batch, extra flags -> images/s
 }
 printf '%-6s %-22s %-22s %s\n' batch "sequential images/s" "overlapped images/s" ratio
 for batch in 1 8 32; do
-  seq=$(run "$batch" --sequential-decode)
-  ovl=$(run "$batch")
+  seq=$(run "$batch" --overlap-decode off)
+  ovl=$(run "$batch" --overlap-decode on)
   printf '%-6s %-22s %-22s %s\n' "$batch" "$seq" "$ovl" "$(python3 -c "print(f'{$ovl/$seq:.2f}x')")"
 done

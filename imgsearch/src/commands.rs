@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use vectors::{DEFAULT_COLLECTION, PointFilter};
 use writer::Writer;
 
-use crate::{IndexArgs, SearchArgs, ServeArgs, StatusArgs, load_model};
+use crate::{IndexArgs, Overlap, SearchArgs, ServeArgs, StatusArgs, load_model};
 
 async fn category_id(catalog: &Catalog, name: Option<&str>, create: bool) -> Result<Option<i64>> {
     let Some(name) = name else { return Ok(None) };
@@ -63,7 +63,12 @@ pub async fn index(args: IndexArgs) -> Result<()> {
 
     let embedder = Arc::new(Embedder::new(model.clone(), 0, args.fast_jpeg));
     let writer = Arc::new(Writer { catalog: app.catalog.clone(), vectors: app.vectors.clone(), collection: collection.clone() });
-    let options = PipelineOptions { embed_batch: args.batch_size.max(1), overlap_decode: !args.sequential_decode, ..Default::default() };
+    let overlap = match args.overlap_decode {
+        Overlap::On => true,
+        Overlap::Off => false,
+        Overlap::Auto => model.image_device() != "cpu",
+    };
+    let options = PipelineOptions { embed_batch: args.batch_size.max(1), overlap_decode: overlap, ..Default::default() };
     let progress = bar.clone();
     let stats = pipeline::run(jobs, embedder, writer, options, cancel, move |r| progress.inc((r.completed + r.failed.len()) as u64)).await?;
     bar.finish_and_clear();

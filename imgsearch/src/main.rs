@@ -77,9 +77,10 @@ struct IndexArgs {
     /// Decode large JPEGs at reduced size (faster, slightly different from the reference)
     #[arg(long)]
     fast_jpeg: bool,
-    /// Decode and infer one batch after the other instead of overlapping them (for the bench)
-    #[arg(long, hide = true)]
-    sequential_decode: bool,
+    /// Decode the next batch while the model runs: auto (when the model runs on a GPU; on CPU both
+    /// halves want the same cores), on, off
+    #[arg(long, default_value = "auto", hide = true)]
+    overlap_decode: Overlap,
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
@@ -87,6 +88,13 @@ struct IndexArgs {
     data: DataArgs,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Overlap {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Args)]

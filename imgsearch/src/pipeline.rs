@@ -25,14 +25,15 @@ pub struct PipelineOptions {
     pub write_batch: usize,
     /// How long a partial batch waits for more before it goes (default 200 ms).
     pub max_wait: Duration,
-    /// Decode the next batch while the model runs on the current one (default true; off only to
-    /// measure what the overlap gains).
+    /// Decode the next batch while the model runs on the current one. Worth it when the model runs
+    /// on a GPU; on CPU both halves want the same cores (bench/index.sh: 0.8-1.0x on 2 cores), so
+    /// `imgsearch index` and `serve` turn it on only for a GPU (default off).
     pub overlap_decode: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { embed_batch: 32, write_batch: 256, max_wait: Duration::from_millis(200), overlap_decode: true }
+        PipelineOptions { embed_batch: 32, write_batch: 256, max_wait: Duration::from_millis(200), overlap_decode: false }
     }
 }
 

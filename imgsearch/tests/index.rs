@@ -210,3 +210,15 @@ fn search_before_anything_is_indexed_is_empty_not_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limit must be between 1 and 100"), "{err}");
 }
+
+#[test]
+fn decode_overlapped_with_inference_indexes_the_same() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(1);
+    let summary = ok_json(data.path(), &["index", path_str(images.path()), "--json", "--overlap-decode", "on", "--batch-size", "7"]);
+    assert_eq!((summary["indexed"].as_u64(), summary["failed"].as_u64()), (Some(240), Some(0)), "{summary}");
+    let found = ok_json(data.path(), &["search", "a yellow square", "--limit", "5", "--json"]);
+    for r in found["results"].as_array().unwrap() {
+        assert!(r["asset"]["path"].as_str().unwrap().contains("/yellow-square-"), "{r}");
+    }
+}

@@ -116,7 +116,8 @@ async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, 
     let embedder = Arc::new(Embedder::new(s.model.clone(), 0, false));
     let writer = Arc::new(Writer { catalog: s.catalog.clone(), vectors: s.vectors.clone(), collection: s.collection.clone() });
     let metrics = s.clone();
-    let result = pipeline::run(jobs, embedder, writer, PipelineOptions::default(), cancel, move |r| {
+    let options = PipelineOptions { overlap_decode: s.model.image_device() != "cpu", ..Default::default() };
+    let result = pipeline::run(jobs, embedder, writer, options, cancel, move |r| {
         metrics.metrics.write_jobs.with_label_values(&["completed"]).inc_by(r.completed as u64);
         metrics.metrics.write_jobs.with_label_values(&["failed"]).inc_by(r.failed.len() as u64);
     })
