@@ -9,6 +9,9 @@ use std::{
 
 use catalog::{Catalog, JobStatus, Page};
 
+#[path = "../../clip/tests/support/hub.rs"]
+mod hub;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
@@ -221,4 +224,22 @@ fn decode_overlapped_with_inference_indexes_the_same() {
     for r in found["results"].as_array().unwrap() {
         assert!(r["asset"]["path"].as_str().unwrap().contains("/yellow-square-"), "{r}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_missing_from_the_cache_is_fetched_first() {
+    let addr = hub::serve(std::sync::Arc::new(hub::Hub { root: fixtures().join("models/tiny-clip"), ..Default::default() })).await;
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let images = shapes(1);
+    let out = command(data.path(), &["index", path_str(images.path()), "--json"])
+        .env("IMGSEARCH_MODEL", "tiny-clip")
+        .env("IMGSEARCH_MODEL_CACHE", cache.path())
+        .env("IMGSEARCH_MODEL_HUB", format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["indexed"].as_u64(), Some(240));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model tiny-clip is not in the model cache; fetching it from"));
+    assert!(cache.path().join("tiny-clip/visual/model.onnx").is_file(), "the model stays in the cache");
 }
