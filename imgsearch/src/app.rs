@@ -28,11 +28,18 @@ pub fn data_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
 impl App {
     /// Opens (creating if needed) the embedded stores under `data_dir`.
     pub async fn open_embedded(data_dir: &Path) -> Result<Self> {
+        Self::open(data_dir, None).await
+    }
+
+    /// The catalog under `data_dir`, and the vectors there too, or in the Qdrant server at
+    /// `qdrant_url` (gRPC) when one is given.
+    pub async fn open(data_dir: &Path, qdrant_url: Option<&str>) -> Result<Self> {
         std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let catalog = Catalog::connect_sqlite(&data_dir.join("catalog.sqlite")).await.context("cannot open the catalog")?;
-        let vectors = VectorStore::embedded(&data_dir.join("vectors")).with_context(|| {
-            format!("cannot open the vector store in {} (is another imgsearch process using this data directory?)", data_dir.display())
-        })?;
+        let vectors = match qdrant_url {
+            Some(url) => VectorStore::server(url)?,
+            None => VectorStore::embedded(&data_dir.join("vectors")).with_context(|| format!("cannot open the vector store in {}", data_dir.display()))?,
+        };
         Ok(App { data_dir: data_dir.to_owned(), catalog, vectors: Arc::new(vectors) })
     }
 

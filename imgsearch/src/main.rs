@@ -50,6 +50,9 @@ struct ServeArgs {
     /// Directories sessions may index (repeatable); default: the home directory
     #[arg(long = "allow-root")]
     allow_roots: Vec<PathBuf>,
+    /// Keep the vectors in this Qdrant server (gRPC, e.g. http://127.0.0.1:6334) instead of the data dir
+    #[arg(long, env = "IMGSEARCH_QDRANT_URL")]
+    qdrant_url: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]

@@ -9,12 +9,8 @@ use std::{
 
 use catalog::{Catalog, JobStatus, Page};
 
-#[path = "../../clip/tests/support/hub.rs"]
-mod hub;
+use crate::{fixtures, hub};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
 
 fn command(data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));

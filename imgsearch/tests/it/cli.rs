@@ -1,15 +1,14 @@
 //! The `imgsearch` binary as a user runs it: what it prints, its exit status, its error lines.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
 use sha2::{Digest, Sha256};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
+use crate::fixtures;
+
 
 fn imgsearch(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));

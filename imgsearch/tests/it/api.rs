@@ -1,0 +1,383 @@
+//! The REST API as a client sees it: `imgsearch serve --addr 127.0.0.1:0` started as a user starts
+//! it, driven over HTTP. Status codes, the error shape, search results hydrated from the catalog,
+//! sessions that index in the background, 503 when the vector store is down.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::fixtures;
+
+/// A running `imgsearch serve` on a free port, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    images: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The 240 held-out shapes in a fresh directory, which is the only root sessions may index.
+fn start(extra: &[&str]) -> Server {
+    let images = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixtures().join("shapes")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), images.path().join(e.file_name())).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        cmd.env("ORT_DYLIB_PATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
+    }
+    let mut child = cmd
+        .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--allow-root")
+        .arg(images.path())
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the first line says where it listens: "serving http://127.0.0.1:PORT (data in ...)"
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("imgsearch serve printed where it listens").unwrap();
+        if let Some(rest) = line.strip_prefix("serving ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
+    Server { child, base, agent, images, _data: data }
+}
+
+impl Server {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("POST", None) => self.agent.post(&url).send_empty(),
+            ("POST", Some(b)) => self.agent.post(&url).header("content-type", "application/json").send(b.to_string()),
+            ("PATCH", Some(b)) => self.agent.patch(&url).header("content-type", "application/json").send(b.to_string()),
+            other => panic!("{other:?}"),
+        };
+        read(resp.unwrap())
+    }
+
+    fn send_raw(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        read(self.agent.post(&format!("{}{path}", self.base)).header("content-type", content_type).send(body).unwrap())
+    }
+
+    fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut resp = self.agent.get(&format!("{}{path}", self.base)).call().unwrap();
+        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        (resp.status().as_u16(), ct, resp.body_mut().read_to_vec().unwrap())
+    }
+
+    fn search_image(&self, file: &[u8]) -> (u16, Value) {
+        let boundary = "XBOUNDARYX";
+        let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.png\"\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        self.send_raw("/api/v1/search/image?limit=5", &format!("multipart/form-data; boundary={boundary}"), &body)
+    }
+
+    fn wait_done(&self, id: &str) -> Value {
+        for _ in 0..1200 {
+            let (status, p) = self.call("GET", &format!("/api/v1/training/sessions/{id}/progress"), None);
+            assert_eq!(status, 200, "{p}");
+            if p["status"] != "running" {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("session {id} did not finish");
+    }
+}
+
+fn read(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn assert_error(status: u16, body: &Value, expected: u16, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[test]
+fn a_session_indexes_a_folder_and_search_answers_from_it() {
+    let s = start(&[]);
+    let root = s.images.path().to_str().unwrap();
+
+    // before anything is indexed: empty results, not an error
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle"})));
+    assert_eq!((status, body["results"].as_array().unwrap().len()), (200, 0));
+
+    let (status, body) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": "/etc"})));
+    assert_error(status, &body, 422, "unprocessable");
+    assert!(body["message"].as_str().unwrap().contains("outside the allowed roots"), "{body}");
+    let (status, body) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": format!("{root}/nope")})));
+    assert_error(status, &body, 422, "unprocessable");
+
+    let (status, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["status"], "pending");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/pause"), None);
+    assert_error(status, &body, 409, "conflict");
+
+    let (status, started) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(status, 202, "{started}");
+    let progress = s.wait_done(&id);
+    assert_eq!(progress["status"], "completed", "{progress}");
+    assert_eq!((progress["totalImages"].as_i64(), progress["processedImages"].as_i64(), progress["percentage"].as_f64()), (Some(240), Some(240), Some(100.0)));
+    let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_error(status, &body, 409, "conflict");
+
+    let (status, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
+    assert_eq!(status, 200, "{found}");
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    for r in results {
+        assert!(r["asset"]["path"].as_str().unwrap().contains("/red-circle-"), "{r}");
+        assert_eq!(r["asset"]["trainingStatus"], "trained");
+    }
+    assert_eq!(found["query"], "a red circle");
+
+    // similar images of the best hit: itself left out, the same kind of shape first
+    let best = results[0]["asset"]["id"].as_str().unwrap();
+    let (status, similar) = s.call("GET", &format!("/api/v1/search/similar/{best}?limit=3"), None);
+    assert_eq!(status, 200, "{similar}");
+    let similar = similar["results"].as_array().unwrap();
+    assert_eq!(similar.len(), 3);
+    assert!(similar.iter().all(|r| r["asset"]["id"] != best && r["asset"]["path"].as_str().unwrap().contains("/red-circle-")), "{similar:?}");
+    let (status, body) = s.call("GET", &format!("/api/v1/search/similar/{}", uuid::Uuid::new_v4()), None);
+    assert_error(status, &body, 404, "not_found");
+
+    // search by an uploaded image
+    let mut png = Vec::new();
+    image::RgbImage::from_fn(64, 64, |x, y| {
+        let (dx, dy) = (x as i32 - 32, y as i32 - 32);
+        if dx * dx + dy * dy < 400 { image::Rgb([220, 30, 30]) } else { image::Rgb([255, 255, 255]) }
+    })
+    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+    .unwrap();
+    let (status, by_image) = s.search_image(&png);
+    assert_eq!(status, 200, "{by_image}");
+    assert!(by_image["results"][0]["asset"]["path"].as_str().unwrap().contains("/red-circle-"), "{by_image}");
+    let (status, body) = s.search_image(b"certainly not an image");
+    assert_error(status, &body, 400, "bad_request");
+
+    // a thumbnail of the best hit, and the web page that shows them
+    let (status, content_type, jpeg) = s.get_bytes(&format!("/api/v1/assets/{best}/thumbnail?size=32"));
+    assert_eq!((status, content_type.as_str()), (200, "image/jpeg"));
+    let thumb = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!(thumb.width().max(thumb.height()), 32);
+    let (status, body) = s.call("GET", &format!("/api/v1/assets/{best}/thumbnail?size=5"), None);
+    assert_error(status, &body, 422, "unprocessable");
+    let (status, body) = s.call("GET", &format!("/api/v1/assets/{}/thumbnail", uuid::Uuid::new_v4()), None);
+    assert_error(status, &body, 404, "not_found");
+    let (status, page) = s.call("GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("/api/v1/search"), "the page calls the API");
+
+    // evidence and jobs
+    let (status, evidence) = s.call("GET", &format!("/api/v1/evidence?assetId={best}"), None);
+    assert_eq!(status, 200);
+    let ev = &evidence[0];
+    assert_eq!(ev["modelName"], "tiny-clip");
+    assert_eq!(ev["embeddingChecksum"].as_str().unwrap().len(), 64);
+    for section in ["image", "embedding", "environment", "timing"] {
+        assert!(ev["metadata"][section].is_object(), "{section} in {ev}");
+    }
+    let (_, jobs) = s.call("GET", &format!("/api/v1/jobs?sessionId={id}&status=completed&pageSize=1"), None);
+    assert_eq!(jobs["total"], 240);
+    let (status, body) = s.call("GET", &format!("/api/v1/jobs?sessionId={id}&status=done"), None);
+    assert_error(status, &body, 422, "unprocessable");
+}
+
+#[test]
+fn bad_requests_get_the_error_shape_never_a_500() {
+    let s = start(&[]);
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!({"query": "x", "limit": 101})));
+    assert_error(status, &body, 422, "unprocessable");
+    assert!(body["message"].as_str().unwrap().contains("between 1 and 100"), "{body}");
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!({"query": 3})));
+    assert_error(status, &body, 422, "unprocessable");
+    let (status, body) = s.send_raw("/api/v1/search", "application/json", b"{not json");
+    assert_error(status, &body, 400, "bad_request");
+    let (status, body) = s.call("GET", "/api/v1/assets/not-a-uuid", None);
+    assert_error(status, &body, 400, "bad_request");
+    let (status, body) = s.call("GET", "/api/v1/nothing-here", None);
+    assert_error(status, &body, 404, "not_found");
+
+    let (status, cat) = s.call("POST", "/api/v1/categories", Some(json!({"name": "cats", "color": "#ff0000"})));
+    assert_eq!(status, 201, "{cat}");
+    let (status, body) = s.call("POST", "/api/v1/categories", Some(json!({"name": "cats"})));
+    assert_error(status, &body, 409, "conflict");
+    let (status, body) = s.call("PATCH", &format!("/api/v1/categories/{}", cat["id"]), Some(json!({"description": "felines"})));
+    assert_eq!((status, body["description"].as_str()), (200, Some("felines")));
+    let (status, _) = s.call("DELETE", &format!("/api/v1/categories/{}", cat["id"]), None);
+    assert_eq!(status, 204);
+    let (status, body) = s.call("GET", &format!("/api/v1/categories/{}", cat["id"]), None);
+    assert_error(status, &body, 404, "not_found");
+
+    let (status, doc) = s.call("GET", "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    for path in ["/api/v1/search", "/api/v1/search/image", "/api/v1/training/sessions/{id}/start", "/api/v1/categories"] {
+        assert!(doc["paths"][path].is_object(), "{path} in the OpenAPI document");
+    }
+    let (status, ready) = s.call("GET", "/ready", None);
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let (_, _, text) = s.get_bytes("/metrics");
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains(r#"imgsearch_api_requests_total{route="/api/v1/search",status="422"} 2"#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vector_store_down_is_503() {
+    // the server keeps its vectors in a Qdrant server (the gRPC test fixture), which then stops
+    let qdrant_dir = tempfile::tempdir().unwrap();
+    let qdrant = qdrant_fixture::QdrantFixture::start(qdrant_dir.path()).await.unwrap();
+    let url = qdrant.url();
+    let s = tokio::task::spawn_blocking(move || start(&["--qdrant-url", &url])).await.unwrap();
+    let s = std::sync::Arc::new(s);
+    let call = |method: &'static str, path: &'static str, body: Option<Value>| {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || s.call(method, path, body))
+    };
+    let (status, body) = call("POST", "/api/v1/search", Some(json!({"query": "a red circle"}))).await.unwrap();
+    assert_eq!((status, body["results"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    let (status, _) = call("GET", "/ready", None).await.unwrap();
+    assert_eq!(status, 200);
+    qdrant.stop().await;
+    let (status, body) = call("POST", "/api/v1/search", Some(json!({"query": "a red circle"}))).await.unwrap();
+    assert_error(status, &body, 503, "unavailable");
+    let (status, body) = call("GET", "/ready", None).await.unwrap();
+    assert_error(status, &body, 503, "unavailable");
+}
+
+#[test]
+fn subdirectories_choose_what_a_session_indexes_and_restart_embeds_again() {
+    let s = start(&[]);
+    let root = s.images.path();
+    // a/: the red circles, b/: the blue squares, one picture directly in the root, the rest removed
+    std::fs::create_dir(root.join("a")).unwrap();
+    std::fs::create_dir(root.join("b")).unwrap();
+    let mut kept_in_root = false;
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if p.is_dir() {
+            continue;
+        } else if name.starts_with("red-circle-") {
+            std::fs::rename(&p, root.join("a").join(&name)).unwrap();
+        } else if name.starts_with("blue-square-") {
+            std::fs::rename(&p, root.join("b").join(&name)).unwrap();
+        } else if !kept_in_root && name.starts_with("green-triangle-") {
+            kept_in_root = true;
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let root_str = root.to_str().unwrap();
+
+    let (status, scan) = s.call("POST", "/api/v1/training/directories/scan", Some(json!({"rootPath": root_str})));
+    assert_eq!(status, 200, "{scan}");
+    assert_eq!(scan["rootImageCount"], 1);
+    let dirs: Vec<(String, i64)> = scan["directories"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap().to_owned(), d["imageCount"].as_i64().unwrap())).collect();
+    assert_eq!(dirs, [("a".to_owned(), 20), ("b".to_owned(), 20)]);
+    let (status, body) = s.call("POST", "/api/v1/training/directories/scan", Some(json!({"rootPath": "/usr"})));
+    assert_error(status, &body, 422, "unprocessable");
+
+    let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "two folders", "rootPath": root_str})));
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (status, subdirs) = s.call("GET", &format!("/api/v1/training/sessions/{id}/subdirectories"), None);
+    assert_eq!(status, 200, "{subdirs}");
+    assert!(subdirs.as_array().unwrap().iter().all(|d| d["selected"] == true && d["imageCount"] == 20), "{subdirs}");
+    let b_path = root.canonicalize().unwrap().join("b").to_str().unwrap().to_owned();
+    let (status, subdirs) = s.call("PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": b_path, "selected": false}]})));
+    assert_eq!(status, 200, "{subdirs}");
+    assert_eq!(subdirs.as_array().unwrap().iter().filter(|d| d["selected"] == false).count(), 1);
+    let (status, body) = s.call("PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": "/nowhere", "selected": false}]})));
+    assert_error(status, &body, 404, "not_found");
+
+    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    let progress = s.wait_done(&id);
+    assert_eq!((progress["status"].as_str(), progress["processedImages"].as_i64()), (Some("completed"), Some(21)), "a/ and the root file, not b/: {progress}");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a blue square", "limit": 100})));
+    let paths: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["path"].as_str().unwrap()).collect();
+    assert_eq!(paths.len(), 21);
+    assert!(paths.iter().all(|p| !p.contains("/b/")), "{paths:?}");
+
+    let (status, renamed) = s.call("PATCH", &format!("/api/v1/training/sessions/{id}"), Some(json!({"name": "renamed"})));
+    assert_eq!((status, renamed["name"].as_str()), (200, Some("renamed")));
+
+    // restart: everything selected is embedded again, with new evidence
+    s.call("PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": b_path, "selected": true}]})));
+    let (status, restarted) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), Some(json!({"reason": "include b"})));
+    assert_eq!(status, 200, "{restarted}");
+    assert_eq!((restarted["status"].as_str(), restarted["resetReason"].as_str()), (Some("pending"), Some("include b")));
+    let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), None);
+    assert_error(status, &body, 409, "conflict");
+    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    let progress = s.wait_done(&id);
+    assert_eq!(progress["processedImages"], 41, "{progress}");
+
+    let (status, _) = s.call("DELETE", &format!("/api/v1/training/sessions/{id}"), None);
+    assert_eq!(status, 204);
+    let (status, body) = s.call("GET", &format!("/api/v1/training/sessions/{id}"), None);
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[test]
+fn a_paused_session_resumes_where_it_stopped() {
+    let s = start(&[]);
+    let root = s.images.path();
+    for copy in 1..4 {
+        let dir = root.join(format!("copy{copy}"));
+        std::fs::create_dir(&dir).unwrap();
+        for e in std::fs::read_dir(fixtures().join("shapes")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "960", "rootPath": root.to_str().unwrap()})));
+    let id = session["id"].as_str().unwrap().to_owned();
+    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(status, 202);
+    std::thread::sleep(Duration::from_millis(400));
+    let (status, paused) = s.call("POST", &format!("/api/v1/training/sessions/{id}/pause"), None);
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["status"], "paused");
+    let done_before = paused["processedImages"].as_i64().unwrap();
+    assert!(done_before < 960, "paused midway: {paused}");
+    let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/pause"), None);
+    assert_error(status, &body, 409, "conflict");
+
+    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(status, 202, "a paused session starts again");
+    let progress = s.wait_done(&id);
+    assert_eq!((progress["status"].as_str(), progress["processedImages"].as_i64()), (Some("completed"), Some(960)), "{progress}");
+    let (_, jobs) = s.call("GET", &format!("/api/v1/jobs?sessionId={id}&status=completed&pageSize=1"), None);
+    assert_eq!(jobs["total"], 960, "one completed job per image, none twice");
+    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1000"), None);
+    assert_eq!(evidence.as_array().unwrap().len(), 960, "one evidence row per image");
+}
