@@ -136,7 +136,9 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     let (status, body) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": format!("{root}/nope")})));
     assert_error(status, &body, 422, "unprocessable");
 
-    let (status, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
+    let (_, category) = s.call("POST", "/api/v1/categories", Some(json!({"name": "shapes"})));
+    let category = category["id"].as_i64().unwrap();
+    let (status, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root, "categoryId": category})));
     assert_eq!(status, 201, "{session}");
     assert_eq!(session["status"], "pending");
     let id = session["id"].as_str().unwrap().to_owned();
@@ -160,6 +162,25 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
         assert_eq!(r["asset"]["trainingStatus"], "trained");
     }
     assert_eq!(found["query"], "a red circle");
+
+    // pages continue the ranking; every filter narrows it
+    let (_, ten) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 10})));
+    let (_, page2) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5, "offset": 5})));
+    let ids = |v: &Value| v["results"].as_array().unwrap().iter().map(|r| r["asset"]["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ids(&page2), ids(&ten)[5..]);
+    let count = |body: Value| {
+        let (status, found) = s.call("POST", "/api/v1/search", Some(body));
+        assert_eq!(status, 200, "{found}");
+        found["results"].as_array().unwrap().len()
+    };
+    let today = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc().to_rfc3339();
+    assert_eq!(count(json!({"query": "a red circle", "limit": 7, "categoryId": category})), 7);
+    assert_eq!(count(json!({"query": "a red circle", "categoryId": category + 1})), 0);
+    assert_eq!(count(json!({"query": "a red circle", "limit": 7, "filters": {"fromDate": today}})), 7, "files are dated by mtime: today");
+    assert_eq!(count(json!({"query": "a red circle", "filters": {"toDate": "2001-01-01T00:00:00Z"}})), 0);
+    assert_eq!(count(json!({"query": "a red circle", "limit": 3, "categoryId": category, "filters": {"fromDate": today, "toDate": "2999-01-01T00:00:00+02:00"}})), 3);
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!({"query": "x", "filters": {"fromDate": "2024-02-01T00:00:00Z", "toDate": "2024-01-01T00:00:00Z"}})));
+    assert_error(status, &body, 422, "unprocessable");
 
     // similar images of the best hit: itself left out, the same kind of shape first
     let best = results[0]["asset"]["id"].as_str().unwrap();
