@@ -181,6 +181,31 @@ impl Broker {
         self.publish_raw(&name, &payload).await
     }
 
+    /// Publishes a batch pipelined: every message is sent, then every confirm awaited. Returns once
+    /// all are confirmed; any nack fails the whole call (the caller republishes; duplicates are
+    /// harmless downstream).
+    pub async fn publish_batch<T: Serialize>(&self, queue: Queue, messages: &[T]) -> Result<()> {
+        let name = self.config.queue_name(queue);
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let payload = serde_json::to_vec(m).expect("messages serialize");
+            let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+            let confirm = self
+                .publisher
+                .basic_publish("".into(), name.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, &payload, props)
+                .await
+                .map_err(amqp("publish"))?;
+            pending.push(confirm);
+        }
+        for confirm in pending {
+            match confirm.await.map_err(amqp("wait for a publish confirm"))? {
+                Confirmation::Ack(None) => {}
+                _ => return Err(BrokerError::Nacked { queue: name }),
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes bytes as they are (tests use it for poison messages).
     pub async fn publish_raw(&self, queue_name: &str, payload: &[u8]) -> Result<()> {
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());

@@ -27,9 +27,10 @@ async fn confirmed_messages_arrive_once_and_acked_ones_are_gone() {
     let b = Broker::connect(cfg.clone()).await.unwrap();
     // a second process declaring the same topology is fine
     let other = Broker::connect(cfg.clone()).await.unwrap();
-    for n in 0..50 {
+    for n in 0..20 {
         b.publish(Queue::Jobs, &Msg { n }).await.unwrap();
     }
+    b.publish_batch(Queue::Jobs, &(20..50).map(|n| Msg { n }).collect::<Vec<_>>()).await.unwrap();
     let mut c = other.consume(Queue::Jobs, "test", 10).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..50 {

@@ -16,6 +16,8 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -105,8 +107,31 @@ pub async fn cancel_open_jobs(catalog: &Catalog, session_id: Uuid) -> Result<u64
 
 /// Every job of the session that is not finished, as the message the embed stage takes.
 pub async fn open_jobs(catalog: &Catalog, session: &Session) -> Result<Vec<EmbedJob>> {
+    jobs_in(catalog, session, &[JobStatus::Pending, JobStatus::Queued, JobStatus::Running]).await
+}
+
+/// Publishes the session's pending jobs to the broker's jobs queue (pipelined confirms, in batches
+/// of 500) and marks each batch queued once it is confirmed. Returns how many were published.
+///
+/// Queued jobs are not published again: the broker confirmed them, so it holds them durably. A crash
+/// between a confirm and the mark leaves those jobs pending, and the next run publishes them again;
+/// the duplicate is harmless (the writer moves a job only forward, and the point id is the asset id).
+pub async fn publish_pending(catalog: &Catalog, broker: &broker::Broker, session: &Session) -> Result<u64> {
+    let jobs = jobs_in(catalog, session, &[JobStatus::Pending]).await?;
+    let mut published = 0;
+    for chunk in jobs.chunks(500) {
+        broker.publish_batch(broker::Queue::Jobs, chunk).await?;
+        let marks: Vec<(Uuid, String)> = chunk.iter().map(|j| (j.job_id, j.job_id.to_string())).collect();
+        catalog.mark_jobs_queued(&marks).await?;
+        published += chunk.len() as u64;
+    }
+    tracing::info!(session = %session.id, published, "jobs published");
+    Ok(published)
+}
+
+async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -> Result<Vec<EmbedJob>> {
     let mut jobs = Vec::new();
-    for status in [JobStatus::Pending, JobStatus::Queued, JobStatus::Running] {
+    for &status in statuses {
         let mut offset = 0;
         loop {
             let page = catalog.list_jobs(session.id, Some(status), Page::new(offset, 1000)).await?;

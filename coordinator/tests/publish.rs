@@ -1,0 +1,59 @@
+//! The coordinator against the real PostgreSQL and RabbitMQ on this machine: a session's jobs are
+//! published once, with confirms, and marked queued. Own schema and queue prefix, removed after.
+
+use std::path::{Path, PathBuf};
+
+use broker::{Broker, BrokerConfig, Queue};
+use catalog::{Catalog, JobStatus, Page};
+use protocol::EmbedJob;
+
+fn postgres_url() -> String {
+    std::env::var("IMGSEARCH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn shapes(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/shapes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in files.iter().take(n) {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_jobs_are_published_once_and_marked_queued() {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
+    let cfg = BrokerConfig {
+        url: std::env::var("IMGSEARCH_TEST_AMQP").unwrap_or_else(|_| BrokerConfig::default().url),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    let broker = Broker::connect(cfg).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)");
+    let images = shapes(30);
+
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("dist".into())).await.unwrap();
+    assert_eq!(prepared.jobs_created, 30);
+    assert_eq!(coordinator::publish_pending(&catalog, &broker, &prepared.session).await.unwrap(), 30);
+    assert_eq!(catalog.list_jobs(prepared.session.id, Some(JobStatus::Queued), Page::new(0, 1)).await.unwrap().total, 30);
+    // a second run publishes nothing: the queued jobs are in the broker already
+    assert_eq!(coordinator::publish_pending(&catalog, &broker, &prepared.session).await.unwrap(), 0);
+
+    let mut consumer = broker.consume(Queue::Jobs, "test", 50).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(20), consumer.next()).await.unwrap().unwrap().unwrap();
+        let job: EmbedJob = d.decode("job").unwrap();
+        assert_eq!((job.v, job.session_id), (protocol::VERSION, prepared.session.id));
+        assert!(Path::new(&job.path).starts_with(images.path().canonicalize().unwrap()), "{}", job.path);
+        assert!(seen.insert(job.job_id), "each job once");
+        d.ack().await.unwrap();
+    }
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(500), consumer.next()).await.is_err(), "nothing more");
+
+    broker.delete_topology().await.unwrap();
+    let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
+    admin.drop_schema_for_tests(&schema).await;
+}
