@@ -100,7 +100,21 @@ impl Catalog {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| CatalogError::Migration(e.to_string()))?;
+        // SQLite has no migration lock: two processes opening a new file at once can both decide to
+        // run a migration, and the second then fails on "table already exists". Looking again once
+        // the first has committed finds it applied.
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("migrations/sqlite").run(&pool).await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "catalog migration raced another process; looking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(CatalogError::Migration(e.to_string())),
+            }
+        }
         Ok(Catalog { pool: Pool::Sqlite(pool) })
     }
 

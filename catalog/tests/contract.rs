@@ -328,3 +328,16 @@ async fn a_session_restarts_renames_and_deletes(c: Catalog) {
     assert!(matches!(c.get_session(session.id).await.unwrap_err(), CatalogError::NotFound { .. }));
     assert_eq!(c.assets_by_ids(&[jobs[0].asset_id]).await.unwrap().len(), 1, "assets outlive the session");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_opening_a_new_sqlite_file_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let opens = (0..4).map(|_| {
+        let path = path.clone();
+        tokio::spawn(async move { Catalog::connect_sqlite(&path).await.map(|_| ()) })
+    });
+    for r in futures_util::future::join_all(opens).await {
+        r.unwrap().expect("every opener migrates or finds the migration applied");
+    }
+}
