@@ -188,39 +188,27 @@ impl Broker {
         let name = self.config.queue_name(queue);
         let mut pending = Vec::with_capacity(messages.len());
         for m in messages {
-            let payload = serde_json::to_vec(m).expect("messages serialize");
-            let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-            let confirm = self
-                .publisher
-                .basic_publish("".into(), name.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, &payload, props)
-                .await
-                .map_err(amqp("publish"))?;
-            pending.push(confirm);
+            pending.push(self.send(&name, &serde_json::to_vec(m).expect("messages serialize")).await?);
         }
         for confirm in pending {
-            match confirm.await.map_err(amqp("wait for a publish confirm"))? {
-                Confirmation::Ack(None) => {}
-                _ => return Err(BrokerError::Nacked { queue: name }),
-            }
+            confirmed(confirm, &name).await?;
         }
         Ok(())
     }
 
-    /// Publishes bytes as they are (tests use it for poison messages).
-    pub async fn publish_raw(&self, queue_name: &str, payload: &[u8]) -> Result<()> {
+    /// Sends a persistent, mandatory message; the returned future resolves to the broker's confirm.
+    async fn send(&self, queue_name: &str, payload: &[u8]) -> Result<lapin::PublisherConfirm> {
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-        let confirm = self
-            .publisher
+        self.publisher
             .basic_publish("".into(), queue_name.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, payload, props)
             .await
-            .map_err(amqp("publish"))?
-            .await
-            .map_err(amqp("wait for a publish confirm"))?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            // returned unroutable, nacked, or confirms off: never treated as delivered
-            _ => Err(BrokerError::Nacked { queue: queue_name.to_owned() }),
-        }
+            .map_err(amqp("publish"))
+    }
+
+    /// Publishes bytes as they are (tests use it for poison messages).
+    pub async fn publish_raw(&self, queue_name: &str, payload: &[u8]) -> Result<()> {
+        let confirm = self.send(queue_name, payload).await?;
+        confirmed(confirm, queue_name).await
     }
 
     /// Consumes a queue on its own channel, at most `prefetch` messages unacked.
@@ -248,6 +236,15 @@ impl Broker {
 
     pub async fn close(&self) -> Result<()> {
         self.connection.close(200, "bye".into()).await.map_err(amqp("close the connection"))
+    }
+}
+
+/// Waits for a publish confirm: only a plain ack counts as delivered; a return (unroutable), a
+/// nack or a missing confirm is an error.
+async fn confirmed(confirm: lapin::PublisherConfirm, queue_name: &str) -> Result<()> {
+    match confirm.await.map_err(amqp("wait for a publish confirm"))? {
+        Confirmation::Ack(None) => Ok(()),
+        _ => Err(BrokerError::Nacked { queue: queue_name.to_owned() }),
     }
 }
 

@@ -33,16 +33,6 @@ pub struct DecodedBatch {
     decode_ms: f64,
 }
 
-impl DecodedBatch {
-    pub fn len(&self) -> usize {
-        self.jobs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
-    }
-}
-
 /// What one batch took, for metrics and logs.
 #[derive(Debug, Clone, Default)]
 pub struct BatchTimings {

@@ -188,7 +188,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let allowed = if args.allow_roots.is_empty() { vec![dirs::home_dir().context("no home directory; pass --allow-root DIR")?] } else { args.allow_roots };
-    let state = imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed).with_thumbnail_dir(app.data_dir.join("thumbnails"));
+    let state = imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed, Some(app.data_dir.join("thumbnails")));
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
     eprintln!("serving http://{} (data in {})", listener.local_addr()?, app.data_dir.display());
     let shutdown = CancellationToken::new();

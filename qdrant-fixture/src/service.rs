@@ -130,6 +130,10 @@ fn done(operation_id: u64, since: Instant) -> PointsOperationResponse {
     }
 }
 
+fn retrieved(r: edge::Record) -> RetrievedPoint {
+    RetrievedPoint { id: Some(point_id_out(r.id)), payload: payload_out(r.payload), vectors: vector_out(r.vector), ..Default::default() }
+}
+
 /// Applies one update to a shard and flushes it, so the answer means durable (`wait: true`).
 async fn apply(c: &Collection, op: edge::UpdateOperation) -> Result<(), Status> {
     let shard = c.shard.clone();
@@ -390,10 +394,7 @@ service! { Points;
         let r = edge::RetrieveRequestBuilder::new(ids).with_payload(with_payload(req.with_payload, false)?).with_vector(with_vectors(req.with_vectors)?).build();
         let shard = c.shard.clone();
         let records = blocking(move || shard.retrieve(r).map_err(internal)).await?;
-        let result = records
-            .into_iter()
-            .map(|r| RetrievedPoint { id: Some(point_id_out(r.id)), payload: payload_out(r.payload), vectors: vector_out(r.vector), ..Default::default() })
-            .collect();
+        let result = records.into_iter().map(retrieved).collect();
         Ok(Response::new(GetResponse { result, time: since.elapsed().as_secs_f64(), usage: None }))
     }
 
@@ -455,10 +456,7 @@ service! { Points;
         let r = r.build();
         let shard = c.shard.clone();
         let (records, next) = blocking(move || shard.scroll(r).map_err(internal)).await?;
-        let result = records
-            .into_iter()
-            .map(|r| RetrievedPoint { id: Some(point_id_out(r.id)), payload: payload_out(r.payload), vectors: vector_out(r.vector), ..Default::default() })
-            .collect();
+        let result = records.into_iter().map(retrieved).collect();
         Ok(Response::new(ScrollResponse { next_page_offset: next.map(point_id_out), result, time: since.elapsed().as_secs_f64(), usage: None }))
     }
 

@@ -46,8 +46,8 @@ impl Writer {
         let mut job_results = Vec::with_capacity(results.len());
         let mut report = WriteReport::default();
         for r in results {
-            let outcome = match &r.outcome {
-                Outcome::Embedded { vector, .. } => match protocol::vector_from_bytes(vector) {
+            let (outcome, checksum) = match &r.outcome {
+                Outcome::Embedded { vector, checksum } => match protocol::vector_from_bytes(vector) {
                     Some(v) => {
                         points.push(AssetPoint {
                             asset_id: r.asset_id,
@@ -57,18 +57,17 @@ impl Writer {
                             category_id: r.category_id,
                             model_version: r.evidence.model_version.clone(),
                         });
-                        JobOutcome::Completed
+                        (JobOutcome::Completed, Some(checksum.clone()))
                     }
-                    None => JobOutcome::Failed { error: format!("malformed vector of {} bytes", vector.len()) },
+                    None => {
+                        report.failed.push(("malformed_vector".into(), r.path.clone()));
+                        (JobOutcome::Failed { error: format!("malformed vector of {} bytes", vector.len()) }, None)
+                    }
                 },
                 Outcome::Failed { reason, message, .. } => {
                     report.failed.push((reason.clone(), r.path.clone()));
-                    JobOutcome::Failed { error: format!("{reason}: {message}") }
+                    (JobOutcome::Failed { error: format!("{reason}: {message}") }, None)
                 }
-            };
-            let checksum = match &r.outcome {
-                Outcome::Embedded { checksum, .. } => Some(checksum.clone()),
-                Outcome::Failed { .. } => None,
             };
             job_results.push(JobResult {
                 job_id: r.job_id,

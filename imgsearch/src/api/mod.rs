@@ -55,7 +55,15 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(catalog: Catalog, vectors: Arc<VectorStore>, model: Arc<ClipModel>, collection: String, allowed_roots: Vec<PathBuf>) -> Arc<Self> {
+    /// `thumbnail_dir`: where thumbnails are cached (none: made on every request).
+    pub fn new(
+        catalog: Catalog,
+        vectors: Arc<VectorStore>,
+        model: Arc<ClipModel>,
+        collection: String,
+        allowed_roots: Vec<PathBuf>,
+        thumbnail_dir: Option<PathBuf>,
+    ) -> Arc<Self> {
         Arc::new(ApiState {
             catalog,
             vectors,
@@ -64,15 +72,8 @@ impl ApiState {
             allowed_roots,
             runs: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
-            thumbnail_dir: None,
+            thumbnail_dir,
         })
-    }
-
-    /// The same, caching thumbnails in `dir`.
-    pub fn with_thumbnail_dir(self: Arc<Self>, dir: PathBuf) -> Arc<Self> {
-        let mut s = Arc::into_inner(self).expect("set before the state is shared");
-        s.thumbnail_dir = Some(dir);
-        Arc::new(s)
     }
 
     /// Stops every running session (pausing it) and waits until their batches are written.
@@ -192,15 +193,7 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
 
 /// The collection searches use must have been built by the model this server embeds queries with.
 async fn check_model(s: &ApiState) -> ApiResult<bool> {
-    let Some(info) = s.vectors.info(DEFAULT_COLLECTION).await? else { return Ok(false) };
-    if info.model_version.as_deref() != Some(s.model.version.as_str()) {
-        return Err(ApiError::conflict(format!(
-            "the index was built with model version {}, this server embeds with {}",
-            info.model_version.as_deref().unwrap_or("unknown"),
-            s.model.version
-        )));
-    }
-    Ok(true)
+    crate::search::index_is_searchable(&s.vectors, &s.model.version).await?.map_err(|e| ApiError::conflict(e.to_string()))
 }
 
 /// Ranks by the vector, hydrates from the catalog in one query, keeps the ranking.
@@ -209,13 +202,9 @@ async fn ranked(s: &ApiState, vector: Vec<f32>, filter: &PointFilter, limit: usi
     let fetch = limit + usize::from(exclude.is_some());
     let hits = s.vectors.search(DEFAULT_COLLECTION, &vector, filter, fetch, offset).await?;
     let hits: Vec<_> = hits.into_iter().filter(|h| Some(h.asset_id) != exclude).take(limit).collect();
-    let ids: Vec<Uuid> = hits.iter().map(|h| h.asset_id).collect();
-    let assets = s.catalog.assets_by_ids(&ids).await?;
+    let found = crate::search::hydrate(&s.catalog, hits).await?;
     s.metrics.search_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(hits
-        .into_iter()
-        .filter_map(|h| assets.iter().find(|a| a.id == h.asset_id).map(|a| SearchResult { asset: a.clone(), score: h.score, highlights: Vec::new() }))
-        .collect())
+    Ok(found.into_iter().map(|h| SearchResult { asset: h.asset, score: h.score, highlights: Vec::new() }).collect())
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, clip::ClipError> + Send + 'static) -> ApiResult<T> {

@@ -153,6 +153,14 @@ async fn cancel_session(s: &ApiState, id: Uuid) -> Result<(), catalog::CatalogEr
     s.catalog.transition_session(id, SessionStatus::Cancelled).await.map(|_| ())
 }
 
+/// A session indexing in this process cannot be deleted or restarted under its own feet.
+fn refuse_if_running(s: &ApiState, id: Uuid) -> ApiResult<()> {
+    if s.runs.lock().expect("runs lock").contains_key(&id) {
+        return Err(ApiError::conflict(format!("session {id} is running; pause or cancel it first")));
+    }
+    Ok(())
+}
+
 fn take_run(s: &ApiState, id: Uuid) -> Option<Run> {
     s.runs.lock().expect("runs lock").remove(&id)
 }
@@ -247,9 +255,7 @@ pub(crate) async fn patch(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
 #[utoipa::path(delete, path = "/api/v1/training/sessions/{id}", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
-    if s.runs.lock().expect("runs lock").contains_key(&id) {
-        return Err(ApiError::conflict(format!("session {id} is running; pause or cancel it first")));
-    }
+    refuse_if_running(&s, id)?;
     s.catalog.delete_session(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -264,9 +270,7 @@ pub(crate) struct RestartBody {
 #[utoipa::path(post, path = "/api/v1/training/sessions/{id}/restart", params(("id" = Uuid, Path)), request_body = RestartBody,
     responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
 pub(crate) async fn restart(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, body: axum::body::Bytes) -> ApiResult<Json<Session>> {
-    if s.runs.lock().expect("runs lock").contains_key(&id) {
-        return Err(ApiError::conflict(format!("session {id} is running; pause or cancel it first")));
-    }
+    refuse_if_running(&s, id)?;
     // the body is optional: none, or {"reason": "..."}
     let reason = if body.is_empty() {
         None
