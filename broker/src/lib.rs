@@ -8,19 +8,37 @@
 //! delivery limit (`x-delivery-limit`, counted by RabbitMQ) or rejected without requeue goes to its
 //! dead-letter queue with the reason in its `x-death` header.
 //!
-//! Status: the distributed issue wires the coordinator, embedder and writer on this; reconnect with
-//! backoff and graceful shutdown come with them.
+//! Control: a fanout exchange `p.control` carries session controls (pause, cancel) to every
+//! embedder; each embedder listens on its own exclusive queue, so a control reaches all of them.
+//!
+//! Headers: every message carries the W3C `traceparent` of the span that published it (when there
+//! is one), so one asset's trace runs from the coordinator through the embedder to the writer; a
+//! message the pipeline dead-letters itself carries `x-imgsearch-reason`.
+//!
+//! A lost connection is an error here; `connect_with_backoff` is how the workers get a new one
+//! (exponential backoff from the `backon` crate, until it works or the process is shut down).
 
+use std::{collections::BTreeMap, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
         ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::sync::CancellationToken;
+
+/// The header a message's trace context rides in (W3C trace context).
+pub const TRACEPARENT: &str = "traceparent";
+/// The header with the publish time (ms since the epoch), for the queue-lag metrics.
+pub const PUBLISHED_HEADER: &str = "x-published-ms";
+/// The header that says why the pipeline dead-lettered a message.
+pub const REASON_HEADER: &str = "x-imgsearch-reason";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -35,6 +53,19 @@ pub enum BrokerError {
 }
 
 type Result<T> = std::result::Result<T, BrokerError>;
+
+impl BrokerError {
+    /// Whether a new connection can help: the broker is unreachable, or the connection or a channel
+    /// went away. A refused declaration (a queue exists with other arguments) or a malformed
+    /// message is not that: retrying would hide it.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            BrokerError::Unavailable { .. } => true,
+            BrokerError::Amqp { action, .. } => !action.starts_with("declare"),
+            BrokerError::Nacked { .. } | BrokerError::Malformed { .. } => false,
+        }
+    }
+}
 
 fn amqp(action: &'static str) -> impl Fn(lapin::Error) -> BrokerError {
     move |source| BrokerError::Amqp { action, source }
@@ -79,6 +110,10 @@ impl BrokerConfig {
     pub fn dlx_name(&self) -> String {
         format!("{}.dlx", self.prefix)
     }
+
+    pub fn control_exchange_name(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
 }
 
 /// A connection with one confirming channel for publishing; consumers get their own channel.
@@ -103,6 +138,35 @@ impl Delivery {
         self.inner.redelivered
     }
 
+    /// How many times RabbitMQ delivered this message before (`x-delivery-count`, set by quorum
+    /// queues on redelivery); 0 on the first delivery.
+    pub fn delivery_count(&self) -> i64 {
+        self.header("x-delivery-count").and_then(as_int).unwrap_or(0)
+    }
+
+    /// How long ago the message was published (0 when it carries no publish time).
+    pub fn queue_lag(&self) -> Duration {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        match self.header(PUBLISHED_HEADER).and_then(as_int) {
+            Some(at) if now_ms > at => Duration::from_millis((now_ms - at) as u64),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The W3C trace context the publisher attached, if any.
+    pub fn traceparent(&self) -> Option<String> {
+        self.header(TRACEPARENT).and_then(as_string)
+    }
+
+    /// Why the pipeline dead-lettered this message (on messages in a dead-letter queue).
+    pub fn dead_letter_reason(&self) -> Option<String> {
+        self.header(REASON_HEADER).and_then(as_string)
+    }
+
+    fn header(&self, name: &str) -> Option<&AMQPValue> {
+        self.inner.properties.headers().as_ref().and_then(|h| h.inner().get(name))
+    }
+
     pub fn decode<T: DeserializeOwned>(&self, what: &'static str) -> Result<T> {
         serde_json::from_slice(&self.inner.data).map_err(|e| BrokerError::Malformed { what, reason: e.to_string() })
     }
@@ -124,14 +188,57 @@ impl Delivery {
 
 /// Messages from one queue, `prefetch` unacked at most.
 pub struct Consumer {
-    _channel: Channel,
+    channel: Channel,
     inner: lapin::Consumer,
+    tag: String,
 }
 
 impl Consumer {
     /// The next message; `None` when the consumer was cancelled or the connection closed.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
         self.inner.next().await.map(|r| r.map(|inner| Delivery { inner }).map_err(amqp("receive")))
+    }
+
+    /// Stops the delivery of new messages; the ones taken can still be acked.
+    pub async fn cancel(&self) -> Result<()> {
+        self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await.map_err(amqp("cancel a consumer"))
+    }
+
+    /// Closes the consumer's channel: the messages taken and not acked go back to the queue.
+    pub async fn close(&self) -> Result<()> {
+        self.channel.close(200, "bye".into()).await.map_err(amqp("close a channel"))
+    }
+}
+
+/// A session control, fanned out to every embedder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlAction {
+    /// Drop the session's jobs without work until it is resumed (they are published again then).
+    Pause,
+    /// Drop the session's jobs without work, for good.
+    Cancel,
+    /// Take the session's jobs again.
+    Resume,
+}
+
+/// How long to wait between connection attempts: exponential from 100 ms, at most 5 s, with jitter,
+/// for as long as it takes.
+pub fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_max_delay(Duration::from_secs(5)).with_jitter().without_max_times()
+}
+
+/// Connects, retrying with `reconnect_backoff` while the broker is unreachable; `None` when
+/// `shutdown` fires first. Other errors (a refused declaration) are returned at once.
+pub async fn connect_with_backoff(config: &BrokerConfig, shutdown: &CancellationToken) -> Option<Result<Broker>> {
+    let attempt = || Broker::connect(config.clone());
+    let retried = attempt
+        .retry(reconnect_backoff())
+        .when(|e| e.is_connection_lost())
+        .notify(|e, wait| tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker not reachable; retrying"));
+    tokio::select! {
+        r = retried => Some(r),
+        _ = shutdown.cancelled() => None,
     }
 }
 
@@ -159,6 +266,9 @@ impl Broker {
         c.exchange_declare(dlx.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
             .await
             .map_err(amqp("declare the dead-letter exchange"))?;
+        c.exchange_declare(self.config.control_exchange_name().as_str().into(), ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+            .await
+            .map_err(amqp("declare the control exchange"))?;
         for q in [Queue::Jobs, Queue::Embeddings] {
             let (name, dead) = (self.config.queue_name(q), self.config.dead_queue_name(q));
             c.queue_declare(dead.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, quorum_args(None))
@@ -175,20 +285,21 @@ impl Broker {
     }
 
     /// Publishes a persistent JSON message and waits for the broker's confirm; a nack is an error.
-    pub async fn publish<T: Serialize>(&self, queue: Queue, message: &T) -> Result<()> {
+    pub async fn publish<T: Serialize>(&self, queue: Queue, message: &T, traceparent: Option<&str>) -> Result<()> {
         let name = self.config.queue_name(queue);
         let payload = serde_json::to_vec(message).expect("messages serialize");
-        self.publish_raw(&name, &payload).await
+        let confirm = self.send("", &name, &payload, headers(traceparent, None)).await?;
+        confirmed(confirm, &name).await
     }
 
     /// Publishes a batch pipelined: every message is sent, then every confirm awaited. Returns once
     /// all are confirmed; any nack fails the whole call (the caller republishes; duplicates are
-    /// harmless downstream).
-    pub async fn publish_batch<T: Serialize>(&self, queue: Queue, messages: &[T]) -> Result<()> {
+    /// harmless downstream). Each message goes with its trace context, if it has one.
+    pub async fn publish_batch<T: Serialize>(&self, queue: Queue, messages: &[(T, Option<String>)]) -> Result<()> {
         let name = self.config.queue_name(queue);
         let mut pending = Vec::with_capacity(messages.len());
-        for m in messages {
-            pending.push(self.send(&name, &serde_json::to_vec(m).expect("messages serialize")).await?);
+        for (m, traceparent) in messages {
+            pending.push(self.send("", &name, &serde_json::to_vec(m).expect("messages serialize"), headers(traceparent.as_deref(), None)).await?);
         }
         for confirm in pending {
             confirmed(confirm, &name).await?;
@@ -196,19 +307,61 @@ impl Broker {
         Ok(())
     }
 
-    /// Sends a persistent, mandatory message; the returned future resolves to the broker's confirm.
-    async fn send(&self, queue_name: &str, payload: &[u8]) -> Result<lapin::PublisherConfirm> {
-        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+    /// Sends a persistent message; the returned future resolves to the broker's confirm. Messages to
+    /// a queue are mandatory (unroutable is an error); a fanout may have no listener.
+    async fn send(&self, exchange: &str, routing_key: &str, payload: &[u8], headers: FieldTable) -> Result<lapin::PublisherConfirm> {
+        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()).with_headers(headers);
+        let mandatory = exchange.is_empty() || exchange == self.config.dlx_name();
         self.publisher
-            .basic_publish("".into(), queue_name.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, payload, props)
+            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory, ..Default::default() }, payload, props)
             .await
             .map_err(amqp("publish"))
     }
 
     /// Publishes bytes as they are (tests use it for poison messages).
     pub async fn publish_raw(&self, queue_name: &str, payload: &[u8]) -> Result<()> {
-        let confirm = self.send(queue_name, payload).await?;
+        let confirm = self.send("", queue_name, payload, FieldTable::default()).await?;
         confirmed(confirm, queue_name).await
+    }
+
+    /// Moves a message that can never succeed to its queue's dead-letter queue with the reason in
+    /// the `x-imgsearch-reason` header (a plain reject cannot carry one), then acks it.
+    pub async fn dead_letter(&self, queue: Queue, delivery: &Delivery, reason: &str) -> Result<()> {
+        let name = self.config.queue_name(queue);
+        let traceparent = delivery.traceparent();
+        let confirm = self.send(&self.config.dlx_name(), &name, delivery.data(), headers(traceparent.as_deref(), Some(reason))).await?;
+        confirmed(confirm, &self.config.dead_queue_name(queue)).await?;
+        delivery.ack().await
+    }
+
+    /// Tells every embedder listening that a session is paused, cancelled or resumed.
+    pub async fn publish_control(&self, session_id: &str, action: ControlAction) -> Result<()> {
+        let exchange = self.config.control_exchange_name();
+        let body = serde_json::to_vec(&serde_json::json!({"v": 1, "sessionId": session_id, "action": action})).expect("controls serialize");
+        let confirm = self.send(&exchange, "", &body, FieldTable::default()).await?;
+        match confirm.await.map_err(amqp("wait for a publish confirm"))? {
+            Confirmation::Nack(_) => Err(BrokerError::Nacked { queue: exchange }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Listens to the session controls on an exclusive queue of this connection (gone with it).
+    pub async fn subscribe_control(&self, tag: &str) -> Result<ControlListener> {
+        let channel = self.connection.create_channel().await.map_err(amqp("open a channel"))?;
+        let queue = channel
+            .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .await
+            .map_err(amqp("declare a control queue"))?;
+        let name = queue.name().as_str().to_owned();
+        channel
+            .queue_bind(name.as_str().into(), self.config.control_exchange_name().as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(amqp("bind a control queue"))?;
+        let inner = channel
+            .basic_consume(name.as_str().into(), tag.into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await
+            .map_err(amqp("consume controls"))?;
+        Ok(ControlListener { consumer: Consumer { channel, inner, tag: tag.to_owned() } })
     }
 
     /// Consumes a queue on its own channel, at most `prefetch` messages unacked.
@@ -221,7 +374,7 @@ impl Broker {
         let channel = self.connection.create_channel().await.map_err(amqp("open a channel"))?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(amqp("set the prefetch"))?;
         let inner = channel.basic_consume(name.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await.map_err(amqp("consume"))?;
-        Ok(Consumer { _channel: channel, inner })
+        Ok(Consumer { channel, inner, tag: tag.to_owned() })
     }
 
     /// Deletes this prefix's queues and exchange (tests clean up after themselves).
@@ -231,7 +384,20 @@ impl Broker {
                 self.publisher.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await.map_err(amqp("delete a queue"))?;
             }
         }
-        self.publisher.exchange_delete(self.config.dlx_name().as_str().into(), ExchangeDeleteOptions::default()).await.map_err(amqp("delete the exchange"))
+        for exchange in [self.config.dlx_name(), self.config.control_exchange_name()] {
+            self.publisher.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await.map_err(amqp("delete an exchange"))?;
+        }
+        Ok(())
+    }
+
+    /// Messages waiting in a queue (not counting the ones delivered and not yet acked).
+    pub async fn queue_depth(&self, name: &str) -> Result<u32> {
+        let q = self
+            .publisher
+            .queue_declare(name.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .map_err(amqp("inspect a queue"))?;
+        Ok(q.message_count())
     }
 
     pub async fn close(&self) -> Result<()> {
@@ -258,4 +424,65 @@ fn quorum_args(dead_letter: Option<(&str, &str, i64)>) -> FieldTable {
         args.insert(ShortString::from("x-delivery-limit"), AMQPValue::LongLongInt(limit));
     }
     args
+}
+
+/// The session controls reaching this process: `(session id, action)`.
+pub struct ControlListener {
+    consumer: Consumer,
+}
+
+impl ControlListener {
+    /// The next control; `None` when the connection closed. A malformed control is skipped.
+    pub async fn next(&mut self) -> Option<Result<(String, ControlAction)>> {
+        loop {
+            let delivery = match self.consumer.next().await? {
+                Ok(d) => d,
+                Err(e) => return Some(Err(e)),
+            };
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Control {
+                session_id: String,
+                action: ControlAction,
+            }
+            match delivery.decode::<Control>("session control") {
+                Ok(c) => return Some(Ok((c.session_id, c.action))),
+                Err(e) => tracing::warn!(error = %e, "skipping a malformed session control"),
+            }
+        }
+    }
+}
+
+fn headers(traceparent: Option<&str>, reason: Option<&str>) -> FieldTable {
+    let mut map = BTreeMap::new();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    map.insert(ShortString::from(PUBLISHED_HEADER), AMQPValue::LongLongInt(now_ms));
+    if let Some(t) = traceparent {
+        map.insert(ShortString::from(TRACEPARENT), AMQPValue::LongString(LongString::from(t)));
+    }
+    if let Some(r) = reason {
+        map.insert(ShortString::from(REASON_HEADER), AMQPValue::LongString(LongString::from(r)));
+    }
+    FieldTable::from(map)
+}
+
+fn as_int(v: &AMQPValue) -> Option<i64> {
+    match v {
+        AMQPValue::ShortShortInt(n) => Some(*n as i64),
+        AMQPValue::ShortShortUInt(n) => Some(*n as i64),
+        AMQPValue::ShortInt(n) => Some(*n as i64),
+        AMQPValue::ShortUInt(n) => Some(*n as i64),
+        AMQPValue::LongInt(n) => Some(*n as i64),
+        AMQPValue::LongUInt(n) => Some(*n as i64),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+fn as_string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
 }

@@ -1,7 +1,7 @@
 //! The broker against the RabbitMQ on this machine (IMGSEARCH_TEST_AMQP, default guest@127.0.0.1).
 //! Each test uses its own queue prefix and deletes its queues at the end.
 
-use broker::{Broker, BrokerConfig, BrokerError, Queue};
+use broker::{Broker, BrokerConfig, BrokerError, ControlAction, Queue};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,9 +28,9 @@ async fn confirmed_messages_arrive_once_and_acked_ones_are_gone() {
     // a second process declaring the same topology is fine
     let other = Broker::connect(cfg.clone()).await.unwrap();
     for n in 0..20 {
-        b.publish(Queue::Jobs, &Msg { n }).await.unwrap();
+        b.publish(Queue::Jobs, &Msg { n }, None).await.unwrap();
     }
-    b.publish_batch(Queue::Jobs, &(20..50).map(|n| Msg { n }).collect::<Vec<_>>()).await.unwrap();
+    b.publish_batch(Queue::Jobs, &(20..50).map(|n| (Msg { n }, None)).collect::<Vec<_>>()).await.unwrap();
     let mut c = other.consume(Queue::Jobs, "test", 10).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..50 {
@@ -49,12 +49,14 @@ async fn confirmed_messages_arrive_once_and_acked_ones_are_gone() {
 async fn a_message_that_keeps_failing_is_dead_lettered_after_the_delivery_limit() {
     let cfg = config();
     let b = Broker::connect(cfg.clone()).await.unwrap();
-    b.publish(Queue::Embeddings, &Msg { n: 7 }).await.unwrap();
+    b.publish(Queue::Embeddings, &Msg { n: 7 }, Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")).await.unwrap();
     let mut c = b.consume(Queue::Embeddings, "test", 1).await.unwrap();
     // delivered, retried twice (the limit), then RabbitMQ moves it to the dead-letter queue
     for attempt in 0..3 {
         let d = next(&mut c).await;
         assert_eq!(d.redelivered(), attempt > 0);
+        assert_eq!(d.delivery_count(), attempt, "x-delivery-count counts the earlier deliveries");
+        assert_eq!(d.traceparent().as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), "the trace context rides along");
         d.retry().await.unwrap();
     }
     let mut dead = b.consume_named(&cfg.dead_queue_name(Queue::Embeddings), "dead", 1).await.unwrap();
@@ -69,19 +71,58 @@ async fn a_poison_message_goes_straight_to_the_dead_letter_queue() {
     let cfg = config();
     let b = Broker::connect(cfg.clone()).await.unwrap();
     b.publish_raw(&cfg.queue_name(Queue::Jobs), b"{not json").await.unwrap();
-    b.publish(Queue::Jobs, &Msg { n: 1 }).await.unwrap();
+    b.publish(Queue::Jobs, &Msg { n: 1 }, None).await.unwrap();
     let mut c = b.consume(Queue::Jobs, "test", 5).await.unwrap();
     let poison = next(&mut c).await;
     let err = poison.decode::<Msg>("job").unwrap_err();
     assert!(matches!(err, BrokerError::Malformed { .. }) && err.to_string().starts_with("message is not a valid job"), "{err}");
-    poison.dead_letter().await.unwrap();
+    b.dead_letter(Queue::Jobs, &poison, &err.to_string()).await.unwrap();
     // the good message behind it is not lost
     let good = next(&mut c).await;
     assert_eq!(good.decode::<Msg>("job").unwrap(), Msg { n: 1 });
     good.ack().await.unwrap();
     let mut dead = b.consume_named(&cfg.dead_queue_name(Queue::Jobs), "dead", 1).await.unwrap();
-    assert_eq!(next(&mut dead).await.data(), b"{not json");
+    let d = next(&mut dead).await;
+    assert_eq!(d.data(), b"{not json");
+    assert!(d.dead_letter_reason().unwrap().starts_with("message is not a valid job"), "{:?}", d.dead_letter_reason());
+    // nothing is left in the jobs queue: the poison was acked once it was safely dead-lettered
+    drop(c);
+    assert_eq!(b.queue_depth(&cfg.queue_name(Queue::Jobs)).await.unwrap(), 0);
     b.delete_topology().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_control_reaches_every_listener() {
+    let cfg = config();
+    let b = Broker::connect(cfg.clone()).await.unwrap();
+    let (one, two) = (Broker::connect(cfg.clone()).await.unwrap(), Broker::connect(cfg.clone()).await.unwrap());
+    let mut l1 = one.subscribe_control("one").await.unwrap();
+    let mut l2 = two.subscribe_control("two").await.unwrap();
+    b.publish_control("s-1", ControlAction::Cancel).await.unwrap();
+    for l in [&mut l1, &mut l2] {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), l.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(got, ("s-1".to_string(), ControlAction::Cancel));
+    }
+    b.delete_topology().await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_with_backoff_waits_for_the_broker_and_stops_on_shutdown() {
+    // nothing listens: it keeps trying until shutdown, then gives up quietly
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = BrokerConfig { url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), ..config() };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        stop.cancel();
+    });
+    let started = std::time::Instant::now();
+    assert!(broker::connect_with_backoff(&cfg, &shutdown).await.is_none());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600), "it retried until the shutdown");
+    // with the broker there, it connects
+    let ok = broker::connect_with_backoff(&config(), &tokio_util::sync::CancellationToken::new()).await.unwrap().unwrap();
+    ok.delete_topology().await.unwrap();
 }
 
 #[tokio::test]

@@ -502,6 +502,33 @@ impl Catalog {
         Ok(Listing { items: rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total })
     }
 
+    /// The status of each of these jobs, in one query; unknown ids are left out. The writer uses it
+    /// to skip results whose job is already finished or was cancelled.
+    pub async fn job_statuses(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, JobStatus)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let text = format!("SELECT id, status FROM training_jobs WHERE id IN ({placeholders})");
+        let rows: Vec<(Uuid, String)> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(sql(text.clone()));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await
+        })?;
+        rows.into_iter().map(|(id, s)| Ok((id, s.parse().map_err(CatalogError::Corrupt)?))).collect()
+    }
+
+    /// Puts a session's queued jobs back to pending, so they are published again: after a pause in
+    /// the distributed wiring the embedders dropped them. Returns how many moved.
+    pub async fn requeue_queued_jobs(&self, session_id: Uuid) -> Result<u64> {
+        let now = Utc::now();
+        let moved = on_pool!(self, p => sqlx::query("UPDATE training_jobs SET status = 'pending', updated_at = $2 WHERE session_id = $1 AND status = 'queued'")
+            .bind(session_id).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(moved)
+    }
+
     /// Records that jobs were published (with their broker message ids): `pending -> queued`.
     /// Jobs already further along are left alone. Returns how many moved.
     pub async fn mark_jobs_queued(&self, jobs: &[(Uuid, String)]) -> Result<u64> {

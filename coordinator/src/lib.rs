@@ -6,7 +6,9 @@
 //! for the same roots is taken up again, and only its jobs that are not completed, failed or
 //! cancelled are handed out again, so a finished asset is never embedded twice.
 
-use std::path::PathBuf;
+mod metrics;
+
+use std::{path::PathBuf, time::Duration};
 
 use catalog::{Catalog, CatalogError, JobStatus, NewSession, Page, Session, SessionStatus};
 use ingest::{ScanError, ScanReport};
@@ -120,9 +122,13 @@ pub async fn publish_pending(catalog: &Catalog, broker: &broker::Broker, session
     let jobs = jobs_in(catalog, session, &[JobStatus::Pending]).await?;
     let mut published = 0;
     for chunk in jobs.chunks(500) {
-        broker.publish_batch(broker::Queue::Jobs, chunk).await?;
+        let started = std::time::Instant::now();
+        let messages: Vec<(&EmbedJob, Option<String>)> = chunk.iter().map(|j| (j, None)).collect();
+        broker.publish_batch(broker::Queue::Jobs, &messages).await?;
+        metrics::METRICS.publish_seconds.observe(started.elapsed().as_secs_f64());
         let marks: Vec<(Uuid, String)> = chunk.iter().map(|j| (j.job_id, j.job_id.to_string())).collect();
         catalog.mark_jobs_queued(&marks).await?;
+        metrics::METRICS.jobs_published.inc_by(chunk.len() as u64);
         published += chunk.len() as u64;
     }
     tracing::info!(session = %session.id, published, "jobs published");
@@ -183,4 +189,100 @@ pub async fn subdirectories(catalog: &Catalog, session: &Session) -> Result<Vec<
     }
     catalog.upsert_subdirectories(session.id, &found).await?;
     Ok(catalog.list_subdirectories(session.id).await?)
+}
+
+/// Publishes the session's pending jobs over a broker connection of its own, connecting again with
+/// backoff whenever the connection is lost midway (what was confirmed is marked; the rest is
+/// published on the next try). `None` when `shutdown` fired first.
+pub async fn publish_pending_retrying(catalog: &Catalog, config: &broker::BrokerConfig, session: &Session, shutdown: &tokio_util::sync::CancellationToken) -> Result<Option<u64>> {
+    let queued = || async { catalog.list_jobs(session.id, Some(JobStatus::Queued), Page::new(0, 1)).await.map(|p| p.total) };
+    let before = queued().await?;
+    loop {
+        let Some(broker) = broker::connect_with_backoff(config, shutdown).await else { return Ok(None) };
+        let broker = broker?;
+        match publish_pending(catalog, &broker, session).await {
+            Ok(_) => {
+                let _ = broker.close().await;
+                return Ok(Some((queued().await? - before).max(0) as u64));
+            }
+            Err(CoordinatorError::Broker(e)) if e.is_connection_lost() => tracing::warn!(error = %e, "lost the broker while publishing; connecting again"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A session's jobs by status, for progress lines and gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub pending: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl JobCounts {
+    pub fn open(&self) -> i64 {
+        self.pending + self.queued + self.running
+    }
+
+    pub fn total(&self) -> i64 {
+        self.open() + self.completed + self.failed + self.cancelled
+    }
+}
+
+pub async fn job_counts(catalog: &Catalog, session_id: Uuid) -> Result<JobCounts> {
+    let count = |status| async move { catalog.list_jobs(session_id, Some(status), Page::new(0, 1)).await.map(|p| p.total) };
+    Ok(JobCounts {
+        pending: count(JobStatus::Pending).await?,
+        queued: count(JobStatus::Queued).await?,
+        running: count(JobStatus::Running).await?,
+        completed: count(JobStatus::Completed).await?,
+        failed: count(JobStatus::Failed).await?,
+        cancelled: count(JobStatus::Cancelled).await?,
+    })
+}
+
+/// Keeps a running session's progress: every `interval` it counts the jobs (the
+/// `imgsearch_coordinator_session_jobs` gauge), tells `on_progress`, and completes the session once
+/// no job is open. Returns the session when it is no longer running, or when `shutdown` fires.
+pub async fn watch(catalog: &Catalog, session_id: Uuid, interval: Duration, shutdown: &tokio_util::sync::CancellationToken, mut on_progress: impl FnMut(&JobCounts)) -> Result<Session> {
+    loop {
+        let counts = job_counts(catalog, session_id).await?;
+        metrics::set_session_jobs(&counts);
+        on_progress(&counts);
+        let session = finish_if_done(catalog, session_id).await?;
+        if session.status != SessionStatus::Running {
+            return Ok(session);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return Ok(session),
+        }
+    }
+}
+
+/// Pauses or cancels a running session for the distributed wiring: the catalog first (cancel also
+/// cancels its open jobs), then a control to every embedder, which drops the session's queued jobs
+/// without work.
+pub async fn stop_session(catalog: &Catalog, broker: &broker::Broker, session_id: Uuid, cancel: bool) -> Result<Session> {
+    let (to, action) = if cancel { (SessionStatus::Cancelled, broker::ControlAction::Cancel) } else { (SessionStatus::Paused, broker::ControlAction::Pause) };
+    let session = catalog.transition_session(session_id, to).await?;
+    if cancel {
+        cancel_open_jobs(catalog, session_id).await?;
+    }
+    broker.publish_control(&session_id.to_string(), action).await?;
+    Ok(session)
+}
+
+/// Resumes a paused session for the distributed wiring: a control tells the embedders to take its
+/// jobs again, and the jobs they dropped meanwhile (queued, not finished) are published again.
+/// A job that was still in the queue then comes twice; the writer skips the second.
+pub async fn resume_session(catalog: &Catalog, broker: &broker::Broker, session_id: Uuid) -> Result<(Session, u64)> {
+    broker.publish_control(&session_id.to_string(), broker::ControlAction::Resume).await?;
+    let session = catalog.transition_session(session_id, SessionStatus::Running).await?;
+    catalog.requeue_queued_jobs(session_id).await?;
+    let published = publish_pending(catalog, broker, &session).await?;
+    Ok((session, published))
 }

@@ -7,11 +7,12 @@
 //! (`corrupt`, `unsupported_format`, `too_many_pixels`, `empty`: permanent; `io`: transient), and
 //! the other images of the batch are embedded.
 
-mod batch;
+mod metrics;
+pub mod worker;
 
 use std::{sync::Arc, time::Instant};
 
-pub use batch::{Batcher, FlushReason};
+pub use protocol::batch::{Batcher, FlushReason};
 use clip::{ClipModel, ImageError, ImageInfo, PreparedImage, Preprocessor, embedding_checksum};
 use protocol::{EmbedJob, EmbedResult, EvidenceInfo, FailureKind, Outcome};
 use rayon::prelude::*;

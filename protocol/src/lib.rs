@@ -5,6 +5,8 @@
 //! as little-endian f32 bytes plus the evidence. Every message has a `v` field; a reader refuses a
 //! version it does not know instead of guessing.
 
+pub mod batch;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -119,5 +121,15 @@ mod tests {
         let outcome = Outcome::Embedded { vector: bytes.clone(), checksum: "x".into() };
         let json = serde_json::to_string(&outcome).unwrap();
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    }
+}
+
+/// Test hook behind a `fail` failpoint (compiled in only with the `failpoints` features): says on
+/// stderr that the failpoint was reached and blocks this thread for good, so a test can kill the
+/// process with SIGKILL at exactly that point.
+pub fn hang_at_failpoint(name: &str) -> ! {
+    eprintln!("failpoint {name} reached");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }

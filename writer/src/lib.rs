@@ -9,10 +9,17 @@
 //! (session, asset) with `ON CONFLICT DO NOTHING`; counters are recounted from the jobs, never
 //! incremented. A crash between the upsert and the commit leaves a vector whose job is not done:
 //! the batch comes again, and the replay completes it.
+//!
+//! Before upserting, the batch asks the catalog which of its jobs are finished already (a
+//! redelivery) or were cancelled (a cancelled session): those results are skipped, so a cancelled
+//! session leaves no vector behind and a replay does not even rewrite the point.
+
+mod metrics;
+pub mod worker;
 
 use std::sync::Arc;
 
-use catalog::{Catalog, CatalogError, JobOutcome, JobResult, NewEvidence, RecordReport};
+use catalog::{Catalog, CatalogError, JobOutcome, JobResult, JobStatus, NewEvidence, RecordReport};
 use protocol::{EmbedResult, Outcome};
 use vectors::{AssetPoint, VectorError, VectorStore};
 
@@ -22,6 +29,13 @@ pub enum WriteError {
     Vectors(#[from] VectorError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+}
+
+impl WriteError {
+    /// Whether waiting can help: a store is unreachable. The batch is then held and tried again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, WriteError::Vectors(VectorError::Unavailable(..)) | WriteError::Catalog(CatalogError::Unavailable(..)))
+    }
 }
 
 pub struct Writer {
@@ -37,7 +51,12 @@ pub struct WriteReport {
     pub upserted: usize,
     pub completed: usize,
     pub failed: Vec<(String, String)>,
+    /// Results whose job was finished already or cancelled: nothing written.
+    pub skipped: usize,
     pub record: RecordReport,
+    /// How long the vector upsert and the catalog commit took.
+    pub upsert_seconds: f64,
+    pub commit_seconds: f64,
 }
 
 impl Writer {
@@ -45,7 +64,10 @@ impl Writer {
         let mut points = Vec::new();
         let mut job_results = Vec::with_capacity(results.len());
         let mut report = WriteReport::default();
-        for r in results {
+        let ids: Vec<uuid::Uuid> = results.iter().map(|r| r.job_id).collect();
+        let open: std::collections::HashSet<uuid::Uuid> =
+            self.catalog.job_statuses(&ids).await?.into_iter().filter(|(_, s)| matches!(s, JobStatus::Pending | JobStatus::Queued | JobStatus::Running)).map(|(id, _)| id).collect();
+        for r in results.iter().filter(|r| open.contains(&r.job_id)) {
             let (outcome, checksum) = match &r.outcome {
                 Outcome::Embedded { vector, checksum } => match protocol::vector_from_bytes(vector) {
                     Some(v) => {
@@ -82,10 +104,21 @@ impl Writer {
                 },
             });
         }
+        report.skipped = results.len() - job_results.len();
         report.upserted = points.len();
         // vectors first: a job is never recorded completed without its vector
-        self.vectors.upsert(&self.collection, points).await?;
-        report.record = self.catalog.record_results(&job_results).await?;
+        let t = std::time::Instant::now();
+        if !points.is_empty() {
+            self.vectors.upsert(&self.collection, points).await?;
+        }
+        report.upsert_seconds = t.elapsed().as_secs_f64();
+        // test hook: the kill -9 test stops a writer here, after the upsert and before the commit
+        fail::fail_point!("writer.after_upsert", |_| -> Result<WriteReport, WriteError> { protocol::hang_at_failpoint("writer.after_upsert") });
+        let t = std::time::Instant::now();
+        if !job_results.is_empty() {
+            report.record = self.catalog.record_results(&job_results).await?;
+        }
+        report.commit_seconds = t.elapsed().as_secs_f64();
         report.completed = job_results.iter().filter(|j| j.outcome == JobOutcome::Completed).count();
         Ok(report)
     }

@@ -1,0 +1,186 @@
+//! The writer as a RabbitMQ worker (`imgsearch writer`): consumes embedding results in batches,
+//! writes each batch (vectors upserted and durable, then one catalog transaction; see the crate
+//! docs for why a replay changes nothing) and acks the batch only after both.
+//!
+//! - A store that is unreachable (Qdrant or Postgres away) holds the batch: the write is tried
+//!   again with backoff, the messages stay unacked, nothing is dead-lettered for it.
+//! - Another write error gives the batch back to the queue (counted as deliveries; past the limit
+//!   RabbitMQ moves the messages to the dead-letter queue).
+//! - A message that is not a result this version reads is dead-lettered with its reason.
+//! - A lost broker connection: connect again with backoff; the unacked results come again.
+//! - SIGTERM (`shutdown`): stop consuming, write and ack the batch in hand, close.
+
+use std::{sync::Arc, time::Instant};
+
+use backon::Retryable;
+use broker::{Broker, BrokerConfig, BrokerError, Delivery, Queue};
+use protocol::{EmbedResult, batch::Batcher};
+use tokio_util::sync::CancellationToken;
+
+use crate::{WriteError, Writer, metrics::METRICS};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Most results per write batch (default 256).
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more (default 200 ms).
+    pub max_wait: std::time::Duration,
+    /// The consumer tag (default `writer-<pid>`).
+    pub tag: String,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { batch_size: 256, max_wait: std::time::Duration::from_millis(200), tag: format!("writer-{}", std::process::id()) }
+    }
+}
+
+impl WorkerOptions {
+    /// Unacked results the broker may hand this worker: two batches.
+    pub fn prefetch(&self) -> u16 {
+        (self.batch_size * 2).clamp(1, u16::MAX as usize) as u16
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct WorkerStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub connections: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Runs until `shutdown` fires; reconnects while the broker is away.
+pub async fn run(config: &BrokerConfig, writer: Arc<Writer>, options: WorkerOptions, shutdown: CancellationToken) -> Result<WorkerStats, WorkerError> {
+    let mut stats = WorkerStats::default();
+    loop {
+        let broker = match broker::connect_with_backoff(config, &shutdown).await {
+            None => return Ok(stats),
+            Some(b) => b?,
+        };
+        stats.connections += 1;
+        if stats.connections > 1 {
+            METRICS.reconnects.inc();
+        }
+        tracing::info!(queue = %config.queue_name(Queue::Embeddings), prefetch = options.prefetch(), "writer consuming");
+        match consume(&broker, &writer, &options, &shutdown, &mut stats).await {
+            Ok(()) => {
+                let _ = broker.close().await;
+                return Ok(stats);
+            }
+            Err(WorkerError::Broker(e)) if e.is_connection_lost() => tracing::warn!(error = %e, "lost the broker; connecting again"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn consume(broker: &Broker, writer: &Writer, options: &WorkerOptions, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), WorkerError> {
+    let mut results = broker.consume(Queue::Embeddings, &options.tag, options.prefetch()).await?;
+    let mut batcher: Batcher<(Delivery, EmbedResult)> = Batcher::new(options.batch_size, options.max_wait);
+    loop {
+        let deadline = batcher.deadline();
+        let flushed = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                results.cancel().await?;
+                if let Some((batch, reason)) = batcher.drain() {
+                    write(writer, batch, reason.as_str(), shutdown, stats).await?;
+                }
+                results.close().await?;
+                return Ok(());
+            }
+            d = results.next() => match d {
+                Some(Ok(delivery)) => {
+                    METRICS.results_consumed.inc();
+                    METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
+                    match delivery.decode::<EmbedResult>("embedding result") {
+                        Ok(r) if r.v == protocol::VERSION => batcher.push((delivery, r), Instant::now()),
+                        Ok(r) => {
+                            dead_letter(broker, &delivery, &format!("malformed: result version {} is not the version this writer reads ({})", r.v, protocol::VERSION), stats).await?;
+                            None
+                        }
+                        Err(e) => {
+                            dead_letter(broker, &delivery, &format!("malformed: {e}"), stats).await?;
+                            None
+                        }
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(BrokerError::Unavailable { url: broker.config().url.clone(), reason: "the embeddings consumer ended".into() }.into()),
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => batcher.poll(Instant::now()),
+        };
+        if let Some((batch, reason)) = flushed {
+            write(writer, batch, reason.as_str(), shutdown, stats).await?;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn dead_letter(broker: &Broker, delivery: &Delivery, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
+    tracing::warn!(reason, "dead-lettering a message that is not a result");
+    broker.dead_letter(Queue::Embeddings, delivery, reason).await?;
+    METRICS.jobs_written.with_label_values(&["dead_lettered"]).inc();
+    stats.dead_lettered += 1;
+    Ok(())
+}
+
+/// Writes a batch (waiting out an unreachable store), then acks it.
+async fn write(writer: &Writer, batch: Vec<(Delivery, EmbedResult)>, reason: &str, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), WorkerError> {
+    METRICS.batches.with_label_values(&[reason]).inc();
+    METRICS.batch_size.observe(batch.len() as f64);
+    let (deliveries, results): (Vec<Delivery>, Vec<EmbedResult>) = batch.into_iter().unzip();
+    let attempt = || writer.write_batch(&results);
+    let retried = attempt
+        .retry(broker::reconnect_backoff())
+        .when(WriteError::is_unavailable)
+        .notify(|e, wait| {
+            METRICS.store_retries.inc();
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "a store is unavailable; holding the batch");
+        });
+    let report = tokio::select! {
+        r = retried => r,
+        // stopping while a store is away: the unacked batch comes again to the next writer
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, results = deliveries.len(), "cannot write a batch; giving it back");
+            for d in &deliveries {
+                d.retry().await?;
+            }
+            return Ok(());
+        }
+    };
+    METRICS.stage_seconds.with_label_values(&["upsert"]).observe(report.upsert_seconds);
+    METRICS.stage_seconds.with_label_values(&["commit"]).observe(report.commit_seconds);
+    for d in &deliveries {
+        d.ack().await?;
+    }
+    let failed = report.failed.len() as u64;
+    let completed = report.completed as u64;
+    METRICS.jobs_written.with_label_values(&["completed"]).inc_by(completed);
+    METRICS.jobs_written.with_label_values(&["failed"]).inc_by(failed);
+    METRICS.jobs_written.with_label_values(&["skipped"]).inc_by(report.skipped as u64);
+    stats.completed += completed;
+    stats.failed += failed;
+    stats.skipped += report.skipped as u64;
+    tracing::debug!(completed, failed, skipped = report.skipped, upsert_s = report.upsert_seconds, commit_s = report.commit_seconds, "batch written");
+    Ok(())
+}
