@@ -119,8 +119,15 @@ pub async fn open_jobs(catalog: &Catalog, session: &Session) -> Result<Vec<Embed
 /// between a confirm and the mark leaves those jobs pending, and the next run publishes them again;
 /// the duplicate is harmless (the writer moves a job only forward, and the point id is the asset id).
 pub async fn publish_pending(catalog: &Catalog, broker: &broker::Broker, session: &Session) -> Result<u64> {
-    let jobs = jobs_in(catalog, session, &[JobStatus::Pending]).await?;
     let mut published = 0;
+    publish_pending_counted(catalog, broker, session, &mut published).await?;
+    Ok(published)
+}
+
+/// `publish_pending`, counting into `published` as each batch is confirmed (so a caller that
+/// retries after a lost connection knows what went out before it).
+async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, session: &Session, published: &mut u64) -> Result<()> {
+    let jobs = jobs_in(catalog, session, &[JobStatus::Pending]).await?;
     for chunk in jobs.chunks(500) {
         let started = std::time::Instant::now();
         let messages: Vec<(&EmbedJob, Option<String>)> = chunk.iter().map(|j| (j, None)).collect();
@@ -129,10 +136,10 @@ pub async fn publish_pending(catalog: &Catalog, broker: &broker::Broker, session
         let marks: Vec<(Uuid, String)> = chunk.iter().map(|j| (j.job_id, j.job_id.to_string())).collect();
         catalog.mark_jobs_queued(&marks).await?;
         metrics::METRICS.jobs_published.inc_by(chunk.len() as u64);
-        published += chunk.len() as u64;
+        *published += chunk.len() as u64;
     }
-    tracing::info!(session = %session.id, published, "jobs published");
-    Ok(published)
+    tracing::info!(session = %session.id, published = *published, "jobs published");
+    Ok(())
 }
 
 async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -> Result<Vec<EmbedJob>> {
@@ -195,15 +202,14 @@ pub async fn subdirectories(catalog: &Catalog, session: &Session) -> Result<Vec<
 /// backoff whenever the connection is lost midway (what was confirmed is marked; the rest is
 /// published on the next try). `None` when `shutdown` fired first.
 pub async fn publish_pending_retrying(catalog: &Catalog, config: &broker::BrokerConfig, session: &Session, shutdown: &tokio_util::sync::CancellationToken) -> Result<Option<u64>> {
-    let queued = || async { catalog.list_jobs(session.id, Some(JobStatus::Queued), Page::new(0, 1)).await.map(|p| p.total) };
-    let before = queued().await?;
+    let mut published = 0;
     loop {
         let Some(broker) = broker::connect_with_backoff(config, shutdown).await else { return Ok(None) };
         let broker = broker?;
-        match publish_pending(catalog, &broker, session).await {
-            Ok(_) => {
+        match publish_pending_counted(catalog, &broker, session, &mut published).await {
+            Ok(()) => {
                 let _ = broker.close().await;
-                return Ok(Some((queued().await? - before).max(0) as u64));
+                return Ok(Some(published));
             }
             Err(CoordinatorError::Broker(e)) if e.is_connection_lost() => tracing::warn!(error = %e, "lost the broker while publishing; connecting again"),
             Err(e) => return Err(e),

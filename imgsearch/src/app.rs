@@ -8,7 +8,7 @@
 use std::{path::{Path, PathBuf}, sync::Arc};
 
 use anyhow::{Context, Result, bail};
-use catalog::Catalog;
+use catalog::{Catalog, NewCategory};
 use vectors::{CollectionSpec, DEFAULT_COLLECTION, VectorStore};
 
 pub struct App {
@@ -43,23 +43,40 @@ impl App {
         Ok(App { data_dir: data_dir.to_owned(), catalog, vectors: Arc::new(vectors) })
     }
 
-    /// The collection this model writes to: the one the alias points at when its model matches,
-    /// else a new `image_assets_v1` (with the alias) when there is none yet.
+    /// The collection this model writes to (see `collection_for`).
     pub async fn collection_for(&self, model_version: &str, dim: usize) -> Result<String> {
-        if let Some(info) = self.vectors.info(DEFAULT_COLLECTION).await? {
-            if info.model_version.as_deref() != Some(model_version) || info.dim != dim {
-                bail!(
-                    "the index ({}) was built with model version {} ({}-d); this model is {model_version} ({dim}-d). Use the model that built it, or re-index into a new collection",
-                    info.name,
-                    info.model_version.as_deref().unwrap_or("unknown"),
-                    info.dim
-                );
-            }
-            return Ok(info.name);
-        }
-        let name = format!("{DEFAULT_COLLECTION}_v1");
-        self.vectors.ensure_collection(&CollectionSpec { name: name.clone(), dim, model_version: model_version.to_owned() }).await?;
-        self.vectors.set_alias(DEFAULT_COLLECTION, &name).await?;
-        Ok(name)
+        collection_for(&self.vectors, model_version, dim).await
     }
+}
+
+/// The collection a model writes to: the one the alias points at when its model matches, else a
+/// new `image_assets_v1` (with the alias) when there is none yet.
+pub async fn collection_for(vectors: &VectorStore, model_version: &str, dim: usize) -> Result<String> {
+    if let Some(info) = vectors.info(DEFAULT_COLLECTION).await? {
+        if info.model_version.as_deref() != Some(model_version) || info.dim != dim {
+            bail!(
+                "the index ({}) was built with model version {} ({}-d); this model is {model_version} ({dim}-d). Use the model that built it, or re-index into a new collection",
+                info.name,
+                info.model_version.as_deref().unwrap_or("unknown"),
+                info.dim
+            );
+        }
+        return Ok(info.name);
+    }
+    let name = format!("{DEFAULT_COLLECTION}_v1");
+    vectors.ensure_collection(&CollectionSpec { name: name.clone(), dim, model_version: model_version.to_owned() }).await?;
+    vectors.set_alias(DEFAULT_COLLECTION, &name).await?;
+    Ok(name)
+}
+
+/// The id of the category named `name`; created when missing and `create` is set.
+pub async fn category_id(catalog: &Catalog, name: Option<&str>, create: bool) -> Result<Option<i64>> {
+    let Some(name) = name else { return Ok(None) };
+    if let Some(c) = catalog.category_by_name(name).await? {
+        return Ok(Some(c.id));
+    }
+    if !create {
+        bail!("no category named {name:?}; `imgsearch index --category {name:?} DIR` creates it");
+    }
+    Ok(Some(catalog.create_category(NewCategory { name: name.to_owned(), ..Default::default() }).await?.id))
 }

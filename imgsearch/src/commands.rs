@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, io::IsTerminal, sync::Arc};
 
 use anyhow::{Context, Result, bail};
-use catalog::{Catalog, NewCategory, SessionStatus};
+use catalog::SessionStatus;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use embedder::Embedder;
 use imgsearch::{
@@ -18,17 +18,6 @@ use writer::Writer;
 
 use crate::{IndexArgs, Overlap, SearchArgs, ServeArgs, StatusArgs, load_model};
 
-async fn category_id(catalog: &Catalog, name: Option<&str>, create: bool) -> Result<Option<i64>> {
-    let Some(name) = name else { return Ok(None) };
-    if let Some(c) = catalog.category_by_name(name).await? {
-        return Ok(Some(c.id));
-    }
-    if !create {
-        bail!("no category named {name:?}; `imgsearch index --category {name:?} DIR` creates it");
-    }
-    Ok(Some(catalog.create_category(NewCategory { name: name.to_owned(), ..Default::default() }).await?.id))
-}
-
 pub async fn index(args: IndexArgs) -> Result<()> {
     for d in &args.dirs {
         if !d.is_dir() {
@@ -39,7 +28,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     let model_args = args.model;
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
-    let category = category_id(&app.catalog, args.category.as_deref(), true).await?;
+    let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), true).await?;
 
     let prepared = coordinator::prepare(&app.catalog, &args.dirs, category, None).await.context("cannot scan the folders")?;
     let jobs = coordinator::open_jobs(&app.catalog, &prepared.session).await?;
@@ -134,7 +123,7 @@ pub async fn search(args: SearchArgs) -> Result<()> {
     let from = args.from.as_deref().map(|s| parse_time(s, false)).transpose()?;
     let to = args.to.as_deref().map(|s| parse_time(s, true)).transpose()?;
     let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
-    let category = category_id(&app.catalog, args.category.as_deref(), false).await?;
+    let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), false).await?;
     let model_args = args.model;
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let req = SearchRequest { query: args.query.clone(), limit: args.limit, offset: args.offset, filter: PointFilter { from, to, category_id: category, path_prefix: None } };

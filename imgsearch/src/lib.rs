@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod app;
+pub mod config;
 pub mod pipeline;
+pub mod roles;
 pub mod search;
 
 pub use app::App;

@@ -13,6 +13,7 @@ use clip::{
     ClipModel, DEFAULT_MODEL, DeviceRequest, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, embedding_checksum,
     fetch::{FetchProgress, FetchSource, fetch_model},
 };
+use imgsearch::config::{Config, TelemetryConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -40,6 +41,42 @@ enum Command {
     Status(StatusArgs),
     /// Serve the REST API (search, sessions, categories, assets, evidence, metrics)
     Serve(ServeArgs),
+    /// Distributed: scan folders into a session, publish its jobs to RabbitMQ, keep its progress
+    Coordinator(CoordinatorArgs),
+    /// Distributed: embed jobs from RabbitMQ and publish the results (run any number)
+    Embedder(RoleArgs),
+    /// Distributed: write results from RabbitMQ to Qdrant and PostgreSQL (run any number)
+    Writer(RoleArgs),
+    /// Print the effective configuration of the distributed roles (passwords hidden)
+    Config(RoleArgs),
+}
+
+#[derive(Args)]
+struct RoleArgs {
+    /// The config file (TOML; see deploy/imgsearch.toml); IMGSEARCH__SECTION__KEY variables override it
+    #[arg(long, env = "IMGSEARCH_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    /// Folders to index (walked recursively)
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Put the new images in this category (created if it does not exist)
+    #[arg(long)]
+    category: Option<String>,
+    /// The session's name (default: from the folders)
+    #[arg(long)]
+    name: Option<String>,
+    /// Return once the jobs are published instead of waiting for the session to complete
+    #[arg(long)]
+    no_wait: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    role: RoleArgs,
 }
 
 #[derive(Args)]
@@ -204,11 +241,20 @@ enum ModelCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // the distributed roles log at info by default (their config may say otherwise)
+    let default_filter = match &cli.command {
+        Command::Coordinator(a) => role_log_filter(&a.role),
+        Command::Embedder(a) | Command::Writer(a) => role_log_filter(a),
+        _ => "warn,qdrant_edge=error".into(),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| "warn,qdrant_edge=error".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| default_filter.into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    // test hooks, read from FAILPOINTS; nothing unless built with the `failpoints` feature
+    let _failpoints = fail::FailScenario::setup();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // one line: what failed, then why, as the chain of contexts
@@ -242,6 +288,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(args) => runtime()?.block_on(commands::search(args)),
         Command::Status(args) => runtime()?.block_on(commands::status(args)),
         Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
+        Command::Coordinator(args) => runtime()?.block_on(role_commands::coordinator(args)),
+        Command::Embedder(args) => runtime()?.block_on(role_commands::embedder(args)),
+        Command::Writer(args) => runtime()?.block_on(role_commands::writer(args)),
+        Command::Config(args) => {
+            print!("{}", Config::from_file_and_env(args.config.as_deref())?.redacted().to_toml());
+            Ok(())
+        }
         Command::Model(ModelCommand::Info { model, model_cache }) => {
             let dir = resolve_model(&model, model_cache)?;
             let info = serde_json::json!({
@@ -293,6 +346,11 @@ fn resolve_model(model: &str, cache: Option<PathBuf>) -> Result<ModelDir> {
 }
 
 mod commands;
+mod role_commands;
+
+fn role_log_filter(args: &RoleArgs) -> String {
+    Config::from_file_and_env(args.config.as_deref()).map(|c| c.telemetry.log).unwrap_or_else(|_| TelemetryConfig::default().log)
+}
 
 fn load_model(args: &ModelArgs) -> Result<ClipModel> {
     let dir = resolve_model(&args.model, args.model_cache.clone())?;

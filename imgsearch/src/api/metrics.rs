@@ -55,5 +55,13 @@ pub(crate) async fn track(State(s): State<Arc<ApiState>>, req: Request, next: Ne
 pub(crate) async fn render(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
     let mut out = Vec::new();
     TextEncoder::new().encode(&s.metrics.registry.gather(), &mut out).expect("text encoding never fails");
+    out.extend(render_default());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// The process-wide registry, where the stage crates (coordinator, embedder, writer) count.
+pub(crate) fn render_default() -> Vec<u8> {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&prometheus::gather(), &mut out).expect("text encoding never fails");
+    out
 }

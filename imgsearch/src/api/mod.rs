@@ -5,7 +5,7 @@
 //! `imgsearch index`; pause and cancel stop the feed and let the batches in flight finish.
 
 mod error;
-mod metrics;
+pub(crate) mod metrics;
 mod sessions;
 mod thumbnail;
 

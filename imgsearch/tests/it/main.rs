@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod distributed;
 mod index;
 
 #[path = "../../../clip/tests/support/hub.rs"]

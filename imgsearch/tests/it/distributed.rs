@@ -1,0 +1,385 @@
+//! The distributed pipeline as an operator runs it: `imgsearch coordinator`, `embedder` and `writer`
+//! as separate processes against the machine's RabbitMQ and PostgreSQL and the Qdrant gRPC test
+//! fixture. Each test has its own database schema, queue prefix and Qdrant data, removed after.
+//!
+//! The tests run one at a time (`SERIAL`): one of them closes every connection of the broker.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use broker::{Broker, BrokerConfig, Queue};
+use catalog::{Catalog, JobStatus, Page};
+use qdrant_fixture::QdrantFixture;
+use uuid::Uuid;
+use vectors::{DEFAULT_COLLECTION, PointFilter, VectorStore};
+
+use crate::fixtures;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn postgres_url() -> String {
+    std::env::var("IMGSEARCH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("IMGSEARCH_TEST_AMQP").unwrap_or_else(|_| BrokerConfig::default().url)
+}
+
+/// `n` images: the 240 held-out shapes copied into sub-folders until there are `n`.
+fn images(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shapes: Vec<PathBuf> = std::fs::read_dir(fixtures().join("shapes")).unwrap().map(|e| e.unwrap().path()).collect();
+    shapes.sort();
+    for i in 0..n {
+        let sub = dir.path().join(format!("set{}", i / shapes.len()));
+        std::fs::create_dir_all(&sub).unwrap();
+        let src = &shapes[i % shapes.len()];
+        std::fs::copy(src, sub.join(src.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// One test's own stores and names, and the processes it started (killed when it ends).
+struct Cluster {
+    schema: String,
+    prefix: String,
+    qdrant: Option<QdrantFixture>,
+    catalog: Catalog,
+    vectors: VectorStore,
+    logs: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+}
+
+/// A started role: its process and where its stderr goes.
+struct Role {
+    name: String,
+    log: PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let schema = format!("t_{}", Uuid::new_v4().simple());
+        let prefix = format!("t{}", Uuid::new_v4().simple());
+        let qdrant_dir = tempfile::tempdir().unwrap();
+        let qdrant = QdrantFixture::start(&qdrant_dir.keep()).await.unwrap();
+        let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
+        let vectors = VectorStore::server(&qdrant.url()).unwrap();
+        Cluster { schema, prefix, qdrant: Some(qdrant), catalog, vectors, logs: tempfile::tempdir().unwrap(), children: Vec::new() }
+    }
+
+    fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig { url: amqp_url(), prefix: self.prefix.clone(), ..Default::default() }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            cmd.env("ORT_DYLIB_PATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
+        }
+        cmd.env("IMGSEARCH__CATALOG__URL", postgres_url())
+            .env("IMGSEARCH__CATALOG__SCHEMA", &self.schema)
+            .env("IMGSEARCH__VECTORS__QDRANT_URL", self.qdrant.as_ref().unwrap().url())
+            .env("IMGSEARCH__BROKER__URL", amqp_url())
+            .env("IMGSEARCH__BROKER__PREFIX", &self.prefix)
+            .env("IMGSEARCH__MODEL__NAME", fixtures().join("models/tiny-clip"))
+            .env("IMGSEARCH__COORDINATOR__METRICS_ADDR", "127.0.0.1:0")
+            .env("IMGSEARCH__EMBEDDER__METRICS_ADDR", "127.0.0.1:0")
+            .env("IMGSEARCH__WRITER__METRICS_ADDR", "127.0.0.1:0")
+            .env("IMGSEARCH__COORDINATOR__PROGRESS_INTERVAL_MS", "200")
+            .env("IMGSEARCH__EMBEDDER__BATCH_SIZE", "16")
+            .env("IMGSEARCH__EMBEDDER__DECODE_THREADS", "1")
+            .env("IMGSEARCH__WRITER__BATCH_SIZE", "64")
+            .env("IMGSEARCH_LOG", "info,qdrant_edge=error,lapin=error")
+            .env_remove("FAILPOINTS")
+            .args(args);
+        cmd
+    }
+
+    /// Starts `imgsearch <role>` in the background; `failpoints` as the `fail` crate reads them.
+    fn spawn(&mut self, name: &str, role: &str, failpoints: Option<&str>) -> Role {
+        let log = self.logs.path().join(format!("{name}.log"));
+        let mut cmd = self.command(&[role]);
+        if let Some(f) = failpoints {
+            cmd.env("FAILPOINTS", f);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("start imgsearch");
+        self.children.push((name.to_owned(), child));
+        Role { name: name.to_owned(), log }
+    }
+
+    fn child(&mut self, role: &Role) -> &mut Child {
+        &mut self.children.iter_mut().find(|(n, _)| *n == role.name).expect("a started role").1
+    }
+
+    /// SIGKILL: no cleanup, no goodbye to the broker.
+    fn kill9(&mut self, role: &Role) {
+        let child = self.child(role);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits (at most `within`) for a clean exit.
+    async fn terminate(&mut self, role: &Role, within: Duration) -> std::process::ExitStatus {
+        let child = self.child(role);
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child(role).try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < within, "{} did not stop within {within:?} of SIGTERM:\n{}", role.name, role.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the coordinator to the end (or to publishing, with `--no-wait`) and returns its JSON summary.
+    fn coordinate(&self, dir: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["coordinator", dir.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let out = self.command(&args).output().unwrap();
+        assert!(out.status.success(), "coordinator: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    async fn jobs(&self, session: Uuid, status: JobStatus) -> i64 {
+        self.catalog.list_jobs(session, Some(status), Page::new(0, 1)).await.unwrap().total
+    }
+
+    /// Waits until the session has `n` completed jobs (at most `within`).
+    async fn wait_completed(&self, session: Uuid, n: i64, within: Duration, roles: &[&Role]) {
+        let started = Instant::now();
+        loop {
+            let done = self.jobs(session, JobStatus::Completed).await;
+            if done >= n {
+                return;
+            }
+            if started.elapsed() > within {
+                let logs: Vec<String> = roles.iter().map(|r| format!("--- {}\n{}", r.name, r.log_text())).collect();
+                panic!("{done} of {n} jobs completed after {within:?}\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn vector_count(&self) -> u64 {
+        self.vectors.count(DEFAULT_COLLECTION, &PointFilter::default()).await.unwrap()
+    }
+
+    /// Asserts what a user checks after a run: the catalog, the vector store and the jobs agree
+    /// with the images, each asset exactly once.
+    async fn assert_exactly_once(&self, session: Uuid, images: usize) {
+        let n = images as i64;
+        assert_eq!(self.jobs(session, JobStatus::Completed).await, n, "completed jobs == images");
+        for s in [JobStatus::Failed, JobStatus::Pending, JobStatus::Queued, JobStatus::Running] {
+            assert_eq!(self.jobs(session, s).await, 0, "no job left {s:?}");
+        }
+        let evidence = self.catalog.evidence_for_session(session, Page::new(0, 1)).await.unwrap().total;
+        assert_eq!(evidence, n, "one evidence row per asset");
+        let ids: Vec<Uuid> = self.vectors.scroll_ids(DEFAULT_COLLECTION).await.unwrap();
+        let unique: HashSet<Uuid> = ids.iter().copied().collect();
+        assert_eq!((ids.len(), unique.len()), (images, images), "one point per asset");
+        let assets = self.catalog.assets_by_ids(&ids).await.unwrap();
+        assert_eq!(assets.len(), images, "every point is an asset of the catalog");
+        assert!(assets.iter().all(|a| a.indexed_at.is_some()), "every asset is marked indexed");
+        let session = self.catalog.get_session(session).await.unwrap();
+        assert_eq!(session.processed_images, n, "the session's counter");
+    }
+
+    async fn broker(&self) -> Broker {
+        Broker::connect(self.broker_config()).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)")
+    }
+
+    async fn cleanup(mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(b) = Broker::connect(self.broker_config()).await {
+            b.delete_topology().await.unwrap();
+        }
+        let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
+        admin.drop_schema_for_tests(&self.schema).await;
+        self.qdrant.take().unwrap().stop().await;
+    }
+}
+
+impl Role {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for a line in the role's stderr (at most `within`).
+    async fn wait_for(&self, needle: &str, within: Duration) {
+        let started = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(started.elapsed() < within, "{} never said {needle:?}:\n{}", self.name, self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The role's metrics endpoint, from its start line.
+    async fn metrics(&self) -> String {
+        self.wait_for("/metrics", Duration::from_secs(60)).await;
+        let text = self.log_text();
+        let url = text.split_whitespace().find(|w| w.starts_with("http://") && w.ends_with("/metrics;")).unwrap().trim_end_matches(';').to_owned();
+        tokio::task::spawn_blocking(move || ureq::get(&url).call().unwrap().into_body().read_to_string().unwrap()).await.unwrap()
+    }
+
+    /// The value of one sample (`name{labels}`) in the role's metrics; 0 when absent.
+    async fn metric(&self, sample: &str) -> f64 {
+        self.metrics().await.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+    }
+}
+
+fn session_of(summary: &serde_json::Value) -> Uuid {
+    summary["sessionId"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_embedders_and_two_writers_index_2000_images_exactly_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(2000);
+    let roles: Vec<Role> = vec![
+        cluster.spawn("embedder-a", "embedder", None),
+        cluster.spawn("embedder-b", "embedder", None),
+        cluster.spawn("writer-a", "writer", None),
+        cluster.spawn("writer-b", "writer", None),
+    ];
+    // a poison message waits in the jobs queue before the first job
+    let broker = cluster.broker().await;
+    broker.publish_raw(&cluster.broker_config().queue_name(Queue::Jobs), b"{\"not\": \"a job\"}").await.unwrap();
+
+    let summary = cluster.coordinate(dir.path(), &[]);
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!((summary["jobsCreated"].as_u64(), summary["published"].as_u64(), summary["completed"].as_u64(), summary["failed"].as_u64()), (Some(2000), Some(2000), Some(2000), Some(0)));
+    let session = session_of(&summary);
+    cluster.assert_exactly_once(session, 2000).await;
+    assert_eq!(cluster.vector_count().await, 2000);
+
+    // both embedders took a share; the writers wrote each job once between them
+    let embedded_a = roles[0].metric("imgsearch_embedder_jobs_acked_total{outcome=\"embedded\"}").await;
+    let embedded_b = roles[1].metric("imgsearch_embedder_jobs_acked_total{outcome=\"embedded\"}").await;
+    assert!(embedded_a > 0.0 && embedded_b > 0.0, "each embedder embedded some: {embedded_a} + {embedded_b}");
+    assert_eq!(embedded_a + embedded_b, 2000.0);
+    let written = roles[2].metric("imgsearch_writer_jobs_written_total{outcome=\"completed\"}").await + roles[3].metric("imgsearch_writer_jobs_written_total{outcome=\"completed\"}").await;
+    assert_eq!(written, 2000.0);
+    assert!(roles[0].metrics().await.contains("imgsearch_embedder_batches_total{reason=\"size\"}"), "flush reasons are labelled");
+
+    // the poison message is in the dead-letter queue with its reason
+    let mut dead = broker.consume_named(&cluster.broker_config().dead_queue_name(Queue::Jobs), "test", 1).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.data(), b"{\"not\": \"a job\"}");
+    let reason = d.dead_letter_reason().unwrap();
+    assert!(reason.starts_with("malformed: message is not a valid embed job"), "{reason}");
+    d.ack().await.unwrap();
+
+    // a second coordinator run of the same folder publishes nothing
+    let again = cluster.coordinate(dir.path(), &["--no-wait"]);
+    assert_eq!((again["jobsCreated"].as_u64(), again["published"].as_u64()), (Some(0), Some(0)), "{again}");
+
+    // SIGTERM: each role stops cleanly
+    for r in &roles {
+        let status = cluster.terminate(r, Duration::from_secs(30)).await;
+        assert!(status.success(), "{} exited with {status}:\n{}", r.name, r.log_text());
+        assert!(r.log_text().contains("stopped:"), "{}", r.log_text());
+    }
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_killed_mid_batch_and_between_upsert_and_ack_lose_and_duplicate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(300);
+    // an embedder that stops after its first inference, before publishing anything
+    let embedder_a = cluster.spawn("embedder-a", "embedder", Some("embedder.after_inference=1*return"));
+    let summary = cluster.coordinate(dir.path(), &["--no-wait"]);
+    let session = session_of(&summary);
+    assert_eq!(summary["published"].as_u64(), Some(300));
+    embedder_a.wait_for("failpoint embedder.after_inference reached", Duration::from_secs(60)).await;
+    cluster.kill9(&embedder_a);
+
+    // a writer that stops after its first upsert, before the catalog commit and the ack
+    let writer_a = cluster.spawn("writer-a", "writer", Some("writer.after_upsert=1*return"));
+    let embedder_b = cluster.spawn("embedder-b", "embedder", None);
+    writer_a.wait_for("failpoint writer.after_upsert reached", Duration::from_secs(60)).await;
+    let upserted = cluster.vector_count().await;
+    assert!(upserted > 0, "the killed writer's batch reached the vector store");
+    assert_eq!(cluster.jobs(session, JobStatus::Completed).await, 0, "and nothing reached the catalog");
+    cluster.kill9(&writer_a);
+
+    let writer_b = cluster.spawn("writer-b", "writer", None);
+    cluster.wait_completed(session, 300, Duration::from_secs(180), &[&embedder_b, &writer_b]).await;
+    cluster.assert_exactly_once(session, 300).await;
+    // the jobs the first embedder held and the results the first writer held came again
+    assert!(embedder_b.metric("imgsearch_embedder_jobs_consumed_total").await >= 300.0);
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_reconnect_after_the_broker_drops_every_connection_and_sigterm_drains() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(720);
+    let embedder_a = cluster.spawn("embedder-a", "embedder", None);
+    let embedder_b = cluster.spawn("embedder-b", "embedder", None);
+    let writer = cluster.spawn("writer", "writer", None);
+    let summary = cluster.coordinate(dir.path(), &["--no-wait"]);
+    let session = session_of(&summary);
+
+    cluster.wait_completed(session, 100, Duration::from_secs(120), &[&embedder_a, &embedder_b, &writer]).await;
+    let out = Command::new("rabbitmqctl").args(["close_all_connections", "test: broker connection drop"]).output().expect("rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl: {}", String::from_utf8_lossy(&out.stderr));
+
+    // one embedder is told to stop midway: it finishes its batch and exits cleanly
+    cluster.wait_completed(session, 300, Duration::from_secs(120), &[&embedder_a, &embedder_b, &writer]).await;
+    let status = cluster.terminate(&embedder_a, Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", embedder_a.log_text());
+
+    cluster.wait_completed(session, 720, Duration::from_secs(180), &[&embedder_b, &writer]).await;
+    cluster.assert_exactly_once(session, 720).await;
+    assert!(writer.metric("imgsearch_writer_reconnects_total").await >= 1.0, "{}", writer.log_text());
+    assert!(embedder_b.metric("imgsearch_embedder_reconnects_total").await >= 1.0, "{}", embedder_b.log_text());
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_session_is_dropped_by_the_embedders_and_leaves_no_vectors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(480);
+    // the jobs wait in the queue: no embedder yet
+    let summary = cluster.coordinate(dir.path(), &["--no-wait"]);
+    let session = session_of(&summary);
+    // a slow embedder (300 ms more per batch of 16), so the cancel lands midway
+    let embedder = cluster.spawn("embedder", "embedder", Some("embedder.after_inference=sleep(300)"));
+    embedder.wait_for("consuming", Duration::from_secs(60)).await;
+    let writer = cluster.spawn("writer", "writer", None);
+    // cancel as soon as the first results are in
+    cluster.wait_completed(session, 1, Duration::from_secs(60), &[&embedder, &writer]).await;
+    let broker = cluster.broker().await;
+    let cancelled = coordinator::stop_session(&cluster.catalog, &broker, session, true).await.unwrap();
+    assert_eq!(cancelled.status, catalog::SessionStatus::Cancelled);
+
+    // the queue drains without work: every job is acked, the late ones dropped
+    let started = Instant::now();
+    while broker.queue_depth(&cluster.broker_config().queue_name(Queue::Jobs)).await.unwrap() > 0 || broker.queue_depth(&cluster.broker_config().queue_name(Queue::Embeddings)).await.unwrap() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the queues did not drain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let completed = cluster.jobs(session, JobStatus::Completed).await;
+    let cancelled = cluster.jobs(session, JobStatus::Cancelled).await;
+    assert_eq!(completed + cancelled, 480, "every job is completed or cancelled");
+    assert!(cancelled > 0, "the cancel came before the end");
+    assert!(embedder.metric("imgsearch_embedder_jobs_acked_total{outcome=\"dropped\"}").await > 0.0, "{}", embedder.log_text());
+    assert_eq!(cluster.vector_count().await as i64, completed, "no vector for a cancelled job");
+    cluster.cleanup().await;
+}
