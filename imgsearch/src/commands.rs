@@ -172,6 +172,9 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    if let Some(path) = &args.config {
+        return serve_distributed(&args, path).await;
+    }
     let app = App::open(&imgsearch::app::data_dir(args.data.data_dir.clone())?, args.qdrant_url.as_deref()).await?;
     let model_args = args.model;
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
@@ -188,5 +191,29 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     });
     imgsearch::api::serve(state, listener, shutdown).await?;
     app.catalog.close().await;
+    Ok(())
+}
+
+/// The API of the distributed wiring: the catalog in PostgreSQL, the vectors in Qdrant, started
+/// sessions published to RabbitMQ for the embedder and writer processes (all from the config).
+async fn serve_distributed(args: &ServeArgs, path: &std::path::Path) -> Result<()> {
+    let config = imgsearch::config::Config::from_file_and_env(Some(path))?;
+    let catalog = imgsearch::roles::open_catalog(&config).await?;
+    let vectors = imgsearch::roles::open_vectors(&config)?;
+    let c = config.clone();
+    let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
+    let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
+    let allowed = if args.allow_roots.is_empty() { vec![dirs::home_dir().context("no home directory; pass --allow-root DIR")?] } else { args.allow_roots.clone() };
+    let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed, config.broker.broker_config());
+    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
+    eprintln!("serving http://{} (distributed: sessions go to {})", listener.local_addr()?, config.broker.broker_config().queue_name(broker::Queue::Jobs));
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    imgsearch::api::serve(state, listener, shutdown).await?;
+    catalog.close().await;
     Ok(())
 }

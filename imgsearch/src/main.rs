@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Keep the vectors in this Qdrant server (gRPC, e.g. http://127.0.0.1:6334) instead of the data dir
     #[arg(long, env = "IMGSEARCH_QDRANT_URL")]
     qdrant_url: Option<String>,
+    /// Serve the distributed wiring from this config file (PostgreSQL, Qdrant, RabbitMQ; see
+    /// deploy/imgsearch.toml): started sessions go to the embedder and writer processes
+    #[arg(long, conflicts_with_all = ["qdrant_url", "data_dir"])]
+    config: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]

@@ -32,7 +32,7 @@ fn load(args: &RoleArgs) -> Result<Config> {
     Ok(config)
 }
 
-fn load_model(config: &Config) -> Result<ClipModel> {
+pub(crate) fn load_model(config: &Config) -> Result<ClipModel> {
     let dir = resolve_model(&config.model.name, config.model.cache.clone())?;
     let device = config.model.device.parse().map_err(anyhow::Error::msg)?;
     let options = RuntimeOptions { device, library: config.model.ort_lib.clone(), ..Default::default() };
@@ -79,6 +79,8 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
                 "failed": c.failed,
                 "open": c.open(),
                 "skippedUnchanged": report.scan.unchanged,
+                "pipelineSeconds": report.pipeline_seconds,
+                "imagesPerSecond": if report.pipeline_seconds > 0.0 { report.finished_this_run as f64 / report.pipeline_seconds } else { 0.0 },
             })
         );
     } else {

@@ -63,6 +63,10 @@ pub struct CoordinatorReport {
     pub published: u64,
     pub counts: coordinator::JobCounts,
     pub scan: ingest::ScanReport,
+    /// From the first publish to the end of the watch (the scan not included).
+    pub pipeline_seconds: f64,
+    /// Jobs finished (completed or failed) during this run.
+    pub finished_this_run: i64,
 }
 
 /// Scans the roots into a new or resumed session, publishes the jobs not done, then (with `wait`)
@@ -74,6 +78,8 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     let category_id = crate::app::category_id(&catalog, run.category.as_deref(), true).await?;
     let prepared = coordinator::prepare(&catalog, &run.roots, category_id, run.name.clone()).await?;
     let session = prepared.session.clone();
+    let before = coordinator::job_counts(&catalog, session.id).await?;
+    let started = std::time::Instant::now();
     let published = coordinator::publish_pending_retrying(&catalog, &config.broker.broker_config(), &session, &shutdown).await?.unwrap_or(0);
     tracing::info!(session = %session.id, published, "jobs published");
     let session = if run.wait {
@@ -81,9 +87,11 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     } else {
         catalog.get_session(session.id).await?
     };
+    let pipeline_seconds = started.elapsed().as_secs_f64();
     let counts = coordinator::job_counts(&catalog, session.id).await?;
+    let finished_this_run = (counts.completed + counts.failed) - (before.completed + before.failed);
     catalog.close().await;
-    Ok(CoordinatorReport { session, resumed: prepared.resumed, jobs_created: prepared.jobs_created, published, counts, scan: prepared.scan })
+    Ok(CoordinatorReport { session, resumed: prepared.resumed, jobs_created: prepared.jobs_created, published, counts, scan: prepared.scan, pipeline_seconds, finished_this_run })
 }
 
 /// Consumes jobs until `shutdown`, embedding them with `model`.

@@ -52,6 +52,9 @@ pub struct ApiState {
     pub(crate) metrics: metrics::Metrics,
     /// Where thumbnails are cached; none: made on every request.
     pub thumbnail_dir: Option<PathBuf>,
+    /// The distributed wiring: sessions are published to this broker for the embedder and writer
+    /// processes instead of running in this process. None: the embedded pipeline runs them here.
+    pub broker: Option<broker::BrokerConfig>,
 }
 
 impl ApiState {
@@ -73,14 +76,30 @@ impl ApiState {
             runs: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
             thumbnail_dir,
+            broker: None,
         })
+    }
+
+    /// Like `new`, for the distributed wiring: started sessions go to the broker's jobs queue.
+    pub fn distributed(
+        catalog: Catalog,
+        vectors: Arc<VectorStore>,
+        model: Arc<ClipModel>,
+        collection: String,
+        allowed_roots: Vec<PathBuf>,
+        broker: broker::BrokerConfig,
+    ) -> Arc<Self> {
+        let mut state = Arc::into_inner(Self::new(catalog, vectors, model, collection, allowed_roots, None)).expect("a new state has one owner");
+        state.broker = Some(broker);
+        Arc::new(state)
     }
 
     /// Stops every running session (pausing it) and waits until their batches are written.
     pub async fn shutdown(&self) {
         let runs: Vec<sessions::Run> = self.runs.lock().expect("runs lock").drain().map(|(_, r)| r).collect();
         for r in runs {
-            r.stop(sessions::StopAs::Pause).await;
+            // a distributed session keeps running in the workers; only its watch stops here
+            r.stop(if self.broker.is_some() { sessions::StopAs::Detach } else { sessions::StopAs::Pause }).await;
         }
     }
 }

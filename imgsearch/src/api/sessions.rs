@@ -1,6 +1,8 @@
 //! `/api/v1/training/sessions`: create (root validated), list, get, start, pause, cancel, progress.
-//! A started session runs the embedded pipeline in this process; only valid transitions are
-//! accepted (409 otherwise).
+//! A started session runs the embedded pipeline in this process, or, in the distributed wiring
+//! (`serve --config`), has its jobs published to RabbitMQ for the embedder and writer processes
+//! while this process keeps its progress; pause and cancel then reach the embedders as controls.
+//! Only valid transitions are accepted (409 otherwise).
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -22,6 +24,8 @@ use crate::pipeline::{self, PipelineOptions};
 pub(crate) enum StopAs {
     Pause,
     Cancel,
+    /// Stop watching; the session goes on elsewhere (the distributed workers).
+    Detach,
 }
 
 /// A session running in this process.
@@ -99,6 +103,9 @@ pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
     if !matches!(session.status, SessionStatus::Pending | SessionStatus::Paused) || s.runs.lock().expect("runs lock").contains_key(&id) {
         return Err(ApiError::conflict(format!("cannot start session {id}: it is {}", session.status)));
     }
+    if let Some(config) = s.broker.clone() {
+        return start_distributed(&s, session, config).await.map(|x| (StatusCode::ACCEPTED, Json(x)));
+    }
     let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
     let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(|e| match e {
         coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
@@ -110,6 +117,56 @@ pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
     let task = tokio::spawn(run_session(s.clone(), id, jobs, cancel.clone(), stop_as.clone()));
     s.runs.lock().expect("runs lock").insert(id, Run { cancel, stop_as, task });
     Ok((StatusCode::ACCEPTED, Json(prepared.session)))
+}
+
+fn coordinator_error(e: coordinator::CoordinatorError) -> ApiError {
+    match e {
+        coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
+        coordinator::CoordinatorError::Broker(b) if b.is_connection_lost() => ApiError::unavailable(b.to_string()),
+        other => ApiError::unprocessable(other.to_string()),
+    }
+}
+
+async fn connect_broker(config: &broker::BrokerConfig) -> ApiResult<broker::Broker> {
+    broker::Broker::connect(config.clone()).await.map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+/// The distributed start: a paused session is resumed (its dropped jobs published again), a new
+/// one scanned and its jobs published; a watch task here completes it once every job is done.
+async fn start_distributed(s: &Arc<ApiState>, session: Session, config: broker::BrokerConfig) -> ApiResult<Session> {
+    let id = session.id;
+    let broker = connect_broker(&config).await?;
+    let session = if session.status == SessionStatus::Paused {
+        coordinator::resume_session(&s.catalog, &broker, id).await.map_err(coordinator_error)?.0
+    } else {
+        let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
+        let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(coordinator_error)?;
+        coordinator::publish_pending(&s.catalog, &broker, &prepared.session).await.map_err(coordinator_error)?;
+        prepared.session
+    };
+    let _ = broker.close().await;
+    let cancel = CancellationToken::new();
+    let stop_as = Arc::new(std::sync::Mutex::new(StopAs::Detach));
+    let (state, token) = (s.clone(), cancel.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = coordinator::watch(&state.catalog, id, std::time::Duration::from_secs(1), &token, |_| {}).await {
+            tracing::error!(session = %id, error = %e, "cannot keep the session's progress");
+        }
+        state.runs.lock().expect("runs lock").remove(&id);
+    });
+    s.runs.lock().expect("runs lock").insert(id, Run { cancel, stop_as, task });
+    Ok(session)
+}
+
+/// The distributed pause or cancel: the watch stops, the catalog changes, the embedders are told.
+async fn stop_distributed(s: &ApiState, id: Uuid, config: &broker::BrokerConfig, cancel: bool) -> ApiResult<()> {
+    if let Some(run) = take_run(s, id) {
+        run.stop(StopAs::Detach).await;
+    }
+    let broker = connect_broker(config).await?;
+    coordinator::stop_session(&s.catalog, &broker, id, cancel).await.map_err(coordinator_error)?;
+    let _ = broker.close().await;
+    Ok(())
 }
 
 async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, cancel: CancellationToken, stop_as: Arc<std::sync::Mutex<StopAs>>) {
@@ -132,6 +189,7 @@ async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, 
                 match how {
                     StopAs::Pause => s.catalog.transition_session(id, SessionStatus::Paused).await.map(|_| ()),
                     StopAs::Cancel => cancel_session(&s, id).await,
+                    StopAs::Detach => Ok(()),
                 }
             } else {
                 coordinator::finish_if_done(&s.catalog, id).await.map(|_| ()).map_err(|e| catalog::CatalogError::Database(e.to_string()))
@@ -170,6 +228,13 @@ fn take_run(s: &ApiState, id: Uuid) -> Option<Run> {
     responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
 pub(crate) async fn pause(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
     let session = s.catalog.get_session(id).await?;
+    if let Some(config) = &s.broker {
+        if session.status != SessionStatus::Running {
+            return Err(ApiError::conflict(format!("cannot pause session {id}: it is {}", session.status)));
+        }
+        stop_distributed(&s, id, config, false).await?;
+        return Ok(Json(s.catalog.get_session(id).await?));
+    }
     match take_run(&s, id) {
         Some(run) => run.stop(StopAs::Pause).await,
         None if session.status == SessionStatus::Running => {
@@ -185,6 +250,13 @@ pub(crate) async fn pause(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
     responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
     let session = s.catalog.get_session(id).await?;
+    if let Some(config) = &s.broker {
+        if session.status.is_terminal() {
+            return Err(ApiError::conflict(format!("cannot cancel session {id}: it is {}", session.status)));
+        }
+        stop_distributed(&s, id, config, true).await?;
+        return Ok(Json(s.catalog.get_session(id).await?));
+    }
     match take_run(&s, id) {
         Some(run) => run.stop(StopAs::Cancel).await,
         None if !session.status.is_terminal() => cancel_session(&s, id).await?,

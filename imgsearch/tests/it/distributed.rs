@@ -383,3 +383,156 @@ async fn a_cancelled_session_is_dropped_by_the_embedders_and_leaves_no_vectors()
     assert_eq!(cluster.vector_count().await as i64, completed, "no vector for a cancelled job");
     cluster.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_dead_lettered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(60);
+    let summary = cluster.coordinate(dir.path(), &["--no-wait"]);
+    let session = session_of(&summary);
+    // three files vanish after their jobs were published: reading them fails (I/O, transient)
+    let gone = ["set0/blue-circle-00.jpg", "set0/blue-circle-01.jpg", "set0/blue-circle-02.png"];
+    for f in gone {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    let embedder = cluster.spawn("embedder", "embedder", None);
+    let writer = cluster.spawn("writer", "writer", None);
+    cluster.wait_completed(session, 57, Duration::from_secs(120), &[&embedder, &writer]).await;
+    let started = Instant::now();
+    while cluster.jobs(session, JobStatus::Failed).await < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the failures were not recorded:\n{}", embedder.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // each was tried up to the delivery limit (5), then failed with its reason
+    assert_eq!(embedder.metric("imgsearch_embedder_jobs_retried_total").await, 3.0 * 4.0);
+    let failed = cluster.catalog.list_jobs(session, Some(JobStatus::Failed), Page::new(0, 10)).await.unwrap();
+    for job in &failed.items {
+        let error = job.error_message.as_deref().unwrap_or_default();
+        assert!(error.starts_with("io: cannot read image"), "{error}");
+    }
+    let broker = cluster.broker().await;
+    let mut dead = broker.consume_named(&cluster.broker_config().dead_queue_name(Queue::Jobs), "test", 5).await.unwrap();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap().unwrap();
+        assert!(d.dead_letter_reason().unwrap().starts_with("io: cannot read image"), "{:?}", d.dead_letter_reason());
+        d.ack().await.unwrap();
+    }
+    // the coordinator, run again, finds nothing to publish and sees the session complete
+    let again = cluster.coordinate(dir.path(), &[]);
+    assert_eq!((again["status"].as_str(), again["published"].as_u64(), again["completed"].as_u64(), again["failed"].as_u64()), (Some("completed"), Some(0), Some(57), Some(3)), "{again}");
+    assert_eq!(cluster.vector_count().await, 57);
+    cluster.cleanup().await;
+}
+
+/// `imgsearch serve --config` of the cluster: the API of the distributed wiring. Returns its base URL.
+fn serve(cluster: &mut Cluster, allow_root: &Path) -> String {
+    use std::io::{BufRead, BufReader};
+    let config = cluster.logs.path().join("imgsearch.toml");
+    std::fs::write(&config, "# everything from the IMGSEARCH__ environment\n").unwrap();
+    let mut child = cluster
+        .command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("imgsearch serve printed where it listens").unwrap();
+        if let Some(rest) = line.strip_prefix("serving ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    cluster.children.push(("serve".into(), child));
+    base
+}
+
+async fn call(method: &str, url: String) -> serde_json::Value {
+    let method = method.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut resp = match method.as_str() {
+            "GET" => agent.get(&url).call().unwrap(),
+            _ => agent.post(&url).send_empty().unwrap(),
+        };
+        let text = resp.body_mut().read_to_string().unwrap();
+        let status = resp.status().as_u16();
+        assert!(status < 300, "{method} {url}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn post_json(url: String, body: serde_json::Value) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut resp = agent.post(&url).header("content-type", "application/json").send(body.to_string()).unwrap();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert!(resp.status().as_u16() < 300, "POST {url}: {text}");
+        serde_json::from_str(&text).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_runs_a_session_on_the_workers_and_pause_reaches_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(480);
+    let base = serve(&mut cluster, dir.path());
+    // a slow embedder (200 ms more per batch of 16), so the pause lands midway
+    let embedder = cluster.spawn("embedder", "embedder", Some("embedder.after_inference=sleep(200)"));
+    let writer = cluster.spawn("writer", "writer", None);
+    embedder.wait_for("consuming", Duration::from_secs(60)).await;
+
+    let created = post_json(format!("{base}/api/v1/training/sessions"), serde_json::json!({"name": "shapes", "rootPath": dir.path()})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let session: Uuid = id.parse().unwrap();
+    let started = call("POST", format!("{base}/api/v1/training/sessions/{id}/start")).await;
+    assert_eq!(started["status"], "running", "{started}");
+
+    cluster.wait_completed(session, 50, Duration::from_secs(60), &[&embedder, &writer]).await;
+    let paused = call("POST", format!("{base}/api/v1/training/sessions/{id}/pause")).await;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    // the embedder drops the paused session's queued jobs: progress stops short of the end
+    let started_wait = Instant::now();
+    while broker_depth(&cluster).await > 0 {
+        assert!(started_wait.elapsed() < Duration::from_secs(60), "the jobs queue did not drain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_pause = cluster.jobs(session, JobStatus::Completed).await;
+    assert!(at_pause < 480, "the pause came before the end");
+    assert!(embedder.metric("imgsearch_embedder_jobs_acked_total{outcome=\"dropped\"}").await > 0.0, "{}", embedder.log_text());
+
+    // start again: the dropped jobs are published again and the session completes, each once
+    let resumed = call("POST", format!("{base}/api/v1/training/sessions/{id}/start")).await;
+    assert_eq!(resumed["status"], "running", "{resumed}");
+    let started_wait = Instant::now();
+    loop {
+        let p = call("GET", format!("{base}/api/v1/training/sessions/{id}/progress")).await;
+        if p["status"] == "completed" {
+            assert_eq!((p["processedImages"].as_i64(), p["percentage"].as_f64()), (Some(480), Some(100.0)), "{p}");
+            break;
+        }
+        assert!(started_wait.elapsed() < Duration::from_secs(120), "not completed: {p}\n{}", embedder.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.assert_exactly_once(session, 480).await;
+
+    // search answers from the Qdrant server, hydrated from PostgreSQL
+    let found = post_json(format!("{base}/api/v1/search"), serde_json::json!({"query": "a red circle", "limit": 5})).await;
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{found}");
+    assert!(results.iter().all(|r| r["asset"]["path"].as_str().unwrap().contains("red-circle")), "{found}");
+    cluster.cleanup().await;
+}
+
+async fn broker_depth(cluster: &Cluster) -> u32 {
+    let b = cluster.broker().await;
+    let n = b.queue_depth(&cluster.broker_config().queue_name(Queue::Jobs)).await.unwrap();
+    b.close().await.unwrap();
+    n
+}
