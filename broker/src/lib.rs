@@ -18,6 +18,8 @@
 //! A lost connection is an error here; `connect_with_backoff` is how the workers get a new one
 //! (exponential backoff from the `backon` crate, until it works or the process is shut down).
 
+pub mod trace;
+
 use std::{collections::BTreeMap, time::Duration};
 
 use backon::{ExponentialBuilder, Retryable};

@@ -130,8 +130,11 @@ async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, ses
     let jobs = jobs_in(catalog, session, &[JobStatus::Pending]).await?;
     for chunk in jobs.chunks(500) {
         let started = std::time::Instant::now();
-        let messages: Vec<(&EmbedJob, Option<String>)> = chunk.iter().map(|j| (j, None)).collect();
+        // each job starts its asset's trace; the embedder and the writer continue it from the headers
+        let spans: Vec<tracing::Span> = chunk.iter().map(|j| tracing::info_span!(parent: None, "publish_job", job_id = %j.job_id, asset_id = %j.asset_id, session_id = %j.session_id)).collect();
+        let messages: Vec<(&EmbedJob, Option<String>)> = chunk.iter().zip(&spans).map(|(j, span)| (j, broker::trace::traceparent_of(span))).collect();
         broker.publish_batch(broker::Queue::Jobs, &messages).await?;
+        drop(spans);
         metrics::METRICS.publish_seconds.observe(started.elapsed().as_secs_f64());
         let marks: Vec<(Uuid, String)> = chunk.iter().map(|j| (j.job_id, j.job_id.to_string())).collect();
         catalog.mark_jobs_queued(&marks).await?;

@@ -96,11 +96,16 @@ pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: Worker
     }
 }
 
-/// One job in hand: its delivery (to ack) and what it asks.
+/// One job in hand: its delivery (to ack), what it asks, and its span (a child of the span that
+/// published it, so the asset's trace goes on here).
 struct Taken {
     delivery: Delivery,
     job: EmbedJob,
+    span: tracing::Span,
 }
+
+/// A job's delivery and span, kept until the job is settled.
+type InFlight = (Delivery, tracing::Span);
 
 /// Consumes on one connection until shutdown (`Ok`) or until the connection fails (`Err`).
 async fn consume(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &WorkerOptions, controls: &Controls, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), BrokerError> {
@@ -156,7 +161,7 @@ async fn consume(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &Worker
 /// behind, so the next batch decodes while this one runs the model.
 enum Inference {
     Inline,
-    Overlapped { tx: tokio::sync::mpsc::Sender<(Vec<Delivery>, DecodedBatch)>, task: tokio::task::JoinHandle<Result<WorkerStats, BrokerError>> },
+    Overlapped { tx: tokio::sync::mpsc::Sender<(Vec<InFlight>, DecodedBatch)>, task: tokio::task::JoinHandle<Result<WorkerStats, BrokerError>> },
 }
 
 impl Inference {
@@ -164,7 +169,7 @@ impl Inference {
         if !overlap {
             return Inference::Inline;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Delivery>, DecodedBatch)>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<InFlight>, DecodedBatch)>(1);
         let (broker, embedder) = (broker.clone(), embedder.clone());
         let task = tokio::spawn(async move {
             let mut stats = WorkerStats::default();
@@ -180,9 +185,10 @@ impl Inference {
     async fn run(&mut self, broker: &Broker, embedder: &Arc<Embedder>, batch: Vec<Taken>, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
         METRICS.batches.with_label_values(&[reason]).inc();
         METRICS.batch_size.observe(batch.len() as f64);
-        let (deliveries, jobs): (Vec<Delivery>, Vec<EmbedJob>) = batch.into_iter().map(|t| (t.delivery, t.job)).unzip();
+        let (deliveries, jobs): (Vec<InFlight>, Vec<EmbedJob>) = batch.into_iter().map(|t| ((t.delivery, t.span), t.job)).unzip();
         let e = embedder.clone();
-        let decoded = tokio::task::spawn_blocking(move || e.decode(jobs)).await.expect("decoding does not panic");
+        let span = tracing::info_span!("decode_batch", images = jobs.len(), reason);
+        let decoded = tokio::task::spawn_blocking(move || span.in_scope(|| e.decode(jobs))).await.expect("decoding does not panic");
         match self {
             Inference::Inline => finish(broker, embedder, deliveries, decoded, stats).await,
             Inference::Overlapped { tx, .. } => {
@@ -247,7 +253,9 @@ async fn take(broker: &Broker, delivery: Delivery, controls: &Controls, batcher:
         stats.dead_lettered += 1;
         return Ok(None);
     }
-    Ok(batcher.push(Taken { delivery, job }, Instant::now()))
+    let span = tracing::info_span!(parent: None, "embed_job", job_id = %job.job_id, asset_id = %job.asset_id, session_id = %job.session_id);
+    broker::trace::set_parent(&span, delivery.traceparent().as_deref());
+    Ok(batcher.push(Taken { delivery, job, span }, Instant::now()))
 }
 
 async fn poison(broker: &Broker, delivery: &Delivery, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
@@ -275,7 +283,8 @@ fn failed_result(job: &EmbedJob, reason: &str, message: &str) -> EmbedResult {
 }
 
 /// Inference, then the results published (confirmed), then the jobs acked or given back.
-async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<Delivery>, decoded: DecodedBatch, stats: &mut WorkerStats) -> Result<(), BrokerError> {
+#[tracing::instrument(name = "infer_batch", skip_all, fields(images = deliveries.len()))]
+async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<InFlight>, decoded: DecodedBatch, stats: &mut WorkerStats) -> Result<(), BrokerError> {
     let e = embedder.clone();
     let (results, timings) = tokio::task::spawn_blocking(move || e.infer(decoded)).await.expect("inference does not panic");
     METRICS.stage_seconds.with_label_values(&["decode"]).observe(timings.decode_ms / 1e3);
@@ -286,7 +295,7 @@ async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<Deliv
     let limit = broker.config().delivery_limit;
     let mut publish = Vec::new();
     let mut settle = Vec::new();
-    for (result, delivery) in results.into_iter().zip(deliveries) {
+    for (result, (delivery, span)) in results.into_iter().zip(deliveries) {
         let transient = matches!(&result.outcome, Outcome::Failed { kind: FailureKind::Transient, .. });
         let last_try = delivery.delivery_count() + 1 >= limit;
         let action = match (&result.outcome, transient, last_try) {
@@ -296,14 +305,16 @@ async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<Deliv
             (Outcome::Embedded { .. }, ..) => Settle::Embedded,
         };
         if !matches!(action, Settle::Retry) {
-            publish.push((result, delivery.traceparent()));
+            // the result carries the job's span: the writer's span continues the same trace
+            publish.push((result, broker::trace::traceparent_of(&span).or_else(|| delivery.traceparent())));
         }
-        settle.push((delivery, action));
+        settle.push((delivery, action, span));
     }
     let t = Instant::now();
     broker.publish_batch(Queue::Embeddings, &publish).await?;
     METRICS.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());
-    for (delivery, action) in settle {
+    // each job's span ends once the job is settled
+    for (delivery, action, _span) in settle {
         match action {
             Settle::Embedded => {
                 delivery.ack().await?;

@@ -13,7 +13,7 @@ use clip::{
     ClipModel, DEFAULT_MODEL, DeviceRequest, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, embedding_checksum,
     fetch::{FetchProgress, FetchSource, fetch_model},
 };
-use imgsearch::config::{Config, TelemetryConfig};
+use imgsearch::config::Config;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -246,16 +246,14 @@ enum ModelCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // the distributed roles log at info by default (their config may say otherwise)
-    let default_filter = match &cli.command {
-        Command::Coordinator(a) => role_log_filter(&a.role),
-        Command::Embedder(a) | Command::Writer(a) => role_log_filter(a),
-        _ => "warn,qdrant_edge=error".into(),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| default_filter.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // the distributed roles set up logging and tracing from their config, inside their runtime
+    let is_role = matches!(&cli.command, Command::Coordinator(_) | Command::Embedder(_) | Command::Writer(_)) || matches!(&cli.command, Command::Serve(a) if a.config.is_some());
+    if !is_role {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| "warn,qdrant_edge=error".into()))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // test hooks, read from FAILPOINTS; nothing unless built with the `failpoints` feature
     let _failpoints = fail::FailScenario::setup();
     match run(cli) {
@@ -266,6 +264,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a distributed role with logging and tracing set up from its config (`telemetry.log`,
+/// `telemetry.otlp_endpoint`); the spans still buffered are sent before it returns.
+fn run_role(config: Option<&Path>, service: &str, role: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    runtime()?.block_on(async {
+        let telemetry = Config::from_file_and_env(config).map(|c| c.telemetry).unwrap_or_default();
+        let provider = telemetry::init(&telemetry.log, telemetry.otlp_endpoint.as_deref(), &format!("imgsearch-{service}"))?;
+        let result = role.await;
+        if let Some(p) = provider {
+            let _ = p.shutdown();
+        }
+        result
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -291,10 +303,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index(args) => runtime()?.block_on(commands::index(args)),
         Command::Search(args) => runtime()?.block_on(commands::search(args)),
         Command::Status(args) => runtime()?.block_on(commands::status(args)),
+        Command::Serve(args) if args.config.is_some() => run_role(args.config.clone().as_deref(), "api", commands::serve(args)),
         Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
-        Command::Coordinator(args) => runtime()?.block_on(role_commands::coordinator(args)),
-        Command::Embedder(args) => runtime()?.block_on(role_commands::embedder(args)),
-        Command::Writer(args) => runtime()?.block_on(role_commands::writer(args)),
+        Command::Coordinator(args) => run_role(args.role.config.clone().as_deref(), "coordinator", role_commands::coordinator(args)),
+        Command::Embedder(args) => run_role(args.config.clone().as_deref(), "embedder", role_commands::embedder(args)),
+        Command::Writer(args) => run_role(args.config.clone().as_deref(), "writer", role_commands::writer(args)),
         Command::Config(args) => {
             print!("{}", Config::from_file_and_env(args.config.as_deref())?.redacted().to_toml());
             Ok(())
@@ -351,10 +364,8 @@ fn resolve_model(model: &str, cache: Option<PathBuf>) -> Result<ModelDir> {
 
 mod commands;
 mod role_commands;
+mod telemetry;
 
-fn role_log_filter(args: &RoleArgs) -> String {
-    Config::from_file_and_env(args.config.as_deref()).map(|c| c.telemetry.log).unwrap_or_else(|_| TelemetryConfig::default().log)
-}
 
 fn load_model(args: &ModelArgs) -> Result<ClipModel> {
     let dir = resolve_model(&args.model, args.model_cache.clone())?;

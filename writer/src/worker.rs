@@ -86,6 +86,7 @@ pub async fn run(config: &BrokerConfig, writer: Arc<Writer>, options: WorkerOpti
 async fn consume(broker: &Broker, writer: &Writer, options: &WorkerOptions, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), WorkerError> {
     let mut results = broker.consume(Queue::Embeddings, &options.tag, options.prefetch()).await?;
     let mut batcher: Batcher<(Delivery, EmbedResult)> = Batcher::new(options.batch_size, options.max_wait);
+    // (each result's span, a child of the embedder's, is made when its batch is written)
     loop {
         let deadline = batcher.deadline();
         let flushed = tokio::select! {
@@ -141,10 +142,21 @@ async fn dead_letter(broker: &Broker, delivery: &Delivery, reason: &str, stats: 
 }
 
 /// Writes a batch (waiting out an unreachable store), then acks it.
+#[tracing::instrument(name = "write_batch", skip_all, fields(results = batch.len(), reason))]
 async fn write(writer: &Writer, batch: Vec<(Delivery, EmbedResult)>, reason: &str, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), WorkerError> {
     METRICS.batches.with_label_values(&[reason]).inc();
     METRICS.batch_size.observe(batch.len() as f64);
     let (deliveries, results): (Vec<Delivery>, Vec<EmbedResult>) = batch.into_iter().unzip();
+    // one span per job, continuing the asset's trace from the embedder; ends when the job is acked
+    let _job_spans: Vec<tracing::Span> = deliveries
+        .iter()
+        .zip(&results)
+        .map(|(d, r)| {
+            let span = tracing::info_span!(parent: None, "write_job", job_id = %r.job_id, asset_id = %r.asset_id);
+            broker::trace::set_parent(&span, d.traceparent().as_deref());
+            span
+        })
+        .collect();
     let attempt = || writer.write_batch(&results);
     let retried = attempt
         .retry(broker::reconnect_backoff())

@@ -53,6 +53,8 @@ struct Cluster {
     vectors: VectorStore,
     logs: tempfile::TempDir,
     children: Vec<(String, Child)>,
+    /// More environment for every process this test starts.
+    extra_env: Vec<(String, String)>,
 }
 
 /// A started role: its process and where its stderr goes.
@@ -69,7 +71,7 @@ impl Cluster {
         let qdrant = QdrantFixture::start(&qdrant_dir.keep()).await.unwrap();
         let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
         let vectors = VectorStore::server(&qdrant.url()).unwrap();
-        Cluster { schema, prefix, qdrant: Some(qdrant), catalog, vectors, logs: tempfile::tempdir().unwrap(), children: Vec::new() }
+        Cluster { schema, prefix, qdrant: Some(qdrant), catalog, vectors, logs: tempfile::tempdir().unwrap(), children: Vec::new(), extra_env: Vec::new() }
     }
 
     fn broker_config(&self) -> BrokerConfig {
@@ -96,6 +98,7 @@ impl Cluster {
             .env("IMGSEARCH__WRITER__BATCH_SIZE", "64")
             .env("IMGSEARCH_LOG", "info,qdrant_edge=error,lapin=error")
             .env_remove("FAILPOINTS")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .args(args);
         cmd
     }
@@ -535,4 +538,46 @@ async fn broker_depth(cluster: &Cluster) -> u32 {
     let n = b.queue_depth(&cluster.broker_config().queue_name(Queue::Jobs)).await.unwrap();
     b.close().await.unwrap();
     n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assets_trace_runs_from_the_coordinator_through_the_embedder_to_the_result() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    // tracing on: an OTLP endpoint where nothing listens (spans are made, their export fails quietly)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cluster.extra_env.push(("IMGSEARCH__TELEMETRY__OTLP_ENDPOINT".into(), format!("http://127.0.0.1:{closed}")));
+    let dir = images(20);
+    cluster.coordinate(dir.path(), &["--no-wait"]);
+
+    // each job carries a trace of its own
+    let broker = cluster.broker().await;
+    let mut jobs = broker.consume(Queue::Jobs, "test", 50).await.unwrap();
+    let mut traces = std::collections::HashMap::new();
+    for _ in 0..20 {
+        let d = tokio::time::timeout(Duration::from_secs(10), jobs.next()).await.unwrap().unwrap().unwrap();
+        let job: protocol::EmbedJob = d.decode("job").unwrap();
+        let tp = d.traceparent().expect("a job carries its trace context");
+        traces.insert(job.job_id, tp.clone());
+        // put it back as it was, for the embedder
+        broker.publish(Queue::Jobs, &job, Some(&tp)).await.unwrap();
+        d.ack().await.unwrap();
+    }
+    let ids: HashSet<&str> = traces.values().map(|t| broker::trace::trace_id(t).unwrap()).collect();
+    assert_eq!(ids.len(), 20, "one trace per asset");
+    jobs.close().await.unwrap();
+
+    // the embedder's result continues the job's trace, from a span of its own
+    let embedder = cluster.spawn("embedder", "embedder", None);
+    let mut results = broker.consume(Queue::Embeddings, "test", 50).await.unwrap();
+    for _ in 0..20 {
+        let d = tokio::time::timeout(Duration::from_secs(60), results.next()).await.unwrap_or_else(|_| panic!("{}", embedder.log_text())).unwrap().unwrap();
+        let result: protocol::EmbedResult = d.decode("result").unwrap();
+        let tp = d.traceparent().expect("a result carries its trace context");
+        let job_tp = &traces[&result.job_id];
+        assert_eq!(broker::trace::trace_id(&tp), broker::trace::trace_id(job_tp), "the same trace as the job");
+        assert_ne!(&tp, job_tp, "from the embedder's own span");
+        d.ack().await.unwrap();
+    }
+    cluster.cleanup().await;
 }
