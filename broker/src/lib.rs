@@ -67,6 +67,12 @@ impl BrokerError {
             BrokerError::Nacked { .. } | BrokerError::Malformed { .. } => false,
         }
     }
+
+    /// Whether a worker should start over on a new connection: the connection was lost, or the
+    /// broker refused a publish (the unacked inputs are then redelivered and published again).
+    pub fn is_retryable(&self) -> bool {
+        self.is_connection_lost() || matches!(self, BrokerError::Nacked { .. })
+    }
 }
 
 fn amqp(action: &'static str) -> impl Fn(lapin::Error) -> BrokerError {

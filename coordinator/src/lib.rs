@@ -214,7 +214,7 @@ pub async fn publish_pending_retrying(catalog: &Catalog, config: &broker::Broker
                 let _ = broker.close().await;
                 return Ok(Some(published));
             }
-            Err(CoordinatorError::Broker(e)) if e.is_connection_lost() => tracing::warn!(error = %e, "lost the broker while publishing; connecting again"),
+            Err(CoordinatorError::Broker(e)) if e.is_retryable() => tracing::warn!(error = %e, "lost the broker or a publish was refused; publishing the rest again"),
             Err(e) => return Err(e),
         }
     }

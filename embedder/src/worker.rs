@@ -90,7 +90,7 @@ pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: Worker
                 let _ = broker.close().await;
                 return Ok(stats);
             }
-            Err(e) if e.is_connection_lost() => tracing::warn!(error = %e, "lost the broker; connecting again"),
+            Err(e) if e.is_retryable() => tracing::warn!(error = %e, "lost the broker or a publish was refused; connecting again"),
             Err(e) => return Err(e),
         }
     }

@@ -77,7 +77,7 @@ pub async fn run(config: &BrokerConfig, writer: Arc<Writer>, options: WorkerOpti
                 let _ = broker.close().await;
                 return Ok(stats);
             }
-            Err(WorkerError::Broker(e)) if e.is_connection_lost() => tracing::warn!(error = %e, "lost the broker; connecting again"),
+            Err(WorkerError::Broker(e)) if e.is_retryable() => tracing::warn!(error = %e, "lost the broker; connecting again"),
             Err(e) => return Err(e),
         }
     }
