@@ -99,22 +99,27 @@ impl Catalog {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        // SQLite has no migration lock: two processes opening a new file at once can both decide to
-        // run a migration, and the second then fails on "table already exists". Looking again once
-        // the first has committed finds it applied.
-        let mut attempt = 0;
-        loop {
-            match sqlx::migrate!("migrations/sqlite").run(&pool).await {
-                Ok(()) => break,
-                Err(e) if attempt < 3 => {
+        // SQLite has no migration lock: processes opening a new file at once can both decide to run
+        // a migration (the second fails on "table already exists"), or find the file locked while
+        // another switches it to WAL or migrates it. Opening again once the other has committed
+        // finds it ready.
+        let mut attempt = 0u64;
+        let pool = loop {
+            let opened = async {
+                let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(CatalogError::from)?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| CatalogError::Migration(e.to_string()))?;
+                Ok::<_, CatalogError>(pool)
+            };
+            match opened.await {
+                Ok(pool) => break pool,
+                Err(e) if attempt < 5 => {
                     attempt += 1;
-                    tracing::debug!(error = %e, attempt, "catalog migration raced another process; looking again");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    tracing::debug!(error = %e, attempt, "opening the catalog raced another process; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt + std::process::id() as u64 % 50)).await;
                 }
-                Err(e) => return Err(CatalogError::Migration(e.to_string())),
+                Err(e) => return Err(e),
             }
-        }
+        };
         Ok(Catalog { pool: Pool::Sqlite(pool) })
     }
 
