@@ -50,12 +50,19 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 target/release/qdrant-fixture --addr "127.0.0.1:$port" --data "$work/qdrant" 2>"$work/qdrant.log" & pids+=($!)
 export IMGSEARCH__CATALOG__SCHEMA=$schema IMGSEARCH__BROKER__PREFIX=$prefix IMGSEARCH__VECTORS__QDRANT_URL="http://127.0.0.1:$port"
 export IMGSEARCH__MODEL__NAME=$model IMGSEARCH__EMBEDDER__BATCH_SIZE=$batch
-export IMGSEARCH__COORDINATOR__METRICS_ADDR=127.0.0.1:0 IMGSEARCH__EMBEDDER__METRICS_ADDR=127.0.0.1:0 IMGSEARCH__WRITER__METRICS_ADDR=127.0.0.1:0
+export IMGSEARCH__COORDINATOR__METRICS_ADDR=127.0.0.1:0 IMGSEARCH__COORDINATOR__PROGRESS_INTERVAL_MS=100
 export IMGSEARCH_LOG=warn
-for e in $(seq 1 "$embedders"); do target/release/imgsearch embedder 2>"$work/embedder$e.log" & pids+=($!); done
-target/release/imgsearch writer 2>"$work/writer.log" & pids+=($!)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+metrics=()
+for e in $(seq 1 "$embedders"); do
+  p=$(free_port); metrics+=("$p")
+  IMGSEARCH__EMBEDDER__METRICS_ADDR=127.0.0.1:$p target/release/imgsearch embedder 2>"$work/embedder$e.log" & pids+=($!)
+done
+p=$(free_port); metrics+=("$p")
+IMGSEARCH__WRITER__METRICS_ADDR=127.0.0.1:$p target/release/imgsearch writer 2>"$work/writer.log" & pids+=($!)
 sleep 2
 target/release/imgsearch coordinator "$work/images" --json >"$work/coordinator.json" 2>"$work/coordinator.log"
+for p in "${metrics[@]}"; do curl -s "127.0.0.1:$p/metrics"; done >"$work/metrics.txt"
 
 python3 - "$work/coordinator.json" "$stages" <<'PY'
 import json, sys
@@ -69,4 +76,14 @@ print(f"{'sequential bound':<28}{seq:10.1f} images/s  (1 / (1/decode + 1/inferen
 print(f"{'distributed end to end':<28}{e2e:10.1f} images/s  ({run['completed']} images in {run['pipelineSeconds']:.1f} s, publish to last commit)")
 print(f"end-to-end / min(decode, inference) = {e2e / min(dec, inf):.2f}   (goal >= 0.9)")
 print(f"end-to-end / sequential bound      = {e2e / seq:.2f}")
+PY
+# where the time went: total seconds per stage, summed over the processes
+python3 - "$work/metrics.txt" <<'PY'
+import re, sys, collections
+tot = collections.Counter(); cnt = collections.Counter()
+for line in open(sys.argv[1]):
+    m = re.match(r'imgsearch_(embedder|writer)_batch_duration_seconds_(sum|count)\{stage="(\w+)"\} (\S+)', line)
+    if m:
+        (tot if m[2] == "sum" else cnt)[f"{m[1]} {m[3]}"] += float(m[4])
+print("stage time (all batches):", ", ".join(f"{k} {tot[k]:.2f} s / {int(cnt[k])} batches" for k in sorted(tot)))
 PY
