@@ -52,7 +52,10 @@ struct Cluster {
     catalog: Catalog,
     vectors: VectorStore,
     logs: tempfile::TempDir,
+    _qdrant_dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
+    /// Set once `cleanup` removed the schema and queues; else `Drop` does it (a failed test).
+    cleaned: bool,
     /// More environment for every process this test starts.
     extra_env: Vec<(String, String)>,
 }
@@ -68,10 +71,10 @@ impl Cluster {
         let schema = format!("t_{}", Uuid::new_v4().simple());
         let prefix = format!("t{}", Uuid::new_v4().simple());
         let qdrant_dir = tempfile::tempdir().unwrap();
-        let qdrant = QdrantFixture::start(&qdrant_dir.keep()).await.unwrap();
+        let qdrant = QdrantFixture::start(qdrant_dir.path()).await.unwrap();
         let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
         let vectors = VectorStore::server(&qdrant.url()).unwrap();
-        Cluster { schema, prefix, qdrant: Some(qdrant), catalog, vectors, logs: tempfile::tempdir().unwrap(), children: Vec::new(), extra_env: Vec::new() }
+        Cluster { schema, prefix, qdrant: Some(qdrant), catalog, vectors, logs: tempfile::tempdir().unwrap(), _qdrant_dir: qdrant_dir, children: Vec::new(), cleaned: false, extra_env: Vec::new() }
     }
 
     fn broker_config(&self) -> BrokerConfig {
@@ -199,16 +202,37 @@ impl Cluster {
     }
 
     async fn cleanup(mut self) {
+        self.kill_all();
+        remove_stores(self.broker_config(), self.schema.clone()).await;
+        self.qdrant.take().unwrap().stop().await;
+        self.cleaned = true;
+    }
+
+    fn kill_all(&mut self) {
         for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Ok(b) = Broker::connect(self.broker_config()).await {
-            b.delete_topology().await.unwrap();
+    }
+}
+
+async fn remove_stores(broker: BrokerConfig, schema: String) {
+    if let Ok(b) = Broker::connect(broker).await {
+        let _ = b.delete_topology().await;
+    }
+    if let Ok(admin) = Catalog::connect_postgres(&postgres_url(), None).await {
+        admin.drop_schema_for_tests(&schema).await;
+    }
+}
+
+/// A test that failed midway still leaves no process, schema or queue behind.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+        if !self.cleaned {
+            let (broker, schema) = (self.broker_config(), self.schema.clone());
+            let _ = std::thread::spawn(move || tokio::runtime::Runtime::new().unwrap().block_on(remove_stores(broker, schema))).join();
         }
-        let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
-        admin.drop_schema_for_tests(&self.schema).await;
-        self.qdrant.take().unwrap().stop().await;
     }
 }
 
