@@ -279,6 +279,17 @@ pub struct DeletionLog {
     pub created_at: DateTime<Utc>,
 }
 
+/// Which assets `Catalog::asset_ids` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetSelection {
+    All,
+    /// Assets with an `indexed_at`: their vector should be in the store.
+    Indexed,
+    Category(i64),
+    /// The assets of a session's jobs.
+    Session(Uuid),
+}
+
 #[derive(Debug, Clone)]
 pub struct NewDeletionLog {
     pub deletion_type: DeletionType,

@@ -674,6 +674,37 @@ impl Catalog {
     // ----------------------------------------------------------------------------------------
     // deletion logs
 
+    /// Marks assets as not indexed (their vectors were deleted): `pending`, no `indexed_at`, so the
+    /// next scan embeds them again. Returns how many changed.
+    pub async fn mark_unindexed(&self, ids: &[Uuid]) -> Result<u64> {
+        let now = Utc::now();
+        let mut changed = 0;
+        for chunk in ids.chunks(500) {
+            let placeholders = (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let text = format!("UPDATE image_assets SET training_status = 'pending', indexed_at = NULL, updated_at = $1 WHERE id IN ({placeholders})");
+            changed += on_pool!(self, p => {
+                let mut q = sqlx::query(sql(text.clone())).bind(now);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(p).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(changed)
+    }
+
+    /// Ids of the assets a query selects: every one (`All`), the indexed ones (`Indexed`), those of
+    /// a category or of a session's jobs.
+    pub async fn asset_ids(&self, which: AssetSelection) -> Result<Vec<Uuid>> {
+        let ids: Vec<Uuid> = match which {
+            AssetSelection::All => on_pool!(self, p => sqlx::query_scalar("SELECT id FROM image_assets ORDER BY id").fetch_all(p).await)?,
+            AssetSelection::Indexed => on_pool!(self, p => sqlx::query_scalar("SELECT id FROM image_assets WHERE indexed_at IS NOT NULL ORDER BY id").fetch_all(p).await)?,
+            AssetSelection::Category(c) => on_pool!(self, p => sqlx::query_scalar("SELECT id FROM image_assets WHERE category_id = $1 ORDER BY id").bind(c).fetch_all(p).await)?,
+            AssetSelection::Session(s) => on_pool!(self, p => sqlx::query_scalar("SELECT DISTINCT asset_id FROM training_jobs WHERE session_id = $1").bind(s).fetch_all(p).await)?,
+        };
+        Ok(ids)
+    }
+
     pub async fn log_deletion(&self, new: NewDeletionLog) -> Result<DeletionLog> {
         let row: DeletionRow = on_pool!(self, p => sqlx::query_as(
             "INSERT INTO vector_deletion_logs (deletion_type, target, vector_count, reason, metadata_json, created_at)

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use vectors::{DEFAULT_COLLECTION, PointFilter};
 use writer::Writer;
 
-use crate::{IndexArgs, Overlap, SearchArgs, ServeArgs, StatusArgs, load_model};
+use crate::{IndexArgs, Overlap, SearchArgs, ServeArgs, StatusArgs, VectorsCommand, load_model};
 
 pub async fn index(args: IndexArgs) -> Result<()> {
     for d in &args.dirs {
@@ -215,5 +215,83 @@ async fn serve_distributed(args: &ServeArgs, path: &std::path::Path) -> Result<(
     });
     imgsearch::api::serve(state, listener, shutdown).await?;
     catalog.close().await;
+    Ok(())
+}
+
+/// `imgsearch vectors ...` on the embedded data dir.
+pub async fn vectors(command: VectorsCommand) -> Result<()> {
+    use imgsearch::manage::{self, Target};
+    let store = match &command {
+        VectorsCommand::Delete(a) => &a.store,
+        VectorsCommand::Cleanup { store, .. } | VectorsCommand::Reset { store, .. } | VectorsCommand::Stats { store } | VectorsCommand::Logs { store, .. } => store,
+    };
+    let json = store.json;
+    let app = App::open_embedded(&imgsearch::app::data_dir(store.data.data_dir.clone())?).await?;
+    let collection = DEFAULT_COLLECTION;
+    let out: serde_json::Value = match command {
+        VectorsCommand::Delete(a) => {
+            let target = if !a.assets.is_empty() {
+                Target::Assets(a.assets)
+            } else if let Some(dir) = a.dir {
+                let dir = dir.canonicalize().unwrap_or(dir);
+                Target::Directory(dir.to_string_lossy().trim_end_matches('/').to_owned())
+            } else if let Some(s) = a.session {
+                Target::Session(s)
+            } else if let Some(name) = a.category {
+                Target::Category(imgsearch::app::category_id(&app.catalog, Some(&name), false).await?.expect("a name gives an id"))
+            } else {
+                bail!("say what to delete: --asset ID, --dir PATH, --session ID or --category NAME");
+            };
+            let d = manage::delete_vectors(&app.catalog, &app.vectors, collection, target, a.reason, a.yes).await.map_err(|e| match e {
+                manage::ManageError::ConfirmationRequired(m) => anyhow::anyhow!("{}; add --yes", m.trim_end_matches("needs confirm: true").trim_end_matches(' ')),
+                other => other.into(),
+            })?;
+            if !json {
+                println!("deleted {} vectors; {} assets will be embedded again by the next index (log #{})", d.deleted_vectors, d.assets_updated, d.log.id);
+            }
+            serde_json::to_value(d)?
+        }
+        VectorsCommand::Cleanup { dry_run, .. } => {
+            let c = manage::cleanup_orphans(&app.catalog, &app.vectors, collection, dry_run).await?;
+            if !json {
+                let verb = if dry_run { "would" } else { "did" };
+                println!("{} vectors scanned; {verb} delete {} orphan vectors and queue {} assets whose vector is missing", c.vectors_scanned, c.orphan_vectors, c.assets_requeued);
+            }
+            serde_json::to_value(c)?
+        }
+        VectorsCommand::Reset { confirm, reason, .. } => {
+            let ok = confirm.as_deref() == Some(manage::RESET_CONFIRMATION);
+            if !ok {
+                bail!("a reset deletes every vector; confirm with --confirm {:?}", manage::RESET_CONFIRMATION);
+            }
+            let d = manage::reset(&app.catalog, &app.vectors, collection, true, confirm.as_deref(), reason).await?;
+            if !json {
+                println!("deleted {} vectors; {} assets will be embedded again by the next index", d.deleted_vectors, d.assets_updated);
+            }
+            serde_json::to_value(d)?
+        }
+        VectorsCommand::Stats { .. } => {
+            let stats = manage::directory_stats(&app.catalog).await?;
+            if !json {
+                for s in &stats {
+                    println!("{:>7} assets {:>7} indexed  {}", s.assets, s.indexed, s.directory);
+                }
+            }
+            serde_json::to_value(stats)?
+        }
+        VectorsCommand::Logs { limit, .. } => {
+            let logs = app.catalog.list_deletion_logs(catalog::Page::new(0, limit)).await?;
+            if !json {
+                for l in &logs.items {
+                    println!("#{} {} {} {} vectors {} {}", l.id, l.created_at.to_rfc3339(), l.deletion_type.as_str(), l.vector_count, l.target.as_deref().unwrap_or("-"), l.reason.as_deref().unwrap_or(""));
+                }
+            }
+            serde_json::to_value(logs.items)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    app.catalog.close().await;
     Ok(())
 }

@@ -49,6 +49,78 @@ enum Command {
     Writer(RoleArgs),
     /// Print the effective configuration of the distributed roles (passwords hidden)
     Config(RoleArgs),
+    /// Manage the vectors: delete, clean up orphans, reset, stats, deletion log
+    #[command(subcommand)]
+    Vectors(VectorsCommand),
+}
+
+#[derive(Subcommand)]
+enum VectorsCommand {
+    /// Delete the vectors of assets, a directory, a session or a category (logged; the assets are
+    /// embedded again by the next `index`)
+    Delete(VectorsDeleteArgs),
+    /// Delete vectors whose asset is gone; queue indexed assets whose vector is missing
+    Cleanup {
+        /// Only report what would change
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+    },
+    /// Delete every vector (needs --confirm "DELETE ALL VECTORS")
+    Reset {
+        #[arg(long)]
+        confirm: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+    },
+    /// Assets and indexed assets per directory
+    Stats {
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+    },
+    /// The deletion log, newest first
+    Logs {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+    },
+}
+
+#[derive(Args)]
+struct VectorsDeleteArgs {
+    /// Asset ids (repeatable)
+    #[arg(long = "asset", group = "target")]
+    assets: Vec<uuid::Uuid>,
+    /// Every asset under this directory
+    #[arg(long, group = "target")]
+    dir: Option<PathBuf>,
+    /// The assets of this session
+    #[arg(long, group = "target")]
+    session: Option<uuid::Uuid>,
+    /// The assets of this category (by name)
+    #[arg(long, group = "target")]
+    category: Option<String>,
+    /// Confirm a directory, session or category delete
+    #[arg(long)]
+    yes: bool,
+    /// Why, for the deletion log
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    store: VectorsStoreArgs,
+}
+
+#[derive(Args)]
+struct VectorsStoreArgs {
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Args)]
@@ -308,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Coordinator(args) => run_role(args.role.config.clone().as_deref(), "coordinator", role_commands::coordinator(args)),
         Command::Embedder(args) => run_role(args.config.clone().as_deref(), "embedder", role_commands::embedder(args)),
         Command::Writer(args) => run_role(args.config.clone().as_deref(), "writer", role_commands::writer(args)),
+        Command::Vectors(command) => runtime()?.block_on(commands::vectors(command)),
         Command::Config(args) => {
             print!("{}", Config::from_file_and_env(args.config.as_deref())?.redacted().to_toml());
             Ok(())

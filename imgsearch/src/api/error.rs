@@ -78,6 +78,16 @@ impl From<VectorError> for ApiError {
     }
 }
 
+impl From<crate::manage::ManageError> for ApiError {
+    fn from(e: crate::manage::ManageError) -> Self {
+        match e {
+            crate::manage::ManageError::ConfirmationRequired(m) => ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "confirmation_required", message: m },
+            crate::manage::ManageError::Vectors(v) => v.into(),
+            crate::manage::ManageError::Catalog(c) => c.into(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {

@@ -8,6 +8,7 @@ mod error;
 pub(crate) mod metrics;
 mod sessions;
 mod thumbnail;
+mod vector_admin;
 
 use std::{
     collections::HashMap,
@@ -21,7 +22,7 @@ use axum::{
     extract::{DefaultBodyLimit, Multipart, State},
     http::StatusCode,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use catalog::{Asset, Catalog, Category, CategoryPatch, Evidence, Job, JobStatus, NewCategory, Page};
 use chrono::{DateTime, Utc};
@@ -111,7 +112,8 @@ impl ApiState {
         health, ready, search, search_image, search_similar, list_categories, create_category, get_category, update_category, delete_category,
         list_assets, get_asset, thumbnail::thumbnail, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
         sessions::cancel, sessions::progress, sessions::patch, sessions::delete, sessions::restart, sessions::subdirectories,
-        sessions::select_subdirectories, sessions::scan_directories,
+        sessions::select_subdirectories, sessions::scan_directories, vector_admin::by_asset, vector_admin::by_directory, vector_admin::by_session,
+        vector_admin::by_category, vector_admin::cleanup_orphans, vector_admin::reset, vector_admin::directory_stats, vector_admin::deletion_logs,
     ),
     components(schemas(ErrorBody))
 )]
@@ -138,6 +140,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/training/sessions/{id}/pause", post(sessions::pause))
         .route("/training/sessions/{id}/cancel", post(sessions::cancel))
         .route("/training/sessions/{id}/progress", get(sessions::progress))
+        .route("/vectors/by-asset/{id}", delete(vector_admin::by_asset))
+        .route("/vectors/by-directory", delete(vector_admin::by_directory))
+        .route("/vectors/by-session/{id}", delete(vector_admin::by_session))
+        .route("/vectors/by-category/{id}", delete(vector_admin::by_category))
+        .route("/vectors/cleanup-orphans", post(vector_admin::cleanup_orphans))
+        .route("/vectors/reset", post(vector_admin::reset))
+        .route("/vectors/directories/stats", get(vector_admin::directory_stats))
+        .route("/vectors/deletion-logs", get(vector_admin::deletion_logs))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }));
     Router::new()
         .nest("/api/v1", api)
@@ -375,7 +385,7 @@ async fn delete_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i6
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct PageParams {
+pub(crate) struct PageParams {
     /// 1-based page (default 1).
     page: Option<i64>,
     /// Items per page, 1-1000 (default 50).
@@ -383,7 +393,7 @@ struct PageParams {
 }
 
 impl PageParams {
-    fn page(&self) -> ApiResult<Page> {
+    pub(crate) fn page(&self) -> ApiResult<Page> {
         let (page, size) = (self.page.unwrap_or(1), self.page_size.unwrap_or(50));
         if page < 1 || !(1..=1000).contains(&size) {
             return Err(ApiError::unprocessable("page must be >= 1 and pageSize between 1 and 1000"));

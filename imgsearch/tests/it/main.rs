@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod distributed;
+mod manage;
 mod index;
 
 #[path = "../../../clip/tests/support/hub.rs"]

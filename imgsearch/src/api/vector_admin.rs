@@ -1,0 +1,112 @@
+//! `/api/v1/vectors/...`: delete the vectors of an asset, a directory, a session or a category,
+//! orphan cleanup, reset, per-directory stats and the deletion log (see `crate::manage`). Broad
+//! deletes answer 422 `confirmation_required` without `confirm: true`.
+
+use std::sync::Arc;
+
+use axum::{Json, extract::State};
+use catalog::DeletionLog;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{ApiResult, ApiState, PageParams, error::*};
+use crate::manage::{self, Cleanup, Deletion, DirectoryStats, Target};
+
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Confirm {
+    #[serde(default)]
+    confirm: bool,
+    deletion_reason: Option<String>,
+}
+
+/// Deletes one asset's vector.
+#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody)))]
+pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Deletion>> {
+    s.catalog.get_asset(id).await?;
+    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, &s.collection, Target::Assets(vec![id]), None, true).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ByDirectory {
+    path_prefix: String,
+    #[serde(default)]
+    confirm: bool,
+    deletion_reason: Option<String>,
+}
+
+/// Deletes the vectors of every asset under a directory; needs `confirm: true`.
+#[utoipa::path(delete, path = "/api/v1/vectors/by-directory", request_body = ByDirectory, responses((status = 200, body = Deletion), (status = 422, body = ErrorBody)))]
+pub(crate) async fn by_directory(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ByDirectory>) -> ApiResult<Json<Deletion>> {
+    if b.path_prefix.trim().is_empty() || !b.path_prefix.starts_with('/') {
+        return Err(ApiError::unprocessable("pathPrefix must be an absolute directory"));
+    }
+    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, &s.collection, Target::Directory(b.path_prefix), b.deletion_reason, b.confirm).await?))
+}
+
+/// Deletes the vectors of a session's assets; needs `?confirm=true`.
+#[utoipa::path(delete, path = "/api/v1/vectors/by-session/{id}", params(("id" = Uuid, Path), Confirm), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn by_session(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<Deletion>> {
+    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, &s.collection, Target::Session(id), c.deletion_reason, c.confirm).await?))
+}
+
+/// Deletes the vectors of a category's assets; needs `?confirm=true`.
+#[utoipa::path(delete, path = "/api/v1/vectors/by-category/{id}", params(("id" = i64, Path), Confirm), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn by_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<Deletion>> {
+    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, &s.collection, Target::Category(id), c.deletion_reason, c.confirm).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CleanupBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Orphans both ways: vectors without an asset are deleted; indexed assets without a vector are
+/// queued for embedding again. `dryRun` only reports.
+#[utoipa::path(post, path = "/api/v1/vectors/cleanup-orphans", request_body = CleanupBody, responses((status = 200, body = Cleanup)))]
+pub(crate) async fn cleanup_orphans(State(s): State<Arc<ApiState>>, body: axum::body::Bytes) -> ApiResult<Json<Cleanup>> {
+    let b: CleanupBody = if body.is_empty() { CleanupBody::default() } else { serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(e.to_string()))? };
+    Ok(Json(manage::cleanup_orphans(&s.catalog, &s.vectors, &s.collection, b.dry_run).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ResetBody {
+    #[serde(default)]
+    confirm: bool,
+    /// Must be "DELETE ALL VECTORS".
+    confirmation_text: Option<String>,
+    reason: Option<String>,
+}
+
+/// Deletes every vector; needs `confirm: true` and `confirmationText: "DELETE ALL VECTORS"`.
+#[utoipa::path(post, path = "/api/v1/vectors/reset", request_body = ResetBody, responses((status = 200, body = Deletion), (status = 422, body = ErrorBody)))]
+pub(crate) async fn reset(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ResetBody>) -> ApiResult<Json<Deletion>> {
+    Ok(Json(manage::reset(&s.catalog, &s.vectors, &s.collection, b.confirm, b.confirmation_text.as_deref(), b.reason).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/vectors/directories/stats", responses((status = 200, body = Vec<DirectoryStats>)))]
+pub(crate) async fn directory_stats(State(s): State<Arc<ApiState>>) -> ApiResult<Json<Vec<DirectoryStats>>> {
+    Ok(Json(manage::directory_stats(&s.catalog).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeletionLogPage {
+    items: Vec<DeletionLog>,
+    total: i64,
+    page: i64,
+    page_size: i64,
+}
+
+/// The deletion log, newest first.
+#[utoipa::path(get, path = "/api/v1/vectors/deletion-logs", params(PageParams), responses((status = 200, body = DeletionLogPage)))]
+pub(crate) async fn deletion_logs(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<DeletionLogPage>> {
+    let page = p.page()?;
+    let listing = s.catalog.list_deletion_logs(page).await?;
+    Ok(Json(DeletionLogPage { items: listing.items, total: listing.total, page: page.offset / page.limit + 1, page_size: page.limit }))
+}

@@ -1,0 +1,224 @@
+//! Vector management (`imgsearch::manage`) on both store pairs: the embedded engine with SQLite,
+//! and the Qdrant server (the gRPC fixture) with PostgreSQL. Each operation's counts are checked
+//! against the store and the catalog.
+
+use std::path::PathBuf;
+
+use catalog::{Catalog, DeletionType, NewCategory, Page};
+use imgsearch::manage::{self, ManageError, RESET_CONFIRMATION, Target};
+use protocol::{EmbedResult, EvidenceInfo, Outcome};
+use qdrant_fixture::QdrantFixture;
+use uuid::Uuid;
+use vectors::{AssetPoint, CollectionSpec, PointFilter, VectorStore};
+use writer::Writer;
+
+use crate::fixtures;
+
+const COLLECTION: &str = "image_assets_v1";
+const DIM: usize = 8;
+
+/// One backend pair with 240 indexed shapes: `a/` (120, category "left") and `b/` (120).
+struct Indexed {
+    catalog: Catalog,
+    vectors: std::sync::Arc<VectorStore>,
+    images: tempfile::TempDir,
+    category: i64,
+    session: Uuid,
+    _keep: Vec<tempfile::TempDir>,
+    _qdrant: Option<QdrantFixture>,
+    schema: Option<String>,
+}
+
+impl Indexed {
+    fn dir(&self, sub: &str) -> String {
+        self.images.path().canonicalize().unwrap().join(sub).to_string_lossy().into_owned()
+    }
+
+    async fn count(&self) -> u64 {
+        self.vectors.count(COLLECTION, &PointFilter::default()).await.unwrap()
+    }
+
+    async fn indexed_assets(&self) -> usize {
+        self.catalog.asset_ids(catalog::AssetSelection::Indexed).await.unwrap().len()
+    }
+
+    async fn done(self) {
+        if let Some(schema) = &self.schema {
+            let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
+            admin.drop_schema_for_tests(schema).await;
+        }
+        if let Some(q) = self._qdrant {
+            q.stop().await;
+        }
+    }
+}
+
+fn postgres_url() -> String {
+    std::env::var("IMGSEARCH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn unit_vector(seed: u128) -> Vec<f32> {
+    let v: Vec<f32> = (0..DIM).map(|i| (((seed >> (i * 8)) & 0xff) as f32 + 1.0) * if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+async fn setup(server: bool) -> Indexed {
+    let images = tempfile::tempdir().unwrap();
+    let mut shapes: Vec<PathBuf> = std::fs::read_dir(fixtures().join("shapes")).unwrap().map(|e| e.unwrap().path()).collect();
+    shapes.sort();
+    for (i, f) in shapes.iter().enumerate() {
+        let sub = images.path().join(if i < 120 { "a" } else { "b" });
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(f, sub.join(f.file_name().unwrap())).unwrap();
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let (catalog, vectors, qdrant, schema) = if server {
+        let q = QdrantFixture::start(store_dir.path()).await.unwrap();
+        let schema = format!("t_{}", Uuid::new_v4().simple());
+        let c = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
+        let v = VectorStore::server(&q.url()).unwrap();
+        (c, v, Some(q), Some(schema))
+    } else {
+        let c = Catalog::connect_sqlite(&store_dir.path().join("catalog.sqlite")).await.unwrap();
+        let v = VectorStore::embedded(&store_dir.path().join("vectors")).unwrap();
+        (c, v, None, None)
+    };
+    let vectors = std::sync::Arc::new(vectors);
+    vectors.ensure_collection(&CollectionSpec { name: COLLECTION.into(), dim: DIM, model_version: "test".into() }).await.unwrap();
+    let category = catalog.create_category(NewCategory { name: "left".into(), ..Default::default() }).await.unwrap().id;
+    ingest::scan(&catalog, &[images.path().join("a")], &[], Some(category)).await.unwrap();
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("all".into())).await.unwrap();
+    assert_eq!(prepared.jobs_created, 240);
+    let jobs = coordinator::open_jobs(&catalog, &prepared.session).await.unwrap();
+    let results: Vec<EmbedResult> = jobs
+        .into_iter()
+        .map(|j| {
+            let v = unit_vector(j.asset_id.as_u128());
+            EmbedResult {
+                v: protocol::VERSION,
+                job_id: j.job_id,
+                asset_id: j.asset_id,
+                session_id: j.session_id,
+                path: j.path,
+                created_at: j.created_at,
+                category_id: j.category_id,
+                outcome: Outcome::Embedded { checksum: clip::embedding_checksum(&v), vector: protocol::vector_to_bytes(&v) },
+                evidence: EvidenceInfo { model_name: "test".into(), model_version: "test".into(), device: "cpu".into(), metadata: serde_json::json!({}), processing_time_ms: 1 },
+            }
+        })
+        .collect();
+    let writer = Writer { catalog: catalog.clone(), vectors: vectors.clone(), collection: COLLECTION.into() };
+    let report = writer.write_batch(&results).await.unwrap();
+    assert_eq!(report.completed, 240);
+    Indexed { catalog, vectors, images, category, session: prepared.session.id, _keep: vec![store_dir], _qdrant: qdrant, schema }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded_sqlite {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::setup(false).await).await })*
+        }
+        mod server_postgres {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::setup(true).await).await })*
+        }
+    };
+}
+
+on_both_backends!(deletes_count_log_and_unindex_in_that_order, broad_deletes_and_reset_need_confirmation, cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog, cleanup_scrolls_past_the_first_page);
+
+async fn deletes_count_log_and_unindex_in_that_order(x: Indexed) {
+    assert_eq!((x.count().await, x.indexed_assets().await), (240, 240));
+    let (c, v) = (&x.catalog, &*x.vectors);
+
+    // one asset
+    let one = c.assets_under(&x.dir("b")).await.unwrap()[0].id;
+    let d = manage::delete_vectors(c, v, COLLECTION, Target::Assets(vec![one]), Some("blurry".into()), false).await.unwrap();
+    assert_eq!((d.deleted_vectors, d.assets_updated, d.log.deletion_type, d.log.vector_count), (1, 1, DeletionType::Asset, 1));
+    assert_eq!(d.log.reason.as_deref(), Some("blurry"));
+    assert_eq!((x.count().await, x.indexed_assets().await), (239, 239));
+    let asset = c.get_asset(one).await.unwrap();
+    assert!(asset.indexed_at.is_none() && asset.training_status == catalog::TrainingStatus::Pending, "{asset:?}");
+
+    // a directory: the other 119 of b/
+    let d = manage::delete_vectors(c, v, COLLECTION, Target::Directory(x.dir("b")), None, true).await.unwrap();
+    assert_eq!((d.deleted_vectors, d.assets_updated, d.log.deletion_type), (119, 120, DeletionType::Directory));
+    assert_eq!((x.count().await, x.indexed_assets().await), (120, 120));
+
+    // a category: a/ is "left"
+    let d = manage::delete_vectors(c, v, COLLECTION, Target::Category(x.category), None, true).await.unwrap();
+    assert_eq!((d.deleted_vectors, d.assets_updated, d.log.deletion_type), (120, 120, DeletionType::Category));
+    assert_eq!((x.count().await, x.indexed_assets().await), (0, 0));
+
+    // the log has all three, newest first; the next scan embeds the assets again
+    let logs = c.list_deletion_logs(Page::new(0, 10)).await.unwrap();
+    assert_eq!(logs.items.iter().map(|l| (l.deletion_type, l.vector_count)).collect::<Vec<_>>(), vec![(DeletionType::Category, 120), (DeletionType::Directory, 119), (DeletionType::Asset, 1)]);
+    let rescan = ingest::scan(c, &[x.images.path().to_owned()], &[], None).await.unwrap();
+    assert_eq!(rescan.assets.iter().filter(|(_, needs)| *needs).count(), 240);
+    x.done().await;
+}
+
+async fn broad_deletes_and_reset_need_confirmation(x: Indexed) {
+    let (c, v) = (&x.catalog, &*x.vectors);
+    for target in [Target::Directory(x.dir("a")), Target::Session(x.session), Target::Category(x.category)] {
+        let err = manage::delete_vectors(c, v, COLLECTION, target, None, false).await.unwrap_err();
+        assert!(matches!(err, ManageError::ConfirmationRequired(_)) && err.to_string().contains("needs confirm: true"), "{err}");
+    }
+    for (confirm, text) in [(false, Some(RESET_CONFIRMATION)), (true, None), (true, Some("delete all vectors"))] {
+        let err = manage::reset(c, v, COLLECTION, confirm, text, None).await.unwrap_err();
+        assert!(err.to_string().contains("DELETE ALL VECTORS"), "{err}");
+    }
+    assert_eq!(x.count().await, 240, "nothing was deleted");
+    assert_eq!(c.list_deletion_logs(Page::new(0, 10)).await.unwrap().total, 0, "nothing was logged");
+
+    // a session delete, then a reset of what is left (nothing)
+    let d = manage::delete_vectors(c, v, COLLECTION, Target::Session(x.session), None, true).await.unwrap();
+    assert_eq!((d.deleted_vectors, d.assets_updated), (240, 240));
+    let r = manage::reset(c, v, COLLECTION, true, Some(RESET_CONFIRMATION), Some("new start".into())).await.unwrap();
+    assert_eq!((r.deleted_vectors, r.log.deletion_type), (0, DeletionType::FullReset));
+    assert!(v.info(COLLECTION).await.unwrap().is_some(), "the collection stays, empty");
+    x.done().await;
+}
+
+async fn cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog(x: Indexed) {
+    let (c, v) = (&x.catalog, &*x.vectors);
+    // a delete that crashed after the vectors went: 5 assets still say indexed
+    let victims: Vec<Uuid> = c.assets_under(&x.dir("a")).await.unwrap().iter().take(5).map(|a| a.id).collect();
+    assert_eq!(v.delete_ids(COLLECTION, &victims).await.unwrap(), 5);
+    // and a vector whose asset is gone
+    let stray = Uuid::new_v4();
+    v.upsert(COLLECTION, vec![AssetPoint { asset_id: stray, vector: unit_vector(7), path: "/gone/x.jpg".into(), created_at: chrono::Utc::now(), category_id: None, model_version: "test".into() }]).await.unwrap();
+    assert_eq!((x.count().await, x.indexed_assets().await), (236, 240));
+
+    let dry = manage::cleanup_orphans(c, v, COLLECTION, true).await.unwrap();
+    assert_eq!((dry.vectors_scanned, dry.orphan_vectors, dry.assets_requeued), (236, 1, 5));
+    assert_eq!(dry.orphan_vector_examples, vec![stray]);
+    assert_eq!((x.count().await, x.indexed_assets().await), (236, 240), "a dry run changes nothing");
+
+    let done = manage::cleanup_orphans(c, v, COLLECTION, false).await.unwrap();
+    assert_eq!((done.orphan_vectors, done.assets_requeued), (1, 5));
+    assert_eq!((x.count().await, x.indexed_assets().await), (235, 235), "store and catalog agree again");
+    let mut requeued = done.requeued_asset_examples.clone();
+    requeued.sort();
+    let mut expected = victims.clone();
+    expected.sort();
+    assert_eq!(requeued, expected);
+    let logs = c.list_deletion_logs(Page::new(0, 10)).await.unwrap();
+    assert_eq!((logs.items[0].deletion_type, logs.items[0].vector_count), (DeletionType::Orphan, 1));
+    // a second cleanup finds nothing
+    let again = manage::cleanup_orphans(c, v, COLLECTION, false).await.unwrap();
+    assert_eq!((again.orphan_vectors, again.assets_requeued), (0, 0));
+    x.done().await;
+}
+
+async fn cleanup_scrolls_past_the_first_page(x: Indexed) {
+    let v = &*x.vectors;
+    let strays: Vec<AssetPoint> = (0..1500u128)
+        .map(|i| AssetPoint { asset_id: Uuid::new_v4(), vector: unit_vector(i * 7919), path: format!("/gone/{i}.jpg"), created_at: chrono::Utc::now(), category_id: None, model_version: "test".into() })
+        .collect();
+    v.upsert(COLLECTION, strays).await.unwrap();
+    let done = manage::cleanup_orphans(&x.catalog, v, COLLECTION, false).await.unwrap();
+    assert_eq!((done.vectors_scanned, done.orphan_vectors, done.assets_requeued), (1740, 1500, 0));
+    assert_eq!(x.count().await, 240);
+    x.done().await;
+}
