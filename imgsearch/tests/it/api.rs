@@ -69,7 +69,8 @@ impl Server {
         let url = format!("{}{path}", self.base);
         let resp = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("DELETE", None) => self.agent.delete(&url).call(),
+            ("DELETE", Some(b)) => self.agent.delete(&url).force_send_body().header("content-type", "application/json").send(b.to_string()),
             ("POST", None) => self.agent.post(&url).send_empty(),
             ("POST", Some(b)) => self.agent.post(&url).header("content-type", "application/json").send(b.to_string()),
             ("PATCH", Some(b)) => self.agent.patch(&url).header("content-type", "application/json").send(b.to_string()),
@@ -401,4 +402,56 @@ fn a_paused_session_resumes_where_it_stopped() {
     assert_eq!(jobs["total"], 960, "one completed job per image, none twice");
     let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1000"), None);
     assert_eq!(evidence.as_array().unwrap().len(), 960, "one evidence row per image");
+}
+
+#[test]
+fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
+    let s = start(&[]);
+    let root = s.images.path().canonicalize().unwrap().to_str().unwrap().to_owned();
+    let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
+    let id = session["id"].as_str().unwrap().to_owned();
+    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+
+    // one asset: the best match for "a red circle" is gone from the results
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 1})));
+    let top = found["results"][0]["asset"]["id"].as_str().unwrap().to_owned();
+    let (status, d) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{top}"), None);
+    assert_eq!((status, d["deletedVectors"].as_u64(), d["log"]["deletionType"].as_str()), (200, Some(1), Some("ASSET")), "{d}");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 100})));
+    assert!(found["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top.as_str()));
+    let (status, body) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{}", uuid_nil()), None);
+    assert_error(status, &body, 404, "not_found");
+
+    // a directory needs confirm
+    let (status, body) = s.call("DELETE", "/api/v1/vectors/by-directory", Some(json!({"pathPrefix": root})));
+    assert_error(status, &body, 422, "confirmation_required");
+    let (status, d) = s.call("DELETE", "/api/v1/vectors/by-directory", Some(json!({"pathPrefix": root, "confirm": true, "deletionReason": "moved"})));
+    assert_eq!((status, d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(239), Some(240)), "{d}");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle"})));
+    assert_eq!(found["results"].as_array().unwrap().len(), 0);
+
+    let (_, logs) = s.call("GET", "/api/v1/vectors/deletion-logs?page=1&pageSize=10", None);
+    assert_eq!((logs["total"].as_i64(), logs["items"][0]["deletionType"].as_str(), logs["items"][0]["reason"].as_str()), (Some(2), Some("DIRECTORY"), Some("moved")), "{logs}");
+    let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
+    assert_eq!(stats, json!([{"directory": root, "assets": 240, "indexed": 0}]));
+    let (status, c) = s.call("POST", "/api/v1/vectors/cleanup-orphans", Some(json!({"dryRun": true})));
+    assert_eq!((status, c["vectorsScanned"].as_u64(), c["orphanVectors"].as_u64(), c["assetsRequeued"].as_u64()), (200, Some(0), Some(0), Some(0)), "{c}");
+
+    let (status, body) = s.call("POST", "/api/v1/vectors/reset", Some(json!({"confirm": true})));
+    assert_error(status, &body, 422, "confirmation_required");
+    let (status, r) = s.call("POST", "/api/v1/vectors/reset", Some(json!({"confirm": true, "confirmationText": "DELETE ALL VECTORS"})));
+    assert_eq!((status, r["log"]["deletionType"].as_str()), (200, Some("FULL_RESET")), "{r}");
+
+    // restarting the session embeds everything again
+    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), None);
+    assert_eq!(status, 200);
+    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
+    assert_eq!(found["results"].as_array().unwrap().len(), 5);
+}
+
+fn uuid_nil() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
 }

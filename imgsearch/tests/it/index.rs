@@ -239,3 +239,35 @@ async fn a_model_missing_from_the_cache_is_fetched_first() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("model tiny-clip is not in the model cache; fetching it from"));
     assert!(cache.path().join("tiny-clip/visual/model.onnx").is_file(), "the model stays in the cache");
 }
+
+#[test]
+fn vectors_delete_cleanup_reset_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(2);
+    ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    let set0 = images.path().join("set0");
+
+    let out = run(data.path(), &["vectors", "delete", "--dir", path_str(&set0)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add --yes"), "{err}");
+
+    let d = ok_json(data.path(), &["vectors", "delete", "--dir", path_str(&set0), "--yes", "--reason", "duplicates", "--json"]);
+    assert_eq!((d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (Some(240), Some(240)), "{d}");
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!(status["vectors"].as_u64(), Some(240), "{status}");
+
+    let c = ok_json(data.path(), &["vectors", "cleanup", "--dry-run", "--json"]);
+    assert_eq!((c["vectorsScanned"].as_u64(), c["orphanVectors"].as_u64(), c["assetsRequeued"].as_u64()), (Some(240), Some(0), Some(0)), "{c}");
+    let logs = ok_json(data.path(), &["vectors", "logs", "--json"]);
+    assert_eq!((logs[0]["deletionType"].as_str(), logs[0]["vectorCount"].as_i64(), logs[0]["reason"].as_str()), (Some("DIRECTORY"), Some(240), Some("duplicates")), "{logs}");
+
+    let out = run(data.path(), &["vectors", "reset"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm \"DELETE ALL VECTORS\""), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = ok_json(data.path(), &["vectors", "reset", "--confirm", "DELETE ALL VECTORS", "--json"]);
+    assert_eq!(r["deletedVectors"].as_u64(), Some(240));
+
+    // the next index embeds them all again
+    let again = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!(again["indexed"].as_u64(), Some(480), "{again}");
+}
