@@ -221,7 +221,11 @@ async fn serve_distributed(args: &ServeArgs, path: &std::path::Path) -> Result<(
 /// `imgsearch vectors ...` on the embedded data dir.
 pub async fn vectors(command: VectorsCommand) -> Result<()> {
     use imgsearch::manage::{self, Target};
+    if let VectorsCommand::Reindex(args) = command {
+        return reindex(args).await;
+    }
     let store = match &command {
+        VectorsCommand::Reindex(_) => unreachable!("handled above"),
         VectorsCommand::Delete(a) => &a.store,
         VectorsCommand::Cleanup { store, .. } | VectorsCommand::Reset { store, .. } | VectorsCommand::Stats { store } | VectorsCommand::Logs { store, .. } => store,
     };
@@ -279,6 +283,7 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
             }
             serde_json::to_value(stats)?
         }
+        VectorsCommand::Reindex(_) => unreachable!("handled above"),
         VectorsCommand::Logs { limit, .. } => {
             let logs = app.catalog.list_deletion_logs(catalog::Page::new(0, limit)).await?;
             if !json {
@@ -294,4 +299,59 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
     }
     app.catalog.close().await;
     Ok(())
+}
+
+/// `imgsearch vectors reindex`: marks the assets not indexed (their vectors stay until replaced),
+/// then indexes the folders that hold them, which embeds exactly those again.
+async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
+    let data_dir = imgsearch::app::data_dir(args.store.data.data_dir.clone())?;
+    let app = App::open_embedded(&data_dir).await?;
+    let assets: Vec<catalog::Asset> = if let Some(dir) = &args.dir {
+        let dir = dir.canonicalize().with_context(|| format!("{} is not a directory", dir.display()))?;
+        app.catalog.assets_under(&dir.to_string_lossy()).await?
+    } else if args.all {
+        let ids = app.catalog.asset_ids(catalog::AssetSelection::All).await?;
+        let mut all = Vec::new();
+        for chunk in ids.chunks(500) {
+            all.extend(app.catalog.assets_by_ids(chunk).await?);
+        }
+        all
+    } else if !args.assets.is_empty() {
+        let found = app.catalog.assets_by_ids(&args.assets).await?;
+        if found.len() != args.assets.len() {
+            bail!("{} of the assets given are not in the catalog", args.assets.len() - found.len());
+        }
+        found
+    } else {
+        bail!("say what to embed again: --asset ID, --dir PATH or --all");
+    };
+    if assets.is_empty() {
+        bail!("no asset to embed again there");
+    }
+    let ids: Vec<uuid::Uuid> = assets.iter().map(|a| a.id).collect();
+    // the folders to scan: the given one, else the folders holding the assets (outermost only)
+    let mut dirs: Vec<std::path::PathBuf> = match &args.dir {
+        Some(d) => vec![d.canonicalize()?],
+        None => assets.iter().filter_map(|a| std::path::Path::new(&a.path).parent().map(|p| p.to_owned())).filter(|p| p.is_dir()).collect(),
+    };
+    dirs.sort();
+    dirs.dedup();
+    let outermost: Vec<std::path::PathBuf> = dirs.iter().filter(|d| !dirs.iter().any(|o| o != *d && d.starts_with(o))).cloned().collect();
+    app.catalog.mark_unindexed(&ids).await?;
+    app.catalog.close().await;
+    drop(app);
+    if !args.store.json {
+        eprintln!("embedding {} assets again, in {} folder(s)", ids.len(), outermost.len());
+    }
+    index(crate::IndexArgs {
+        dirs: outermost,
+        category: None,
+        batch_size: 32,
+        fast_jpeg: false,
+        overlap_decode: Overlap::Auto,
+        json: args.store.json,
+        data: crate::DataArgs { data_dir: Some(data_dir) },
+        model: args.model,
+    })
+    .await
 }

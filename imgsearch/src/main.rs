@@ -76,6 +76,9 @@ enum VectorsCommand {
         #[command(flatten)]
         store: VectorsStoreArgs,
     },
+    /// Embed assets again through the normal pipeline (new jobs, new evidence); their vectors are
+    /// replaced, and search keeps answering from the old ones meanwhile
+    Reindex(VectorsReindexArgs),
     /// Assets and indexed assets per directory
     Stats {
         #[command(flatten)]
@@ -112,6 +115,23 @@ struct VectorsDeleteArgs {
     reason: Option<String>,
     #[command(flatten)]
     store: VectorsStoreArgs,
+}
+
+#[derive(Args)]
+struct VectorsReindexArgs {
+    /// Asset ids (repeatable)
+    #[arg(long = "asset", group = "target")]
+    assets: Vec<uuid::Uuid>,
+    /// Every asset under this directory
+    #[arg(long, group = "target")]
+    dir: Option<PathBuf>,
+    /// Every asset
+    #[arg(long, group = "target")]
+    all: bool,
+    #[command(flatten)]
+    store: VectorsStoreArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Args)]

@@ -270,4 +270,11 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     // the next index embeds them all again
     let again = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
     assert_eq!(again["indexed"].as_u64(), Some(480), "{again}");
+
+    // reindex one folder: exactly its images, through the pipeline (a new session, new evidence)
+    let r = ok_json(data.path(), &["vectors", "reindex", "--dir", path_str(&set0), "--json"]);
+    assert_eq!((r["indexed"].as_u64(), r["sessionStatus"].as_str()), (Some(240), Some("completed")), "{r}");
+    assert_ne!(r["session"], again["session"], "a new session");
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!(status["vectors"].as_u64(), Some(480), "vectors replaced, not added: {status}");
 }
