@@ -110,3 +110,31 @@ pub(crate) async fn deletion_logs(State(s): State<Arc<ApiState>>, ApiQuery(p): A
     let listing = s.catalog.list_deletion_logs(page).await?;
     Ok(Json(DeletionLogPage { items: listing.items, total: listing.total, page: page.offset / page.limit + 1, page_size: page.limit }))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Retrain {
+    /// The directory to embed again (inside the allowed roots).
+    path_prefix: String,
+    /// Only the assets of this category under it.
+    category_id: Option<i64>,
+}
+
+/// Embeds a directory's assets again through the normal pipeline: they are marked not indexed
+/// (their vectors keep serving until replaced) and a new session for the directory is started.
+#[utoipa::path(post, path = "/api/v1/vectors/retrain", request_body = Retrain,
+    responses((status = 202, body = catalog::Session), (status = 422, body = ErrorBody)))]
+pub(crate) async fn retrain(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<Retrain>) -> ApiResult<impl axum::response::IntoResponse> {
+    let dir = super::sessions::allowed_dir(&s, &b.path_prefix)?;
+    if let Some(c) = b.category_id {
+        s.catalog.get_category(c).await?;
+    }
+    let ids: Vec<Uuid> = s.catalog.assets_under(&dir.to_string_lossy()).await?.into_iter().filter(|a| b.category_id.is_none() || a.category_id == b.category_id).map(|a| a.id).collect();
+    if ids.is_empty() {
+        return Err(ApiError::unprocessable(format!("no indexed asset under {}", dir.display())));
+    }
+    s.catalog.mark_unindexed(&ids).await?;
+    let name = format!("retrain {}", dir.display());
+    let session = s.catalog.create_session(catalog::NewSession { name, root_path: dir.to_string_lossy().into_owned(), category_id: None }).await?;
+    super::sessions::start(State(s.clone()), ApiPath(session.id)).await
+}

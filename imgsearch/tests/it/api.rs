@@ -443,13 +443,20 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
     let (status, r) = s.call("POST", "/api/v1/vectors/reset", Some(json!({"confirm": true, "confirmationText": "DELETE ALL VECTORS"})));
     assert_eq!((status, r["log"]["deletionType"].as_str()), (200, Some("FULL_RESET")), "{r}");
 
-    // restarting the session embeds everything again
-    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), None);
-    assert_eq!(status, 200);
-    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    // retrain embeds the folder again through a new session
+    let (status, body) = s.call("POST", "/api/v1/vectors/retrain", Some(json!({"pathPrefix": "/etc"})));
+    assert_error(status, &body, 422, "unprocessable");
+    let (status, retrain) = s.call("POST", "/api/v1/vectors/retrain", Some(json!({"pathPrefix": root})));
+    assert_eq!((status, retrain["status"].as_str()), (202, Some("running")), "{retrain}");
+    let new_session = retrain["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_session, id);
+    assert_eq!(s.wait_done(&new_session)["processedImages"], 240);
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
     assert_eq!(found["results"].as_array().unwrap().len(), 5);
+    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={new_session}&pageSize=1000"), None);
+    let evidence = evidence.as_array().expect("a list of evidence");
+    assert_eq!(evidence.len(), 240, "new evidence for every asset");
+    assert!(evidence.iter().all(|e| e["sessionId"] == new_session.as_str()));
 }
 
 fn uuid_nil() -> &'static str {
