@@ -127,7 +127,7 @@ pub async fn search(args: SearchArgs) -> Result<()> {
     let model_args = args.model;
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let req = SearchRequest { query: args.query.clone(), limit: args.limit, offset: args.offset, filter: PointFilter { from, to, category_id: category, path_prefix: None } };
-    let hits = search_text(&app.catalog, &app.vectors, model, &req).await?;
+    let hits = search_text(&app.catalog, &app.vectors, &[model], &req).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"query": args.query, "results": hits, "total": hits.len()}))?);
     } else if hits.is_empty() {

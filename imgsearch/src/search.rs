@@ -18,6 +18,8 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub struct SearchHit {
     pub asset: Asset,
     pub score: f32,
+    /// The model that built the vector (from its payload).
+    pub model_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -28,22 +30,26 @@ pub struct SearchRequest {
     pub filter: PointFilter,
 }
 
-/// Searches the collection the alias `image_assets` points at. No collection yet: no results. A
-/// collection built by another model is an error (its vectors are not comparable with this query).
-pub async fn search_text(catalog: &Catalog, vectors: &VectorStore, model: Arc<ClipModel>, req: &SearchRequest) -> Result<Vec<SearchHit>> {
+/// Searches the collection the alias `image_assets` points at, with the model that built it (one
+/// of `models`). No collection yet: no results. A collection built by a model not given is an error
+/// (its vectors are not comparable with this query). The alias is resolved once: a swap midway
+/// cannot pair one model's query with another model's vectors.
+pub async fn search_text(catalog: &Catalog, vectors: &VectorStore, models: &[Arc<ClipModel>], req: &SearchRequest) -> Result<Vec<SearchHit>> {
     if req.query.trim().is_empty() {
         bail!("the query is empty");
     }
     if req.limit == 0 || req.limit > MAX_LIMIT {
         bail!("limit must be between 1 and {MAX_LIMIT}, not {}", req.limit);
     }
-    if !index_is_searchable(vectors, &model.version).await?? {
-        return Ok(Vec::new());
-    }
+    let Some(info) = vectors.info(DEFAULT_COLLECTION).await? else { return Ok(Vec::new()) };
+    let built_with = info.model_version.clone().unwrap_or_else(|| "unknown".into());
+    let Some(model) = models.iter().find(|m| m.version == built_with).cloned() else {
+        let this = models.iter().map(|m| m.version.clone()).collect::<Vec<_>>().join(", ");
+        return Err(ModelMismatch { built_with, this }.into());
+    };
     let text = req.query.clone();
-    let m = model.clone();
-    let vector = tokio::task::spawn_blocking(move || m.embed_texts(&[text.as_str()]).map(|v| v.row(0).to_vec())).await??;
-    let hits = vectors.search(DEFAULT_COLLECTION, &vector, &req.filter, req.limit, req.offset).await?;
+    let vector = tokio::task::spawn_blocking(move || model.embed_texts(&[text.as_str()]).map(|v| v.row(0).to_vec())).await??;
+    let hits = vectors.search(&info.name, &vector, &req.filter, req.limit, req.offset).await?;
     Ok(hydrate(catalog, hits).await?)
 }
 
@@ -55,14 +61,15 @@ pub struct ModelMismatch {
     pub this: String,
 }
 
-/// Whether the collection searches use exists (`Ok(false)`: nothing indexed yet, empty results)
-/// and was built by `model_version` (another model's vectors are not comparable: an error).
-pub async fn index_is_searchable(vectors: &VectorStore, model_version: &str) -> Result<Result<bool, ModelMismatch>, VectorError> {
-    let Some(info) = vectors.info(DEFAULT_COLLECTION).await? else { return Ok(Ok(false)) };
+/// The collection searches use, resolved from the alias (`Ok(None)`: nothing indexed yet, empty
+/// results), if it was built by `model_version` (another model's vectors are not comparable: an
+/// error).
+pub async fn index_is_searchable(vectors: &VectorStore, model_version: &str) -> Result<Result<Option<String>, ModelMismatch>, VectorError> {
+    let Some(info) = vectors.info(DEFAULT_COLLECTION).await? else { return Ok(Ok(None)) };
     if info.model_version.as_deref() != Some(model_version) {
         return Ok(Err(ModelMismatch { built_with: info.model_version.unwrap_or_else(|| "unknown".into()), this: model_version.to_owned() }));
     }
-    Ok(Ok(true))
+    Ok(Ok(Some(info.name)))
 }
 
 /// The hits with their assets, fetched in one catalog query, in ranking order. A point whose asset
@@ -72,6 +79,6 @@ pub async fn hydrate(catalog: &Catalog, hits: Vec<Hit>) -> Result<Vec<SearchHit>
     let assets = catalog.assets_by_ids(&ids).await?;
     Ok(hits
         .into_iter()
-        .filter_map(|h| assets.iter().find(|a| a.id == h.asset_id).map(|a| SearchHit { asset: a.clone(), score: h.score }))
+        .filter_map(|h| assets.iter().find(|a| a.id == h.asset_id).map(|a| SearchHit { asset: a.clone(), score: h.score, model_version: h.model_version.clone() }))
         .collect())
 }

@@ -221,16 +221,18 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
     Ok(limit)
 }
 
-/// The collection searches use must have been built by the model this server embeds queries with.
-async fn check_model(s: &ApiState) -> ApiResult<bool> {
+/// The collection the alias points at now (resolved once per request, so an alias swap midway
+/// cannot pair this model's query with another model's vectors); it must have been built by the
+/// model this server embeds queries with. None: nothing indexed yet.
+async fn check_model(s: &ApiState) -> ApiResult<Option<String>> {
     crate::search::index_is_searchable(&s.vectors, &s.model.version).await?.map_err(|e| ApiError::conflict(e.to_string()))
 }
 
 /// Ranks by the vector, hydrates from the catalog in one query, keeps the ranking.
-async fn ranked(s: &ApiState, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize, exclude: Option<Uuid>) -> ApiResult<Vec<SearchResult>> {
+async fn ranked(s: &ApiState, collection: &str, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize, exclude: Option<Uuid>) -> ApiResult<Vec<SearchResult>> {
     let started = Instant::now();
     let fetch = limit + usize::from(exclude.is_some());
-    let hits = s.vectors.search(DEFAULT_COLLECTION, &vector, filter, fetch, offset).await?;
+    let hits = s.vectors.search(collection, &vector, filter, fetch, offset).await?;
     let hits: Vec<_> = hits.into_iter().filter(|h| Some(h.asset_id) != exclude).take(limit).collect();
     let found = crate::search::hydrate(&s.catalog, hits).await?;
     s.metrics.search_seconds.observe(started.elapsed().as_secs_f64());
@@ -259,14 +261,14 @@ async fn search(State(s): State<Arc<ApiState>>, ApiJson(body): ApiJson<SearchBod
     {
         return Err(ApiError::unprocessable("filters.fromDate is after filters.toDate"));
     }
-    if !check_model(&s).await? {
+    let Some(collection) = check_model(&s).await? else {
         return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: body.query }));
-    }
+    };
     let model = s.model.clone();
     let text = body.query.clone();
     let vector = blocking(move || model.embed_texts(&[text.as_str()]).map(|m| m.row(0).to_vec())).await?;
     let filter = PointFilter { from: body.filters.from_date, to: body.filters.to_date, category_id: body.category_id, path_prefix: None };
-    let results = ranked(&s, vector, &filter, limit, body.offset, None).await?;
+    let results = ranked(&s, &collection, vector, &filter, limit, body.offset, None).await?;
     Ok(Json(SearchResponse { total: results.len(), results, query: body.query }))
 }
 
@@ -297,11 +299,11 @@ async fn search_image(State(s): State<Arc<ApiState>>, ApiQuery(params): ApiQuery
         model.embed_images(std::slice::from_ref(&prepared)).map(|m| m.row(0).to_vec())
     })
     .await?;
-    if !check_model(&s).await? {
+    let Some(collection) = check_model(&s).await? else {
         return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: "image".into() }));
-    }
+    };
     let filter = PointFilter { category_id: params.category_id, ..Default::default() };
-    let results = ranked(&s, vector, &filter, limit, params.offset, None).await?;
+    let results = ranked(&s, &collection, vector, &filter, limit, params.offset, None).await?;
     Ok(Json(SearchResponse { total: results.len(), results, query: "image".into() }))
 }
 
@@ -322,13 +324,16 @@ struct SimilarParams {
 async fn search_similar(State(s): State<Arc<ApiState>>, ApiPath(asset_id): ApiPath<Uuid>, ApiQuery(p): ApiQuery<SimilarParams>) -> ApiResult<Json<SearchResponse>> {
     let limit = check_limit(p.limit)?;
     s.catalog.get_asset(asset_id).await?;
-    let stored = s.vectors.retrieve(DEFAULT_COLLECTION, &[asset_id], true).await?;
+    let Some(collection) = s.vectors.info(DEFAULT_COLLECTION).await?.map(|i| i.name) else {
+        return Err(ApiError::not_found(format!("asset {asset_id} is not indexed yet")));
+    };
+    let stored = s.vectors.retrieve(&collection, &[asset_id], true).await?;
     let Some(vector) = stored.into_iter().next().and_then(|p| p.vector) else {
         return Err(ApiError::not_found(format!("asset {asset_id} is not indexed yet")));
     };
     let filter = PointFilter { category_id: p.category_id, ..Default::default() };
     let exclude = p.exclude_self.unwrap_or(true).then_some(asset_id);
-    let results = ranked(&s, vector, &filter, limit, p.offset, exclude).await?;
+    let results = ranked(&s, &collection, vector, &filter, limit, p.offset, exclude).await?;
     Ok(Json(SearchResponse { total: results.len(), results, query: format!("similar:{asset_id}") }))
 }
 
