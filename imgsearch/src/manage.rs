@@ -203,3 +203,59 @@ pub async fn directory_stats(catalog: &Catalog) -> Result<Vec<DirectoryStats>> {
     }
     Ok(by_dir.into_iter().map(|(directory, (assets, indexed))| DirectoryStats { directory, assets, indexed }).collect())
 }
+
+/// What a model upgrade did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgrade {
+    /// The collection the alias pointed at before (kept until the operator drops it).
+    pub previous: Option<String>,
+    /// The collection built with the new model.
+    pub collection: String,
+    pub model_version: String,
+    pub session: Uuid,
+    pub indexed: usize,
+    pub failed: usize,
+    /// Whether the alias now points at the new collection.
+    pub swapped: bool,
+}
+
+/// Builds a new collection `image_assets_v{N+1}` with `model`, embedding every asset through the
+/// normal pipeline (a session of its own, new jobs, new evidence) while searches keep answering
+/// from the collection the alias points at; then, with `swap` and unless stopped midway, points the
+/// alias at the new collection in one atomic operation. The old collection is kept.
+pub async fn upgrade_model(catalog: &Catalog, vectors: &std::sync::Arc<VectorStore>, model: std::sync::Arc<clip::ClipModel>, swap: bool, cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<Upgrade> {
+    use anyhow::Context;
+    let alias = vectors::DEFAULT_COLLECTION;
+    let previous = vectors.info(alias).await?;
+    if let Some(p) = &previous
+        && p.model_version.as_deref() == Some(model.version.as_str())
+    {
+        anyhow::bail!("the index ({}) is already built with model version {}; `imgsearch vectors reindex --all` embeds it again with the same model", p.name, model.version);
+    }
+    let next = vectors.list_collections().await?.iter().filter_map(|n| n.strip_prefix(&format!("{alias}_v")).and_then(|v| v.parse::<u32>().ok())).max().unwrap_or(0) + 1;
+    let collection = format!("{alias}_v{next}");
+    vectors.ensure_collection(&vectors::CollectionSpec { name: collection.clone(), dim: model.embed_dim, model_version: model.version.clone() }).await?;
+
+    let session = catalog
+        .create_session(catalog::NewSession { name: format!("model upgrade to {} ({collection})", model.version), root_path: format!("model-upgrade:{collection}"), category_id: None })
+        .await?;
+    let session = catalog.transition_session(session.id, catalog::SessionStatus::Running).await?;
+    let ids = catalog.asset_ids(AssetSelection::All).await?;
+    catalog.create_jobs(session.id, &ids).await?;
+    let jobs = coordinator::open_jobs(catalog, &session).await.context("cannot list the upgrade's jobs")?;
+    let embedder = std::sync::Arc::new(embedder::Embedder::new(model.clone(), 0, false));
+    let writer = std::sync::Arc::new(writer::Writer { catalog: catalog.clone(), vectors: vectors.clone(), collection: collection.clone() });
+    let options = crate::pipeline::PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };
+    let stats = crate::pipeline::run(jobs, embedder, writer, options, cancel, |_| {}).await?;
+    if stats.interrupted {
+        catalog.transition_session(session.id, catalog::SessionStatus::Paused).await?;
+    } else {
+        coordinator::finish_if_done(catalog, session.id).await?;
+    }
+    let swapped = swap && !stats.interrupted;
+    if swapped {
+        vectors.set_alias(alias, &collection).await?;
+    }
+    Ok(Upgrade { previous: previous.map(|p| p.name), collection, model_version: model.version.clone(), session: session.id, indexed: stats.completed, failed: stats.failed, swapped })
+}

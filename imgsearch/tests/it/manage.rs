@@ -222,3 +222,102 @@ async fn cleanup_scrolls_past_the_first_page(x: Indexed) {
     assert_eq!(x.count().await, 240);
     x.done().await;
 }
+
+/// A copy of the tiny model whose files differ (a doc string in each ONNX graph), so its version
+/// differs while its vectors do not: only the payload's model version tells the two apart.
+fn second_model() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("models/tiny-clip");
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let to = dir.path().join(entry.path().strip_prefix(&src).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+    for tower in ["visual/model.onnx", "textual/model.onnx"] {
+        use std::io::Write;
+        let doc = b"image-search test: model B";
+        // ModelProto field 6 (doc_string), length-delimited: a valid protobuf field at the end
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(tower)).unwrap();
+        f.write_all(&[0x32, doc.len() as u8]).unwrap();
+        f.write_all(doc).unwrap();
+    }
+    let path = dir.path().to_owned();
+    (dir, path)
+}
+
+fn load(dir: &std::path::Path) -> std::sync::Arc<clip::ClipModel> {
+    let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
+    let options = clip::RuntimeOptions { library: Some(ort), ..Default::default() };
+    std::sync::Arc::new(clip::ClipModel::load(&clip::ModelDir::open(dir).unwrap(), &options).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_upgrade_swaps_the_alias_while_searches_never_fail_or_mix_models_embedded() {
+    model_upgrade(false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_upgrade_swaps_the_alias_while_searches_never_fail_or_mix_models_server() {
+    model_upgrade(true).await
+}
+
+async fn model_upgrade(server: bool) {
+    use imgsearch::search::{SearchRequest, search_text};
+    let x = setup(server).await;
+    let a = load(&fixtures().join("models/tiny-clip"));
+    let (_b_dir, b_path) = second_model();
+    let b = load(&b_path);
+    assert_ne!(a.version, b.version);
+    // model A's index of the shapes, as `imgsearch index` builds it (the alias on image_assets_v1)
+    x.vectors.drop_collection(COLLECTION).await.unwrap();
+    let a_collection = imgsearch::app::collection_for(&x.vectors, &a.version, a.embed_dim).await.unwrap();
+    assert_eq!(a_collection, "image_assets_v1");
+    let reindex = manage::upgrade_model(&x.catalog, &x.vectors, a.clone(), false, Default::default()).await;
+    assert!(reindex.unwrap_err().to_string().contains("already built with model version"));
+    x.catalog.mark_unindexed(&x.catalog.asset_ids(catalog::AssetSelection::All).await.unwrap()).await.unwrap();
+    coordinator::finish_if_done(&x.catalog, x.session).await.unwrap();
+    let prepared = coordinator::prepare(&x.catalog, &[x.images.path().to_owned()], None, None).await.unwrap();
+    let jobs = coordinator::open_jobs(&x.catalog, &prepared.session).await.unwrap();
+    let writer = std::sync::Arc::new(Writer { catalog: x.catalog.clone(), vectors: x.vectors.clone(), collection: a_collection.clone() });
+    let stats = imgsearch::pipeline::run(jobs, std::sync::Arc::new(embedder::Embedder::new(a.clone(), 0, false)), writer, Default::default(), Default::default(), |_| {}).await.unwrap();
+    assert_eq!(stats.completed, 240);
+
+    // a stream of searches runs through the upgrade
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searches = {
+        let (catalog, vectors, models, done) = (x.catalog.clone(), x.vectors.clone(), vec![a.clone(), b.clone()], done.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let req = SearchRequest { query: "a red circle".into(), limit: 5, ..Default::default() };
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let hits = search_text(&catalog, &vectors, &models, &req).await.expect("a search never fails during the upgrade");
+                assert_eq!(hits.len(), 5);
+                let versions: std::collections::BTreeSet<_> = hits.iter().map(|h| h.model_version.clone().unwrap()).collect();
+                assert_eq!(versions.len(), 1, "one response never mixes two models: {versions:?}");
+                assert!(hits[0].asset.path.contains("red-circle"), "{}", hits[0].asset.path);
+                seen.push(versions.into_iter().next().unwrap());
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let up = manage::upgrade_model(&x.catalog, &x.vectors, b.clone(), true, Default::default()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = searches.await.unwrap();
+
+    assert_eq!((up.previous.as_deref(), up.collection.as_str(), up.indexed, up.failed, up.swapped), (Some("image_assets_v1"), "image_assets_v2", 240, 0, true));
+    let info = x.vectors.info(vectors::DEFAULT_COLLECTION).await.unwrap().unwrap();
+    assert_eq!((info.name.as_str(), info.model_version.as_deref(), info.points), ("image_assets_v2", Some(b.version.as_str()), 240));
+    assert_eq!(x.vectors.info("image_assets_v1").await.unwrap().unwrap().points, 240, "the old collection is kept");
+    // the stream saw model A, then model B, never back
+    let first_b = seen.iter().position(|v| *v == b.version).expect("searches after the swap use model B");
+    assert!(first_b > 0 && seen[..first_b].iter().all(|v| *v == a.version) && seen[first_b..].iter().all(|v| *v == b.version), "{} searches", seen.len());
+    // new evidence: the upgrade's session has one row per asset
+    assert_eq!(x.catalog.evidence_for_session(up.session, Page::new(0, 1)).await.unwrap().total, 240);
+    x.done().await;
+}
