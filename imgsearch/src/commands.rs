@@ -7,7 +7,7 @@ use catalog::SessionStatus;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use embedder::Embedder;
 use imgsearch::{
-    App,
+    App, manage,
     pipeline::{self, PipelineOptions},
     search::{SearchRequest, search_text},
 };
@@ -220,12 +220,39 @@ async fn serve_distributed(args: &ServeArgs, path: &std::path::Path) -> Result<(
 
 /// `imgsearch vectors ...` on the embedded data dir.
 pub async fn vectors(command: VectorsCommand) -> Result<()> {
-    use imgsearch::manage::{self, Target};
+    use imgsearch::manage::Target;
     if let VectorsCommand::Reindex(args) = command {
         return reindex(args).await;
     }
+    if let VectorsCommand::Upgrade { no_swap, store, model } = command {
+        let app = App::open_embedded(&imgsearch::app::data_dir(store.data.data_dir.clone())?).await?;
+        let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model)).await??);
+        let cancel = CancellationToken::new();
+        let on_ctrl_c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_ctrl_c.cancel();
+            }
+        });
+        let up = manage::upgrade_model(&app.catalog, &app.vectors, model, !no_swap, cancel).await?;
+        if store.json {
+            println!("{}", serde_json::to_string_pretty(&up)?);
+        } else {
+            println!(
+                "built {} with model {}: {} indexed, {} failed; {}",
+                up.collection,
+                up.model_version,
+                up.indexed,
+                up.failed,
+                if up.swapped { format!("search now uses it ({} is kept until `imgsearch vectors drop-collection`)", up.previous.as_deref().unwrap_or("nothing")) } else { "the alias was not moved".into() }
+            );
+        }
+        app.catalog.close().await;
+        return Ok(());
+    }
     let store = match &command {
-        VectorsCommand::Reindex(_) => unreachable!("handled above"),
+        VectorsCommand::Reindex(_) | VectorsCommand::Upgrade { .. } => unreachable!("handled above"),
+        VectorsCommand::DropCollection { store, .. } => store,
         VectorsCommand::Delete(a) => &a.store,
         VectorsCommand::Cleanup { store, .. } | VectorsCommand::Reset { store, .. } | VectorsCommand::Stats { store } | VectorsCommand::Logs { store, .. } => store,
     };
@@ -283,7 +310,21 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
             }
             serde_json::to_value(stats)?
         }
-        VectorsCommand::Reindex(_) => unreachable!("handled above"),
+        VectorsCommand::Reindex(_) | VectorsCommand::Upgrade { .. } => unreachable!("handled above"),
+        VectorsCommand::DropCollection { name, .. } => {
+            let target = app.vectors.info(DEFAULT_COLLECTION).await?.map(|i| i.name);
+            if target.as_deref() == Some(name.as_str()) || name == DEFAULT_COLLECTION {
+                bail!("{name} is what search uses; upgrade to another collection first");
+            }
+            let dropped = app.vectors.drop_collection(&name).await?;
+            if !dropped {
+                bail!("no collection named {name}");
+            }
+            if !json {
+                println!("dropped {name}");
+            }
+            serde_json::json!({"dropped": name})
+        }
         VectorsCommand::Logs { limit, .. } => {
             let logs = app.catalog.list_deletion_logs(catalog::Page::new(0, limit)).await?;
             if !json {

@@ -79,6 +79,23 @@ enum VectorsCommand {
     /// Embed assets again through the normal pipeline (new jobs, new evidence); their vectors are
     /// replaced, and search keeps answering from the old ones meanwhile
     Reindex(VectorsReindexArgs),
+    /// Build a new collection with another model while search answers from the current one, then
+    /// point the alias at it (the old collection is kept until `drop-collection`)
+    Upgrade {
+        /// Build only; leave the alias where it is
+        #[arg(long)]
+        no_swap: bool,
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Delete a collection the alias does not point at (after an upgrade)
+    DropCollection {
+        name: String,
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+    },
     /// Assets and indexed assets per directory
     Stats {
         #[command(flatten)]

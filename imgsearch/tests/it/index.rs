@@ -277,4 +277,16 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     assert_ne!(r["session"], again["session"], "a new session");
     let status = ok_json(data.path(), &["status", "--json"]);
     assert_eq!(status["vectors"].as_u64(), Some(480), "vectors replaced, not added: {status}");
+
+    // a model upgrade builds image_assets_v2 and moves the alias; the old model is then refused
+    let (_b, b) = crate::manage::second_model();
+    let up = ok_json(data.path(), &["vectors", "upgrade", "--model", path_str(&b), "--json"]);
+    assert_eq!((up["collection"].as_str(), up["previous"].as_str(), up["indexed"].as_u64(), up["swapped"].as_bool()), (Some("image_assets_v2"), Some("image_assets_v1"), Some(480), Some(true)), "{up}");
+    let out = run(data.path(), &["search", "a red circle"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was built with model version"), "{}", String::from_utf8_lossy(&out.stderr));
+    let found = ok_json(data.path(), &["search", "a red circle", "--limit", "3", "--model", path_str(&b), "--json"]);
+    assert_eq!(found["results"].as_array().map(|a| a.len()), Some(3), "{found}");
+    let out = run(data.path(), &["vectors", "drop-collection", "image_assets_v2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is what search uses"), "{}", String::from_utf8_lossy(&out.stderr));
+    ok_json(data.path(), &["vectors", "drop-collection", "image_assets_v1", "--json"]);
 }

@@ -225,7 +225,7 @@ async fn cleanup_scrolls_past_the_first_page(x: Indexed) {
 
 /// A copy of the tiny model whose files differ (a doc string in each ONNX graph), so its version
 /// differs while its vectors do not: only the payload's model version tells the two apart.
-fn second_model() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn second_model() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = fixtures().join("models/tiny-clip");
     for entry in walkdir::WalkDir::new(&src) {
