@@ -327,7 +327,6 @@ service! { Points;
     unserved {
         update_vectors(UpdatePointVectors) -> PointsOperationResponse;
         delete_vectors(DeletePointVectors) -> PointsOperationResponse;
-        set_payload(SetPayloadPoints) -> PointsOperationResponse;
         overwrite_payload(SetPayloadPoints) -> PointsOperationResponse;
         delete_payload(DeletePayloadPoints) -> PointsOperationResponse;
         clear_payload(ClearPayloadPoints) -> PointsOperationResponse;
@@ -383,6 +382,23 @@ service! { Points;
             None => return Err(Status::invalid_argument("delete needs points or a filter")),
         };
         apply(&c, edge::UpdateOperation::PointOperation(op)).await?;
+        Ok(Response::new(done(0, since)))
+    }
+
+    /// Sets payload keys on the points given by id (soft delete and restore use it).
+    async fn set_payload(&self, request: Request<qdrant::SetPayloadPoints>) -> Reply<PointsOperationResponse> {
+        let since = Instant::now();
+        let req = request.into_inner();
+        if req.key.is_some() || req.shard_key_selector.is_some() {
+            return Err(unserved("set payload by key or shard key"));
+        }
+        let c = self.0.get(&req.collection_name)?;
+        let points = match req.points_selector.and_then(|p| p.points_selector_one_of) {
+            Some(PointsSelectorOneOf::Points(list)) => list.ids.into_iter().map(|id| point_id_in(Some(id))).collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(unserved("set payload by filter")),
+        };
+        let op = edge::SetPayloadOp { payload: payload_in(req.payload), points: Some(points), filter: None, key: None };
+        apply(&c, edge::UpdateOperation::PayloadOperation(edge::PayloadOps::SetPayload(op))).await?;
         Ok(Response::new(done(0, since)))
     }
 

@@ -17,6 +17,7 @@ use std::{
 };
 
 use qdrant_edge::{
+    PayloadOps, SetPayloadOp,
     CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter, JsonPath, NamedQuery,
     Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder,
     RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
@@ -243,13 +244,34 @@ impl EdgeStore {
             .offset(offset)
             .query(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery { query: VectorInternal::Dense(vector), using: None })))
             .with_payload(WithPayloadInterface::Bool(true));
-        if let Some(f) = edge_filter(filter)? {
-            req = req.filter(f);
-        }
+        let never_deleted: Filter = serde_json::from_value(filter.to_qdrant_search_json()).map_err(|e| VectorError::InvalidRequest(format!("filter: {e}")))?;
+        req = req.filter(never_deleted);
         let req = req.build();
         let shard = c.shard.clone();
         let points = blocking(move || shard.query(req).map_err(edge_err("search"))).await?;
         points.into_iter().map(|p| hit(p.id, p.score, p.payload)).collect()
+    }
+
+    /// Sets payload keys on these points (the others keep theirs); returns how many exist.
+    pub(crate) async fn set_payload(&self, name: &str, ids: &[Uuid], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
+        let Some(c) = self.collection(name)? else {
+            return Ok(0);
+        };
+        let _w = c.write_lock.lock().await;
+        // setting a payload on a point that does not exist is an error: only the ones there
+        let points: Vec<PointId> = self.retrieve(name, ids, false).await?.into_iter().map(|p| PointId::Uuid(p.asset_id)).collect();
+        let existing = points.len() as u64;
+        if existing == 0 {
+            return Ok(0);
+        }
+        let shard = c.shard.clone();
+        blocking(move || {
+            let op = SetPayloadOp { payload: Payload(payload), points: Some(points), filter: None, key: None };
+            shard.update(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(op))).map_err(edge_err("set payload"))?;
+            shard.flush().map_err(edge_err("flush"))
+        })
+        .await?;
+        Ok(existing)
     }
 
     pub(crate) async fn retrieve(&self, name: &str, ids: &[Uuid], with_vectors: bool) -> Result<Vec<StoredPoint>> {

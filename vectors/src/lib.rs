@@ -105,6 +105,16 @@ impl VectorStore {
         on_backend!(self, b => b.delete_by_filter(collection, filter).await)
     }
 
+    /// Soft delete (`deleted: true`, with `deleted_at`) or restore (`deleted: false`) these points:
+    /// searches never return a soft-deleted point, which keeps its vector until a hard delete.
+    /// Returns how many of the points exist.
+    pub async fn set_deleted(&self, collection: &str, ids: &[Uuid], deleted: bool) -> Result<u64> {
+        let mut payload = serde_json::Map::new();
+        payload.insert(model::DELETED_KEY.into(), deleted.into());
+        payload.insert("deleted_at".into(), if deleted { chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into() } else { serde_json::Value::Null });
+        on_backend!(self, b => b.set_payload(collection, ids, payload).await)
+    }
+
     /// Every point id of the collection, following the scroll to its end.
     pub async fn scroll_ids(&self, collection: &str) -> Result<Vec<Uuid>> {
         on_backend!(self, b => b.scroll_ids(collection, SCROLL_PAGE).await)

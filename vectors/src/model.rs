@@ -107,7 +107,17 @@ impl PointFilter {
         }
         serde_json::json!({ "must": must })
     }
+
+    /// The filter searches use: these conditions, and never a soft-deleted point.
+    pub fn to_qdrant_search_json(&self) -> serde_json::Value {
+        let mut f = self.to_qdrant_json();
+        f["must_not"] = serde_json::json!([{"key": DELETED_KEY, "match": {"value": true}}]);
+        f
+    }
 }
+
+/// The payload flag of a soft-deleted point (with `deleted_at`): searches never return it.
+pub const DELETED_KEY: &str = "deleted";
 
 /// A search result: the point and how close it is (cosine similarity).
 #[derive(Debug, Clone, PartialEq)]

@@ -157,9 +157,10 @@ impl ServerStore {
 
     pub(crate) async fn search(&self, name: &str, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize) -> Result<Vec<Hit>> {
         let mut req = QueryPointsBuilder::new(name).query(vector).limit(limit as u64).offset(offset as u64).with_payload(true);
-        if let Some(f) = grpc_filter(filter) {
-            req = req.filter(f);
-        }
+        // never a soft-deleted point
+        let mut f = grpc_filter(filter).unwrap_or_default();
+        f.must_not.push(Condition::matches(crate::model::DELETED_KEY, true));
+        req = req.filter(f);
         let points = match self.client.query(req).await {
             Ok(r) => r.result,
             Err(e) if is_not_found(&e) => return Ok(Vec::new()),
@@ -279,6 +280,21 @@ impl ServerStore {
         let distance = Distance::try_from(params.distance).map(|d| d.as_str_name().to_lowercase()).unwrap_or_else(|_| format!("distance {}", params.distance));
         let model_version = config.metadata.get("model_version").and_then(|v| serde_json::Value::from(v.clone()).as_str().map(str::to_owned));
         Ok(Some(CollectionInfo { name: resolved, dim: params.size as usize, distance, model_version, points: info.points_count.unwrap_or(0) }))
+    }
+
+    /// Sets payload keys on these points (the others keep theirs); returns how many exist.
+    pub(crate) async fn set_payload(&self, name: &str, ids: &[Uuid], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
+        // setting a payload on a point that does not exist is an error: only the ones there
+        let found = self.retrieve(name, ids, false).await?;
+        let existing = found.len() as u64;
+        if existing == 0 {
+            return Ok(0);
+        }
+        let selector: Vec<qdrant_client::qdrant::PointId> = found.iter().map(|p| p.asset_id.to_string().into()).collect();
+        let payload = Payload::try_from(serde_json::Value::Object(payload)).map_err(|e| VectorError::InvalidRequest(format!("payload: {e}")))?;
+        let req = qdrant_client::qdrant::SetPayloadPointsBuilder::new(name, payload).points_selector(selector).wait(true);
+        self.client.set_payload(req).await.map_err(self.err("set payload"))?;
+        Ok(existing)
     }
 
     /// Creates or re-points an alias in one request (delete then create, applied atomically).

@@ -50,6 +50,7 @@ contract!(
     scroll_returns_every_id_past_ten_thousand,
     a_missing_collection_searches_empty,
     an_alias_swaps_atomically_and_protects_its_collection,
+    a_soft_deleted_point_is_never_found_until_restored,
 );
 
 const DIM: usize = 8;
@@ -196,6 +197,29 @@ async fn retrieve_returns_vectors_and_skips_unknown_ids(s: &VectorStore) {
     assert_eq!(got[0].payload["path_dirs"], serde_json::json!(["/x"]));
     let bad = s.upsert(&n, vec![AssetPoint { vector: vec![1.0; 3], ..p }]).await.unwrap_err();
     assert!(bad.to_string().contains("has 3 values, the collection takes 8"), "{bad}");
+}
+
+async fn a_soft_deleted_point_is_never_found_until_restored(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let pts = vec![point("/soft/a.jpg", unit(0, 0.0), "2024-01-01T00:00:00Z", Some(1)), point("/soft/b.jpg", unit(0, 0.5), "2024-01-01T00:00:00Z", Some(1))];
+    s.upsert(&n, pts.clone()).await.unwrap();
+    assert_eq!(s.set_deleted(&n, &[pts[0].asset_id, Uuid::new_v4()], true).await.unwrap(), 1, "one of the two exists");
+    for filter in [PointFilter::default(), PointFilter { category_id: Some(1), ..Default::default() }] {
+        let hits = s.search(&n, &unit(0, 0.0), &filter, 10, 0).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.path.as_deref().unwrap()).collect::<Vec<_>>(), ["/soft/b.jpg"], "the soft-deleted point is never found");
+    }
+    // it keeps its vector and its payload says when it was deleted
+    let stored = s.retrieve(&n, &[pts[0].asset_id], true).await.unwrap();
+    assert_eq!(stored[0].payload["deleted"], true);
+    assert!(stored[0].payload["deleted_at"].as_str().is_some_and(|t| t.starts_with("20")), "{}", stored[0].payload);
+    assert!(stored[0].vector.is_some());
+    assert_eq!(s.count(&n, &PointFilter::default()).await.unwrap(), 2, "still stored");
+    // restored, it is found again, first
+    assert_eq!(s.set_deleted(&n, &[pts[0].asset_id], false).await.unwrap(), 1);
+    let hits = s.search(&n, &unit(0, 0.0), &PointFilter::default(), 10, 0).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.path.as_deref().unwrap()).collect::<Vec<_>>(), ["/soft/a.jpg", "/soft/b.jpg"]);
+    assert_eq!(s.set_deleted("no_such_collection", &[pts[0].asset_id], true).await.unwrap(), 0);
 }
 
 async fn deletes_return_their_counts(s: &VectorStore) {
