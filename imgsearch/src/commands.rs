@@ -252,7 +252,7 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
     }
     let store = match &command {
         VectorsCommand::Reindex(_) | VectorsCommand::Upgrade { .. } => unreachable!("handled above"),
-        VectorsCommand::DropCollection { store, .. } => store,
+        VectorsCommand::DropCollection { store, .. } | VectorsCommand::Restore { store, .. } => store,
         VectorsCommand::Delete(a) => &a.store,
         VectorsCommand::Cleanup { store, .. } | VectorsCommand::Reset { store, .. } | VectorsCommand::Stats { store } | VectorsCommand::Logs { store, .. } => store,
     };
@@ -260,6 +260,20 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
     let app = App::open_embedded(&imgsearch::app::data_dir(store.data.data_dir.clone())?).await?;
     let collection = DEFAULT_COLLECTION;
     let out: serde_json::Value = match command {
+        VectorsCommand::Restore { assets, .. } => {
+            let n = manage::soft_delete(&app.catalog, &app.vectors, collection, &assets, None, false).await?;
+            if !json {
+                println!("restored {n} vectors");
+            }
+            serde_json::json!({"restored": n})
+        }
+        VectorsCommand::Delete(a) if a.soft => {
+            let n = manage::soft_delete(&app.catalog, &app.vectors, collection, &a.assets, a.reason, true).await?;
+            if !json {
+                println!("hid {n} vectors from searches; `imgsearch vectors restore` brings them back");
+            }
+            serde_json::json!({"softDeleted": n})
+        }
         VectorsCommand::Delete(a) => {
             let target = if !a.assets.is_empty() {
                 Target::Assets(a.assets)

@@ -59,6 +59,14 @@ enum VectorsCommand {
     /// Delete the vectors of assets, a directory, a session or a category (logged; the assets are
     /// embedded again by the next `index`)
     Delete(VectorsDeleteArgs),
+    /// Make soft-deleted vectors searchable again
+    Restore {
+        /// Asset ids (repeatable)
+        #[arg(long = "asset", required = true)]
+        assets: Vec<uuid::Uuid>,
+        #[command(flatten)]
+        store: VectorsStoreArgs,
+    },
     /// Delete vectors whose asset is gone; queue indexed assets whose vector is missing
     Cleanup {
         /// Only report what would change
@@ -124,6 +132,9 @@ struct VectorsDeleteArgs {
     /// The assets of this category (by name)
     #[arg(long, group = "target")]
     category: Option<String>,
+    /// Only hide the assets' vectors from searches (`vectors restore` brings them back)
+    #[arg(long, requires = "assets")]
+    soft: bool,
     /// Confirm a directory, session or category delete
     #[arg(long)]
     yes: bool,

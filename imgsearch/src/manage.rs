@@ -101,6 +101,20 @@ pub async fn delete_vectors(catalog: &Catalog, vectors: &VectorStore, collection
     Ok(Deletion { deleted_vectors: deleted, assets_updated, log })
 }
 
+/// Soft-deletes (or, with `deleted: false`, restores) assets' vectors: searches stop (or start
+/// again) returning them; the vectors stay until a hard delete. A soft delete is logged with
+/// `{"soft": true}`; the assets stay indexed. Returns how many vectors changed.
+pub async fn soft_delete(catalog: &Catalog, vectors: &VectorStore, collection: &str, ids: &[Uuid], reason: Option<String>, deleted: bool) -> Result<u64> {
+    let changed = vectors.set_deleted(collection, ids, deleted).await?;
+    if deleted {
+        let target = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        catalog
+            .log_deletion(NewDeletionLog { deletion_type: DeletionType::Asset, target: Some(target), vector_count: changed as i64, reason, metadata: serde_json::json!({"collection": collection, "soft": true}) })
+            .await?;
+    }
+    Ok(changed)
+}
+
 async fn delete_ids(vectors: &VectorStore, collection: &str, ids: &[Uuid]) -> Result<u64> {
     let mut deleted = 0;
     for chunk in ids.chunks(1000) {

@@ -113,7 +113,7 @@ impl ApiState {
         list_assets, get_asset, thumbnail::thumbnail, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
         sessions::cancel, sessions::progress, sessions::patch, sessions::delete, sessions::restart, sessions::subdirectories,
         sessions::select_subdirectories, sessions::scan_directories, vector_admin::by_asset, vector_admin::by_directory, vector_admin::by_session,
-        vector_admin::by_category, vector_admin::cleanup_orphans, vector_admin::reset, vector_admin::retrain, vector_admin::directory_stats, vector_admin::deletion_logs,
+        vector_admin::by_category, vector_admin::cleanup_orphans, vector_admin::reset, vector_admin::restore, vector_admin::retrain, vector_admin::directory_stats, vector_admin::deletion_logs,
     ),
     components(schemas(ErrorBody))
 )]
@@ -146,6 +146,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/vectors/by-category/{id}", delete(vector_admin::by_category))
         .route("/vectors/cleanup-orphans", post(vector_admin::cleanup_orphans))
         .route("/vectors/reset", post(vector_admin::reset))
+        .route("/vectors/restore/{id}", post(vector_admin::restore))
         .route("/vectors/retrain", post(vector_admin::retrain))
         .route("/vectors/directories/stats", get(vector_admin::directory_stats))
         .route("/vectors/deletion-logs", get(vector_admin::deletion_logs))

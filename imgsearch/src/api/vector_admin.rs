@@ -21,11 +21,36 @@ pub(crate) struct Confirm {
     deletion_reason: Option<String>,
 }
 
-/// Deletes one asset's vector.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody)))]
-pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Deletion>> {
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ByAsset {
+    /// Only hide the vector from searches (restore it with `POST /vectors/restore/{id}`).
+    #[serde(default)]
+    soft: bool,
+    deletion_reason: Option<String>,
+}
+
+/// Deletes one asset's vector; `?soft=true` only hides it from searches.
+#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = Uuid, Path), ByAsset), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody)))]
+pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, ApiQuery(q): ApiQuery<ByAsset>) -> ApiResult<Json<serde_json::Value>> {
     s.catalog.get_asset(id).await?;
-    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, &s.collection, Target::Assets(vec![id]), None, true).await?))
+    if q.soft {
+        let changed = manage::soft_delete(&s.catalog, &s.vectors, &s.collection, &[id], q.deletion_reason, true).await?;
+        return Ok(Json(serde_json::json!({"softDeleted": changed})));
+    }
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, &s.collection, Target::Assets(vec![id]), q.deletion_reason, true).await?;
+    Ok(Json(serde_json::to_value(d).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+/// Makes a soft-deleted vector searchable again.
+#[utoipa::path(post, path = "/api/v1/vectors/restore/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "{restored: n}"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn restore(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<serde_json::Value>> {
+    s.catalog.get_asset(id).await?;
+    let changed = manage::soft_delete(&s.catalog, &s.vectors, &s.collection, &[id], None, false).await?;
+    if changed == 0 {
+        return Err(ApiError::not_found(format!("asset {id} has no vector to restore")));
+    }
+    Ok(Json(serde_json::json!({"restored": changed})))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -416,6 +416,15 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
     // one asset: the best match for "a red circle" is gone from the results
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 1})));
     let top = found["results"][0]["asset"]["id"].as_str().unwrap().to_owned();
+    // soft first: hidden from searches, then back
+    let (status, d) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{top}?soft=true&deletionReason=review"), None);
+    assert_eq!((status, d["softDeleted"].as_u64()), (200, Some(1)), "{d}");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 100})));
+    assert!(found["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top.as_str()), "a soft-deleted vector is not found");
+    let (status, r) = s.call("POST", &format!("/api/v1/vectors/restore/{top}"), None);
+    assert_eq!((status, r["restored"].as_u64()), (200, Some(1)), "{r}");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 1})));
+    assert_eq!(found["results"][0]["asset"]["id"], top.as_str(), "restored, it ranks first again");
     let (status, d) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{top}"), None);
     assert_eq!((status, d["deletedVectors"].as_u64(), d["log"]["deletionType"].as_str()), (200, Some(1), Some("ASSET")), "{d}");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 100})));
@@ -432,7 +441,8 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
     assert_eq!(found["results"].as_array().unwrap().len(), 0);
 
     let (_, logs) = s.call("GET", "/api/v1/vectors/deletion-logs?page=1&pageSize=10", None);
-    assert_eq!((logs["total"].as_i64(), logs["items"][0]["deletionType"].as_str(), logs["items"][0]["reason"].as_str()), (Some(2), Some("DIRECTORY"), Some("moved")), "{logs}");
+    assert_eq!((logs["total"].as_i64(), logs["items"][0]["deletionType"].as_str(), logs["items"][0]["reason"].as_str()), (Some(3), Some("DIRECTORY"), Some("moved")), "{logs}");
+    assert_eq!((logs["items"][2]["metadata"]["soft"].as_bool(), logs["items"][2]["reason"].as_str()), (Some(true), Some("review")), "{logs}");
     let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
     assert_eq!(stats, json!([{"directory": root, "assets": 240, "indexed": 0}]));
     let (status, c) = s.call("POST", "/api/v1/vectors/cleanup-orphans", Some(json!({"dryRun": true})));

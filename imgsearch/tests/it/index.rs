@@ -247,6 +247,14 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
     let set0 = images.path().join("set0");
 
+    // soft: hidden from search, then restored
+    let top = ok_json(data.path(), &["search", "a red circle", "--limit", "1", "--json"])["results"][0]["asset"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ok_json(data.path(), &["vectors", "delete", "--asset", &top, "--soft", "--json"])["softDeleted"], 1);
+    let hidden = ok_json(data.path(), &["search", "a red circle", "--limit", "100", "--json"]);
+    assert!(hidden["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top.as_str()));
+    assert_eq!(ok_json(data.path(), &["vectors", "restore", "--asset", &top, "--json"])["restored"], 1);
+    assert_eq!(ok_json(data.path(), &["search", "a red circle", "--limit", "1", "--json"])["results"][0]["asset"]["id"], top.as_str());
+
     let out = run(data.path(), &["vectors", "delete", "--dir", path_str(&set0)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -261,6 +269,7 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     assert_eq!((c["vectorsScanned"].as_u64(), c["orphanVectors"].as_u64(), c["assetsRequeued"].as_u64()), (Some(240), Some(0), Some(0)), "{c}");
     let logs = ok_json(data.path(), &["vectors", "logs", "--json"]);
     assert_eq!((logs[0]["deletionType"].as_str(), logs[0]["vectorCount"].as_i64(), logs[0]["reason"].as_str()), (Some("DIRECTORY"), Some(240), Some("duplicates")), "{logs}");
+    assert_eq!(logs[1]["metadata"]["soft"], true, "{logs}");
 
     let out = run(data.path(), &["vectors", "reset"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm \"DELETE ALL VECTORS\""), "{}", String::from_utf8_lossy(&out.stderr));
