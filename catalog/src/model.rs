@@ -131,6 +131,8 @@ pub struct Asset {
     pub category_id: Option<i64>,
     pub training_status: TrainingStatus,
     pub updated_at: DateTime<Utc>,
+    /// When a scan found the file gone from disk (its vector was removed then); none while it is there.
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// What a scan learned about a file. The asset id is derived from the path when none is given.

@@ -45,7 +45,7 @@ pub struct Catalog {
 
 type Result<T> = std::result::Result<T, CatalogError>;
 
-const ASSET_COLUMNS: &str = "id, path, created_at, indexed_at, thumbnail_path, width, height, file_size, mime_type, file_modified_at, content_hash, category_id, training_status, updated_at";
+const ASSET_COLUMNS: &str = "id, path, created_at, indexed_at, thumbnail_path, width, height, file_size, mime_type, file_modified_at, content_hash, category_id, training_status, updated_at, deleted_at";
 const SESSION_COLUMNS: &str = "id, name, status, root_path, category_id, total_images, processed_images, failed_images, created_at, updated_at, started_at, paused_at, completed_at, reset_at, reset_reason";
 const JOB_COLUMNS: &str = "id, session_id, asset_id, status, broker_message_id, progress, error_message, processing_time_ms, attempts, created_at, updated_at, started_at, completed_at";
 const EVIDENCE_COLUMNS: &str = "id, asset_id, session_id, model_name, model_version, embedding_checksum, device, processing_time_ms, error_message, metadata_json, created_at";
@@ -218,7 +218,8 @@ impl Catalog {
         let existing = self.asset_by_path(&new.path).await?;
         let change = match &existing {
             None => AssetChange::Inserted,
-            Some(a) if a.content_hash == new.content_hash && a.file_size == new.file_size && a.file_modified_at == new.file_modified_at => {
+            // a file back after it was found gone is embedded again
+            Some(a) if a.deleted_at.is_none() && a.content_hash == new.content_hash && a.file_size == new.file_size && a.file_modified_at == new.file_modified_at => {
                 AssetChange::Unchanged
             }
             Some(_) => AssetChange::Changed,
@@ -234,7 +235,7 @@ impl Catalog {
                  file_size = excluded.file_size, mime_type = excluded.mime_type,
                  file_modified_at = excluded.file_modified_at, content_hash = excluded.content_hash,
                  category_id = COALESCE(excluded.category_id, image_assets.category_id),
-                 training_status = 'pending', indexed_at = NULL, updated_at = excluded.updated_at
+                 training_status = 'pending', indexed_at = NULL, deleted_at = NULL, updated_at = excluded.updated_at
              RETURNING {ASSET_COLUMNS}")))
             .bind(id).bind(&new.path).bind(new.created_at.unwrap_or(now)).bind(new.width).bind(new.height)
             .bind(new.file_size).bind(&new.mime_type).bind(new.file_modified_at).bind(&new.content_hash)
@@ -693,6 +694,25 @@ impl Catalog {
         Ok(changed)
     }
 
+    /// Marks assets whose file is gone from disk: `deleted_at` set, not indexed (their vectors were
+    /// removed). A scan that finds the file again clears it. Returns how many changed.
+    pub async fn mark_deleted(&self, ids: &[Uuid]) -> Result<u64> {
+        let now = Utc::now();
+        let mut changed = 0;
+        for chunk in ids.chunks(500) {
+            let placeholders = (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let text = format!("UPDATE image_assets SET deleted_at = $1, training_status = 'pending', indexed_at = NULL, updated_at = $1 WHERE id IN ({placeholders})");
+            changed += on_pool!(self, p => {
+                let mut q = sqlx::query(sql(text.clone())).bind(now);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(p).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(changed)
+    }
+
     /// Ids of the assets a query selects: every one (`All`), the indexed ones (`Indexed`), those of
     /// a category or of a session's jobs.
     pub async fn asset_ids(&self, which: AssetSelection) -> Result<Vec<Uuid>> {
@@ -769,6 +789,7 @@ struct AssetRow {
     category_id: Option<i64>,
     training_status: String,
     updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<AssetRow> for Asset {
@@ -789,6 +810,7 @@ impl TryFrom<AssetRow> for Asset {
             category_id: r.category_id,
             training_status: parse(&r.training_status)?,
             updated_at: r.updated_at,
+            deleted_at: r.deleted_at,
         })
     }
 }

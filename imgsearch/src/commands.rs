@@ -31,6 +31,8 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), true).await?;
 
     let prepared = coordinator::prepare(&app.catalog, &args.dirs, category, None).await.context("cannot scan the folders")?;
+    // files gone since the last scan: their vectors go, their assets are marked deleted
+    let removed_missing = manage::forget_missing(&app.catalog, &app.vectors, &collection, &prepared.scan.missing).await?;
     let jobs = coordinator::open_jobs(&app.catalog, &prepared.session).await?;
     let skipped_unchanged = prepared.scan.assets.iter().filter(|(_, needs)| !needs).count();
 
@@ -81,6 +83,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         "failedExamples": stats.failed_examples.iter().map(|(r, p)| serde_json::json!({"reason": r, "path": p})).collect::<Vec<_>>(),
         "notImages": prepared.scan.skipped.iter().filter(|s| s.reason == "not_an_image").count(),
         "missingOnDisk": prepared.scan.missing.len(),
+        "removedVectorsOfMissing": removed_missing,
         "seconds": secs,
         "imagesPerSecond": if secs > 0.0 { (stats.completed + stats.failed) as f64 / secs } else { 0.0 },
         "embedFlushes": stats.embed_flushes,
@@ -99,7 +102,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
             println!("  failed: {n} x {reason} (e.g. {example})");
         }
         if !prepared.scan.missing.is_empty() {
-            println!("  {} indexed files are gone from disk", prepared.scan.missing.len());
+            println!("  {} files are gone from disk: their {removed_missing} vectors were removed", prepared.scan.missing.len());
         }
         if stats.interrupted {
             println!("stopped; session {} is paused, run the same command again to resume", session.id);

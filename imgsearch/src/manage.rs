@@ -101,6 +101,26 @@ pub async fn delete_vectors(catalog: &Catalog, vectors: &VectorStore, collection
     Ok(Deletion { deleted_vectors: deleted, assets_updated, log })
 }
 
+/// What a scan found gone from disk: their vectors are deleted (logged, reason "file deleted on
+/// disk") and the assets marked deleted. Returns how many vectors went.
+pub async fn forget_missing(catalog: &Catalog, vectors: &VectorStore, collection: &str, missing: &[Uuid]) -> Result<u64> {
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let deleted = delete_ids(vectors, collection, missing).await?;
+    catalog
+        .log_deletion(NewDeletionLog {
+            deletion_type: DeletionType::Asset,
+            target: Some(missing.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",")),
+            vector_count: deleted as i64,
+            reason: Some("file deleted on disk".into()),
+            metadata: serde_json::json!({"collection": collection, "assets": missing.len()}),
+        })
+        .await?;
+    catalog.mark_deleted(missing).await?;
+    Ok(deleted)
+}
+
 /// Soft-deletes (or, with `deleted: false`, restores) assets' vectors: searches stop (or start
 /// again) returning them; the vectors stay until a hard delete. A soft delete is logged with
 /// `{"soft": true}`; the assets stay indexed. Returns how many vectors changed.

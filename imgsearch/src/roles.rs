@@ -77,6 +77,7 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     crate::app::collection_for(&vectors, &run.model_version, run.model_dim).await?;
     let category_id = crate::app::category_id(&catalog, run.category.as_deref(), true).await?;
     let prepared = coordinator::prepare(&catalog, &run.roots, category_id, run.name.clone()).await?;
+    crate::manage::forget_missing(&catalog, &vectors, vectors::DEFAULT_COLLECTION, &prepared.scan.missing).await?;
     let session = prepared.session.clone();
     let before = coordinator::job_counts(&catalog, session.id).await?;
     let started = std::time::Instant::now();

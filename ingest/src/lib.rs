@@ -185,7 +185,8 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], w
         let Ok(root) = root.canonicalize() else { continue };
         for asset in catalog.assets_under(&root.to_string_lossy()).await? {
             let deselected = exclude.iter().any(|x| Path::new(&asset.path).starts_with(x));
-            if !found.contains(&asset.path) && !deselected {
+            // newly gone: an asset already marked deleted is not reported again
+            if !found.contains(&asset.path) && !deselected && asset.deleted_at.is_none() {
                 report.missing.push(asset.id);
             }
         }

@@ -111,6 +111,7 @@ pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
         coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
         other => ApiError::unprocessable(other.to_string()),
     })?;
+    crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection, &prepared.scan.missing).await?;
     let jobs = coordinator::open_jobs(&s.catalog, &prepared.session).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let cancel = CancellationToken::new();
     let stop_as = Arc::new(std::sync::Mutex::new(StopAs::Pause));
@@ -141,6 +142,7 @@ async fn start_distributed(s: &Arc<ApiState>, session: Session, config: broker::
     } else {
         let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
         let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(coordinator_error)?;
+        crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection, &prepared.scan.missing).await?;
         coordinator::publish_pending(&s.catalog, &broker, &prepared.session).await.map_err(coordinator_error)?;
         prepared.session
     };

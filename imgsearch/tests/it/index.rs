@@ -299,3 +299,29 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is what search uses"), "{}", String::from_utf8_lossy(&out.stderr));
     ok_json(data.path(), &["vectors", "drop-collection", "image_assets_v1", "--json"]);
 }
+
+#[test]
+fn files_deleted_on_disk_lose_their_vectors_at_the_next_index() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(1);
+    ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    let gone: Vec<PathBuf> = ["red-circle-00.png", "red-circle-01.jpg", "blue-circle-00.jpg"].iter().map(|f| images.path().join("set0").join(f)).collect();
+    for f in &gone {
+        std::fs::remove_file(f).unwrap();
+    }
+    let again = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!((again["missingOnDisk"].as_u64(), again["removedVectorsOfMissing"].as_u64(), again["indexed"].as_u64()), (Some(3), Some(3), Some(0)), "{again}");
+    let status = ok_json(data.path(), &["status", "--json"]);
+    assert_eq!(status["vectors"].as_u64(), Some(237), "{status}");
+    let found = ok_json(data.path(), &["search", "a red circle", "--limit", "100", "--json"]);
+    let paths: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["path"].as_str().unwrap()).collect();
+    assert!(!paths.iter().any(|p| p.ends_with("/red-circle-00.png") || p.ends_with("/red-circle-01.jpg")), "{paths:?}");
+    let logs = ok_json(data.path(), &["vectors", "logs", "--json"]);
+    assert_eq!((logs[0]["reason"].as_str(), logs[0]["vectorCount"].as_i64()), (Some("file deleted on disk"), Some(3)), "{logs}");
+    // a third run reports nothing new; a file put back is embedded again
+    let third = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!(third["missingOnDisk"].as_u64(), Some(0), "{third}");
+    std::fs::copy(fixtures().join("shapes/red-circle-00.png"), &gone[0]).unwrap();
+    let back = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!(back["indexed"].as_u64(), Some(1), "{back}");
+}
