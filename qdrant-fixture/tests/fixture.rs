@@ -13,10 +13,17 @@ async fn calls_it_does_not_serve_answer_unimplemented() {
     let client = Qdrant::from_url(&q.url()).skip_compatibility_check().build().unwrap();
     client.create_collection(CreateCollectionBuilder::new("c").vectors_config(VectorParamsBuilder::new(2, Distance::Cosine))).await.unwrap();
     client.upsert_points(UpsertPointsBuilder::new("c", vec![PointStruct::new(1, vec![1.0, 0.0], [("a", 1.into())])]).wait(true)).await.unwrap();
-    let err = client.set_payload(SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 2})).unwrap())).await.unwrap_err();
+    let err = client.overwrite_payload(SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 2})).unwrap())).await.unwrap_err();
     let qdrant_client::QdrantError::ResponseError { status } = err else { panic!("{err}") };
     assert_eq!(status.code(), tonic::Code::Unimplemented);
-    assert_eq!(status.message(), "qdrant-fixture does not serve Points.set_payload");
+    assert_eq!(status.message(), "qdrant-fixture does not serve Points.overwrite_payload");
+    // set_payload by ids is served (soft delete); by filter it is not
+    client.set_payload(SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 2})).unwrap()).points_selector(vec![qdrant_client::qdrant::PointId::from(1)]).wait(true)).await.unwrap();
+    let err = client
+        .set_payload(SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 3})).unwrap()).points_selector(qdrant_client::qdrant::Filter::default()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not serve set payload by filter"), "{err}");
     let err = client.create_collection(CreateCollectionBuilder::new("c").vectors_config(VectorParamsBuilder::new(2, Distance::Cosine))).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     q.stop().await;
