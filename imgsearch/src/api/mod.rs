@@ -43,9 +43,14 @@ type ApiResult<T> = Result<T, ApiError>;
 pub struct ApiState {
     pub catalog: Catalog,
     pub vectors: Arc<VectorStore>,
-    pub model: Arc<ClipModel>,
-    /// The collection indexing writes to (the alias `image_assets` points at it).
-    pub collection: String,
+    /// The model indexing embeds with, and the collection it writes to (the alias `image_assets`
+    /// points at it); a model upgrade through the API replaces both once the alias moved.
+    active: std::sync::RwLock<(Arc<ClipModel>, String)>,
+    /// Every model this server can embed queries with: a search uses the one that built the
+    /// collection the alias points at, so searches keep answering across an upgrade.
+    search_models: std::sync::RwLock<Vec<Arc<ClipModel>>>,
+    /// The model upgrade running or last run in this process.
+    pub(crate) upgrade: Mutex<vector_admin::UpgradeState>,
     /// Sessions may only index directories under these.
     pub allowed_roots: Vec<PathBuf>,
     /// Sessions running in this process, with the token that stops them.
@@ -71,8 +76,9 @@ impl ApiState {
         Arc::new(ApiState {
             catalog,
             vectors,
-            model,
-            collection,
+            search_models: std::sync::RwLock::new(vec![model.clone()]),
+            active: std::sync::RwLock::new((model, collection)),
+            upgrade: Mutex::new(Default::default()),
             allowed_roots,
             runs: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
@@ -95,6 +101,28 @@ impl ApiState {
         Arc::new(state)
     }
 
+    /// The model indexing embeds with.
+    pub fn model(&self) -> Arc<ClipModel> {
+        self.active.read().expect("active lock").0.clone()
+    }
+
+    /// The collection indexing writes to.
+    pub fn collection(&self) -> String {
+        self.active.read().expect("active lock").1.clone()
+    }
+
+    pub(crate) fn set_active(&self, model: Arc<ClipModel>, collection: String) {
+        *self.active.write().expect("active lock") = (model, collection);
+    }
+
+    /// Lets searches embed queries with this model too (when a collection it built is searched).
+    pub fn add_search_model(&self, model: Arc<ClipModel>) {
+        let mut models = self.search_models.write().expect("models lock");
+        if !models.iter().any(|m| m.version == model.version) {
+            models.push(model);
+        }
+    }
+
     /// Stops every running session (pausing it) and waits until their batches are written.
     pub async fn shutdown(&self) {
         let runs: Vec<sessions::Run> = self.runs.lock().expect("runs lock").drain().map(|(_, r)| r).collect();
@@ -112,8 +140,8 @@ impl ApiState {
         health, ready, search, search_image, search_similar, list_categories, create_category, get_category, update_category, delete_category,
         list_assets, get_asset, thumbnail::thumbnail, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
         sessions::cancel, sessions::progress, sessions::patch, sessions::delete, sessions::restart, sessions::subdirectories,
-        sessions::select_subdirectories, sessions::scan_directories, vector_admin::by_asset, vector_admin::by_directory, vector_admin::by_session,
-        vector_admin::by_category, vector_admin::cleanup_orphans, vector_admin::reset, vector_admin::restore, vector_admin::retrain, vector_admin::directory_stats, vector_admin::deletion_logs,
+        sessions::select_subdirectories, sessions::scan_directories, vector_admin::by_asset, vector_admin::by_assets, vector_admin::by_directory, vector_admin::by_session,
+        vector_admin::by_category, vector_admin::cleanup_orphans, vector_admin::reset, vector_admin::start_upgrade, vector_admin::upgrade_status, vector_admin::restore, vector_admin::retrain, vector_admin::directory_stats, vector_admin::deletion_logs,
     ),
     components(schemas(ErrorBody))
 )]
@@ -141,11 +169,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/training/sessions/{id}/cancel", post(sessions::cancel))
         .route("/training/sessions/{id}/progress", get(sessions::progress))
         .route("/vectors/by-asset/{id}", delete(vector_admin::by_asset))
+        .route("/vectors/by-assets", delete(vector_admin::by_assets))
         .route("/vectors/by-directory", delete(vector_admin::by_directory))
         .route("/vectors/by-session/{id}", delete(vector_admin::by_session))
         .route("/vectors/by-category/{id}", delete(vector_admin::by_category))
         .route("/vectors/cleanup-orphans", post(vector_admin::cleanup_orphans))
         .route("/vectors/reset", post(vector_admin::reset))
+        .route("/vectors/upgrade", post(vector_admin::start_upgrade).get(vector_admin::upgrade_status))
         .route("/vectors/restore/{id}", post(vector_admin::restore))
         .route("/vectors/retrain", post(vector_admin::retrain))
         .route("/vectors/directories/stats", get(vector_admin::directory_stats))
@@ -212,6 +242,8 @@ struct SearchResponse {
     /// Results in this page.
     total: usize,
     query: String,
+    /// The model that built the collection searched (and embedded the query).
+    model_version: Option<String>,
 }
 
 fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
@@ -222,11 +254,17 @@ fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
     Ok(limit)
 }
 
-/// The collection the alias points at now (resolved once per request, so an alias swap midway
-/// cannot pair this model's query with another model's vectors); it must have been built by the
-/// model this server embeds queries with. None: nothing indexed yet.
-async fn check_model(s: &ApiState) -> ApiResult<Option<String>> {
-    crate::search::index_is_searchable(&s.vectors, &s.model.version).await?.map_err(|e| ApiError::conflict(e.to_string()))
+/// The collection the alias points at now and the model that built it (resolved once per request,
+/// so an alias swap midway cannot pair one model's query with another model's vectors). None:
+/// nothing indexed yet. A collection built by a model this server does not hold is a conflict.
+async fn check_model(s: &ApiState) -> ApiResult<Option<(String, Arc<ClipModel>)>> {
+    let Some(info) = s.vectors.info(DEFAULT_COLLECTION).await? else { return Ok(None) };
+    let built_with = info.model_version.clone().unwrap_or_else(|| "unknown".into());
+    let model = s.search_models.read().expect("models lock").iter().find(|m| m.version == built_with).cloned();
+    match model {
+        Some(m) => Ok(Some((info.name, m))),
+        None => Err(ApiError::conflict(crate::search::ModelMismatch { built_with, this: s.model().version.clone() }.to_string())),
+    }
 }
 
 /// Ranks by the vector, hydrates from the catalog in one query, keeps the ranking.
@@ -262,15 +300,15 @@ async fn search(State(s): State<Arc<ApiState>>, ApiJson(body): ApiJson<SearchBod
     {
         return Err(ApiError::unprocessable("filters.fromDate is after filters.toDate"));
     }
-    let Some(collection) = check_model(&s).await? else {
-        return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: body.query }));
+    let Some((collection, model)) = check_model(&s).await? else {
+        return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: body.query, model_version: None }));
     };
-    let model = s.model.clone();
+    let model_version = Some(model.version.clone());
     let text = body.query.clone();
     let vector = blocking(move || model.embed_texts(&[text.as_str()]).map(|m| m.row(0).to_vec())).await?;
     let filter = PointFilter { from: body.filters.from_date, to: body.filters.to_date, category_id: body.category_id, path_prefix: None };
     let results = ranked(&s, &collection, vector, &filter, limit, body.offset, None).await?;
-    Ok(Json(SearchResponse { total: results.len(), results, query: body.query }))
+    Ok(Json(SearchResponse { total: results.len(), results, query: body.query, model_version }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -294,18 +332,18 @@ async fn search_image(State(s): State<Arc<ApiState>>, ApiQuery(params): ApiQuery
         }
     }
     let bytes = bytes.ok_or_else(|| ApiError::bad_request("multipart field `file` with the image is missing"))?;
-    let model = s.model.clone();
+    let Some((collection, model)) = check_model(&s).await? else {
+        return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: "image".into(), model_version: None }));
+    };
+    let model_version = Some(model.version.clone());
     let vector = blocking(move || {
         let prepared = model.preprocessor().prepare(&bytes)?;
         model.embed_images(std::slice::from_ref(&prepared)).map(|m| m.row(0).to_vec())
     })
     .await?;
-    let Some(collection) = check_model(&s).await? else {
-        return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: "image".into() }));
-    };
     let filter = PointFilter { category_id: params.category_id, ..Default::default() };
     let results = ranked(&s, &collection, vector, &filter, limit, params.offset, None).await?;
-    Ok(Json(SearchResponse { total: results.len(), results, query: "image".into() }))
+    Ok(Json(SearchResponse { total: results.len(), results, query: "image".into(), model_version }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -325,9 +363,10 @@ struct SimilarParams {
 async fn search_similar(State(s): State<Arc<ApiState>>, ApiPath(asset_id): ApiPath<Uuid>, ApiQuery(p): ApiQuery<SimilarParams>) -> ApiResult<Json<SearchResponse>> {
     let limit = check_limit(p.limit)?;
     s.catalog.get_asset(asset_id).await?;
-    let Some(collection) = s.vectors.info(DEFAULT_COLLECTION).await?.map(|i| i.name) else {
+    let Some(info) = s.vectors.info(DEFAULT_COLLECTION).await? else {
         return Err(ApiError::not_found(format!("asset {asset_id} is not indexed yet")));
     };
+    let (collection, model_version) = (info.name, info.model_version);
     let stored = s.vectors.retrieve(&collection, &[asset_id], true).await?;
     let Some(vector) = stored.into_iter().next().and_then(|p| p.vector) else {
         return Err(ApiError::not_found(format!("asset {asset_id} is not indexed yet")));
@@ -335,7 +374,7 @@ async fn search_similar(State(s): State<Arc<ApiState>>, ApiPath(asset_id): ApiPa
     let filter = PointFilter { category_id: p.category_id, ..Default::default() };
     let exclude = p.exclude_self.unwrap_or(true).then_some(asset_id);
     let results = ranked(&s, &collection, vector, &filter, limit, p.offset, exclude).await?;
-    Ok(Json(SearchResponse { total: results.len(), results, query: format!("similar:{asset_id}") }))
+    Ok(Json(SearchResponse { total: results.len(), results, query: format!("similar:{asset_id}"), model_version }))
 }
 
 #[utoipa::path(get, path = "/api/v1/categories", responses((status = 200, body = [Category])))]

@@ -111,7 +111,7 @@ pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
         coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
         other => ApiError::unprocessable(other.to_string()),
     })?;
-    crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection, &prepared.scan.missing).await?;
+    crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection(), &prepared.scan.missing).await?;
     let jobs = coordinator::open_jobs(&s.catalog, &prepared.session).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let cancel = CancellationToken::new();
     let stop_as = Arc::new(std::sync::Mutex::new(StopAs::Pause));
@@ -142,7 +142,7 @@ async fn start_distributed(s: &Arc<ApiState>, session: Session, config: broker::
     } else {
         let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
         let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(coordinator_error)?;
-        crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection, &prepared.scan.missing).await?;
+        crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection(), &prepared.scan.missing).await?;
         coordinator::publish_pending(&s.catalog, &broker, &prepared.session).await.map_err(coordinator_error)?;
         prepared.session
     };
@@ -172,10 +172,11 @@ async fn stop_distributed(s: &ApiState, id: Uuid, config: &broker::BrokerConfig,
 }
 
 async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, cancel: CancellationToken, stop_as: Arc<std::sync::Mutex<StopAs>>) {
-    let embedder = Arc::new(Embedder::new(s.model.clone(), 0, false));
-    let writer = Arc::new(Writer { catalog: s.catalog.clone(), vectors: s.vectors.clone(), collection: s.collection.clone() });
+    let (model, collection) = (s.model(), s.collection());
+    let embedder = Arc::new(Embedder::new(model.clone(), 0, false));
+    let writer = Arc::new(Writer { catalog: s.catalog.clone(), vectors: s.vectors.clone(), collection });
     let metrics = s.clone();
-    let options = PipelineOptions { overlap_decode: s.model.image_device() != "cpu", ..Default::default() };
+    let options = PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };
     let result = pipeline::run(jobs, embedder, writer, options, cancel, move |r| {
         metrics.metrics.write_jobs.with_label_values(&["completed"]).inc_by(r.completed as u64);
         metrics.metrics.write_jobs.with_label_values(&["failed"]).inc_by(r.failed.len() as u64);

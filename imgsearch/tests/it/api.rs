@@ -432,17 +432,26 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
     let (status, body) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{}", uuid_nil()), None);
     assert_error(status, &body, 404, "not_found");
 
+    // a batch of assets: the next two results
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 2})));
+    let batch: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["id"].as_str().unwrap()).collect();
+    let (status, d) = s.call("DELETE", "/api/v1/vectors/by-assets", Some(json!({"assetIds": batch, "deletionReason": "duplicates"})));
+    assert_eq!((status, d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(2), Some(2)), "{d}");
+    let (status, body) = s.call("DELETE", "/api/v1/vectors/by-assets", Some(json!({"assetIds": []})));
+    assert_error(status, &body, 422, "unprocessable");
+
     // a directory needs confirm
     let (status, body) = s.call("DELETE", "/api/v1/vectors/by-directory", Some(json!({"pathPrefix": root})));
     assert_error(status, &body, 422, "confirmation_required");
     let (status, d) = s.call("DELETE", "/api/v1/vectors/by-directory", Some(json!({"pathPrefix": root, "confirm": true, "deletionReason": "moved"})));
-    assert_eq!((status, d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(239), Some(240)), "{d}");
+    assert_eq!((status, d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(237), Some(240)), "{d}");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle"})));
     assert_eq!(found["results"].as_array().unwrap().len(), 0);
 
     let (_, logs) = s.call("GET", "/api/v1/vectors/deletion-logs?page=1&pageSize=10", None);
-    assert_eq!((logs["total"].as_i64(), logs["items"][0]["deletionType"].as_str(), logs["items"][0]["reason"].as_str()), (Some(3), Some("DIRECTORY"), Some("moved")), "{logs}");
-    assert_eq!((logs["items"][2]["metadata"]["soft"].as_bool(), logs["items"][2]["reason"].as_str()), (Some(true), Some("review")), "{logs}");
+    assert_eq!((logs["total"].as_i64(), logs["items"][0]["deletionType"].as_str(), logs["items"][0]["reason"].as_str()), (Some(4), Some("DIRECTORY"), Some("moved")), "{logs}");
+    assert_eq!((logs["items"][1]["vectorCount"].as_i64(), logs["items"][1]["reason"].as_str()), (Some(2), Some("duplicates")), "{logs}");
+    assert_eq!((logs["items"][3]["metadata"]["soft"].as_bool(), logs["items"][3]["reason"].as_str()), (Some(true), Some("review")), "{logs}");
     let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
     assert_eq!(stats, json!([{"directory": root, "assets": 240, "indexed": 0}]));
     let (status, c) = s.call("POST", "/api/v1/vectors/cleanup-orphans", Some(json!({"dryRun": true})));
@@ -471,4 +480,53 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
 
 fn uuid_nil() -> &'static str {
     "00000000-0000-0000-0000-000000000000"
+}
+
+#[test]
+fn a_model_upgrade_through_the_api_keeps_search_answering() {
+    let s = start(&[]);
+    let root = s.images.path().to_str().unwrap().to_owned();
+    let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
+    let id = session["id"].as_str().unwrap().to_owned();
+    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
+    let version_a = found["modelVersion"].as_str().unwrap().to_owned();
+
+    let (status, body) = s.call("POST", "/api/v1/vectors/upgrade", Some(json!({"modelDir": "/nonexistent"})));
+    assert_error(status, &body, 422, "unprocessable");
+    let (_b, b_dir) = crate::manage::second_model();
+    let (status, started) = s.call("POST", "/api/v1/vectors/upgrade", Some(json!({"modelDir": b_dir})));
+    assert_eq!((status, started["state"].as_str()), (202, Some("running")), "{started}");
+    let version_b = started["modelVersion"].as_str().unwrap().to_owned();
+    assert_ne!(version_a, version_b);
+
+    // searches keep answering while the new collection is built, then move to the new model
+    let mut seen = Vec::new();
+    let end = loop {
+        let (status, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
+        assert_eq!(status, 200, "a search failed during the upgrade: {found}");
+        assert_eq!(found["results"].as_array().unwrap().len(), 5, "{found}");
+        assert!(found["results"][0]["asset"]["path"].as_str().unwrap().contains("/red-circle-"), "{found}");
+        seen.push(found["modelVersion"].as_str().unwrap().to_owned());
+        let (_, u) = s.call("GET", "/api/v1/vectors/upgrade", None);
+        if u["state"] != "running" {
+            break u;
+        }
+    };
+    assert_eq!(end["state"], "done", "{end}");
+    assert_eq!((end["result"]["collection"].as_str(), end["result"]["previous"].as_str(), end["result"]["indexed"].as_u64(), end["result"]["swapped"].as_bool()), (Some("image_assets_v2"), Some("image_assets_v1"), Some(240), Some(true)), "{end}");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
+    assert_eq!(found["modelVersion"].as_str(), Some(version_b.as_str()));
+    seen.push(version_b.clone());
+    let first_b = seen.iter().position(|v| *v == version_b).unwrap();
+    assert!(first_b > 0, "searches answered from the old collection while the new one was built");
+    assert!(seen[..first_b].iter().all(|v| *v == version_a) && seen[first_b..].iter().all(|v| *v == version_b), "{seen:?}");
+    // indexing now embeds with the new model into the new collection
+    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), None);
+    assert_eq!(status, 200);
+    s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1"), None);
+    assert_eq!(evidence[0]["modelVersion"].as_str(), Some(version_b.as_str()), "{evidence}");
 }
