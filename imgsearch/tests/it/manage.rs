@@ -42,13 +42,29 @@ impl Indexed {
         self.catalog.asset_ids(catalog::AssetSelection::Indexed).await.unwrap().len()
     }
 
-    async fn done(self) {
-        if let Some(schema) = &self.schema {
+    async fn done(mut self) {
+        if let Some(schema) = self.schema.take() {
             let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
-            admin.drop_schema_for_tests(schema).await;
+            admin.drop_schema_for_tests(&schema).await;
         }
-        if let Some(q) = self._qdrant {
+        if let Some(q) = self._qdrant.take() {
             q.stop().await;
+        }
+    }
+}
+
+/// A test that failed midway still removes its schema.
+impl Drop for Indexed {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    if let Ok(admin) = Catalog::connect_postgres(&postgres_url(), None).await {
+                        admin.drop_schema_for_tests(&schema).await;
+                    }
+                })
+            })
+            .join();
         }
     }
 }
