@@ -228,7 +228,7 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
         return reindex(args).await;
     }
     if let VectorsCommand::Upgrade { no_swap, store, model } = command {
-        let app = App::open_embedded(&imgsearch::app::data_dir(store.data.data_dir.clone())?).await?;
+        let app = open_stores(&store).await?;
         let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model)).await??);
         let cancel = CancellationToken::new();
         let on_ctrl_c = cancel.clone();
@@ -260,7 +260,7 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
         VectorsCommand::Cleanup { store, .. } | VectorsCommand::Reset { store, .. } | VectorsCommand::Stats { store } | VectorsCommand::Logs { store, .. } => store,
     };
     let json = store.json;
-    let app = App::open_embedded(&imgsearch::app::data_dir(store.data.data_dir.clone())?).await?;
+    let app = open_stores(store).await?;
     let collection = DEFAULT_COLLECTION;
     let out: serde_json::Value = match command {
         VectorsCommand::Restore { assets, .. } => {
@@ -359,9 +359,24 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
     Ok(())
 }
 
+/// The stores `vectors` works on: the embedded data dir, or with `--config` the distributed
+/// PostgreSQL and Qdrant server.
+async fn open_stores(store: &crate::VectorsStoreArgs) -> Result<App> {
+    match &store.config {
+        Some(path) => {
+            let config = imgsearch::config::Config::from_file_and_env(Some(path))?;
+            Ok(App { data_dir: std::path::PathBuf::new(), catalog: imgsearch::roles::open_catalog(&config).await?, vectors: imgsearch::roles::open_vectors(&config)? })
+        }
+        None => App::open_embedded(&imgsearch::app::data_dir(store.data.data_dir.clone())?).await,
+    }
+}
+
 /// `imgsearch vectors reindex`: marks the assets not indexed (their vectors stay until replaced),
 /// then indexes the folders that hold them, which embeds exactly those again.
 async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
+    if args.store.config.is_some() {
+        bail!("reindex with --config: run `imgsearch coordinator DIR` for the folders (the workers embed them), or POST /api/v1/vectors/retrain to `serve --config`");
+    }
     let data_dir = imgsearch::app::data_dir(args.store.data.data_dir.clone())?;
     let app = App::open_embedded(&data_dir).await?;
     let assets: Vec<catalog::Asset> = if let Some(dir) = &args.dir {

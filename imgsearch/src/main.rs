@@ -167,6 +167,9 @@ struct VectorsStoreArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Manage the distributed stores (PostgreSQL and Qdrant) of this config file instead of the data dir
+    #[arg(long, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
 }

@@ -605,3 +605,36 @@ async fn an_assets_trace_runs_from_the_coordinator_through_the_embedder_to_the_r
     }
     cluster.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_manage_the_distributed_stores_from_the_command_line() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::start().await;
+    let dir = images(300);
+    let embedder = cluster.spawn("embedder", "embedder", None);
+    let writer = cluster.spawn("writer", "writer", None);
+    let summary = cluster.coordinate(dir.path(), &[]);
+    assert_eq!(summary["completed"].as_u64(), Some(300), "{summary}");
+    let config = cluster.logs.path().join("imgsearch.toml");
+    std::fs::write(&config, "# everything from the IMGSEARCH__ environment\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let vectors = |args: &[&str]| {
+        let mut all = vec!["vectors"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", &config, "--json"]);
+        let out = cluster.command(&all).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let set1 = dir.path().canonicalize().unwrap().join("set1");
+    let d = vectors(&["delete", "--dir", set1.to_str().unwrap(), "--yes"]);
+    assert_eq!((d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (Some(60), Some(60)), "{d}");
+    assert_eq!(cluster.vector_count().await, 240);
+    let c = vectors(&["cleanup", "--dry-run"]);
+    assert_eq!((c["vectorsScanned"].as_u64(), c["orphanVectors"].as_u64(), c["assetsRequeued"].as_u64()), (Some(240), Some(0), Some(0)), "{c}");
+    // the next coordinator run embeds them again on the workers
+    let again = cluster.coordinate(dir.path(), &[]);
+    assert_eq!((again["published"].as_u64(), again["status"].as_str()), (Some(60), Some("completed")), "{again}");
+    assert_eq!(cluster.vector_count().await, 300, "{}\n{}", embedder.log_text(), writer.log_text());
+    cluster.cleanup().await;
+}
