@@ -493,6 +493,13 @@ impl Catalog {
         row.map(TryInto::try_into).transpose()?.ok_or_else(|| CatalogError::not_found("job", id))
     }
 
+    /// How many of a session's jobs are in each status, in one query (progress and completion).
+    pub async fn count_jobs(&self, session_id: Uuid) -> Result<Vec<(JobStatus, i64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as("SELECT status, COUNT(*) FROM training_jobs WHERE session_id = $1 GROUP BY status")
+            .bind(session_id).fetch_all(p).await)?;
+        rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(CatalogError::Corrupt)?, n))).collect()
+    }
+
     /// A session's jobs, optionally in one status, oldest first.
     pub async fn list_jobs(&self, session_id: Uuid, status: Option<JobStatus>, page: Page) -> Result<Listing<Job>> {
         let filter = status.map(|s| s.as_str());
@@ -678,30 +685,22 @@ impl Catalog {
     /// Marks assets as not indexed (their vectors were deleted): `pending`, no `indexed_at`, so the
     /// next scan embeds them again. Returns how many changed.
     pub async fn mark_unindexed(&self, ids: &[Uuid]) -> Result<u64> {
-        let now = Utc::now();
-        let mut changed = 0;
-        for chunk in ids.chunks(500) {
-            let placeholders = (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let text = format!("UPDATE image_assets SET training_status = 'pending', indexed_at = NULL, updated_at = $1 WHERE id IN ({placeholders})");
-            changed += on_pool!(self, p => {
-                let mut q = sqlx::query(sql(text.clone())).bind(now);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.execute(p).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(changed)
+        self.unindex_assets(ids, "").await
     }
 
     /// Marks assets whose file is gone from disk: `deleted_at` set, not indexed (their vectors were
     /// removed). A scan that finds the file again clears it. Returns how many changed.
     pub async fn mark_deleted(&self, ids: &[Uuid]) -> Result<u64> {
+        self.unindex_assets(ids, "deleted_at = $1, ").await
+    }
+
+    /// `pending`, no `indexed_at`, plus `also` (more `SET` assignments; `$1` is now), in chunks.
+    async fn unindex_assets(&self, ids: &[Uuid], also: &str) -> Result<u64> {
         let now = Utc::now();
         let mut changed = 0;
         for chunk in ids.chunks(500) {
             let placeholders = (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let text = format!("UPDATE image_assets SET deleted_at = $1, training_status = 'pending', indexed_at = NULL, updated_at = $1 WHERE id IN ({placeholders})");
+            let text = format!("UPDATE image_assets SET {also}training_status = 'pending', indexed_at = NULL, updated_at = $1 WHERE id IN ({placeholders})");
             changed += on_pool!(self, p => {
                 let mut q = sqlx::query(sql(text.clone())).bind(now);
                 for id in chunk {

@@ -179,10 +179,7 @@ async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -
 /// Ends a session whose jobs are all finished: completed (failed files are counted, not fatal).
 pub async fn finish_if_done(catalog: &Catalog, session_id: Uuid) -> Result<Session> {
     let session = catalog.get_session(session_id).await?;
-    let open = catalog.list_jobs(session_id, Some(JobStatus::Pending), Page::new(0, 1)).await?.total
-        + catalog.list_jobs(session_id, Some(JobStatus::Queued), Page::new(0, 1)).await?.total
-        + catalog.list_jobs(session_id, Some(JobStatus::Running), Page::new(0, 1)).await?.total;
-    if open == 0 && session.status == SessionStatus::Running {
+    if job_counts(catalog, session_id).await?.open() == 0 && session.status == SessionStatus::Running {
         return Ok(catalog.transition_session(session_id, SessionStatus::Completed).await?);
     }
     Ok(session)
@@ -242,15 +239,18 @@ impl JobCounts {
 }
 
 pub async fn job_counts(catalog: &Catalog, session_id: Uuid) -> Result<JobCounts> {
-    let count = |status| async move { catalog.list_jobs(session_id, Some(status), Page::new(0, 1)).await.map(|p| p.total) };
-    Ok(JobCounts {
-        pending: count(JobStatus::Pending).await?,
-        queued: count(JobStatus::Queued).await?,
-        running: count(JobStatus::Running).await?,
-        completed: count(JobStatus::Completed).await?,
-        failed: count(JobStatus::Failed).await?,
-        cancelled: count(JobStatus::Cancelled).await?,
-    })
+    let mut c = JobCounts::default();
+    for (status, n) in catalog.count_jobs(session_id).await? {
+        *match status {
+            JobStatus::Pending => &mut c.pending,
+            JobStatus::Queued => &mut c.queued,
+            JobStatus::Running => &mut c.running,
+            JobStatus::Completed => &mut c.completed,
+            JobStatus::Failed => &mut c.failed,
+            JobStatus::Cancelled => &mut c.cancelled,
+        } = n;
+    }
+    Ok(c)
 }
 
 /// Keeps a running session's progress: every `interval` it counts the jobs (the
