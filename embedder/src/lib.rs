@@ -136,16 +136,10 @@ impl Embedder {
                 failed += 1;
             }
             let infer_ms = if prep.is_ok() { per_image_inference } else { 0.0 };
-            results.push(EmbedResult {
-                v: protocol::VERSION,
-                job_id: job.job_id,
-                asset_id: job.asset_id,
-                session_id: job.session_id,
-                path: job.path.clone(),
-                created_at: job.created_at,
-                category_id: job.category_id,
+            results.push(EmbedResult::for_job(
+                job,
                 outcome,
-                evidence: EvidenceInfo {
+                EvidenceInfo {
                     model_name: self.model.name.clone(),
                     model_version: self.model.version.clone(),
                     device: device.clone(),
@@ -157,7 +151,7 @@ impl Embedder {
                     }),
                     processing_time_ms: (prep_ms + infer_ms).round() as i64,
                 },
-            });
+            ));
         }
         (results, BatchTimings { images: jobs.len(), failed, decode_ms, inference_ms })
     }

@@ -269,17 +269,11 @@ async fn poison(broker: &Broker, delivery: &Delivery, reason: &str, stats: &mut 
 
 /// A failed result for a job that was never embedded.
 fn failed_result(job: &EmbedJob, reason: &str, message: &str) -> EmbedResult {
-    EmbedResult {
-        v: protocol::VERSION,
-        job_id: job.job_id,
-        asset_id: job.asset_id,
-        session_id: job.session_id,
-        path: job.path.clone(),
-        created_at: job.created_at,
-        category_id: job.category_id,
-        outcome: Outcome::Failed { reason: reason.into(), message: message.into(), kind: FailureKind::Transient },
-        evidence: protocol::EvidenceInfo { model_name: String::new(), model_version: String::new(), device: String::new(), metadata: serde_json::json!(null), processing_time_ms: 0 },
-    }
+    EmbedResult::for_job(
+        job,
+        Outcome::Failed { reason: reason.into(), message: message.into(), kind: FailureKind::Transient },
+        protocol::EvidenceInfo { model_name: String::new(), model_version: String::new(), device: String::new(), metadata: serde_json::json!(null), processing_time_ms: 0 },
+    )
 }
 
 /// Inference, then the results published (confirmed), then the jobs acked or given back.

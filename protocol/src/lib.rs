@@ -124,6 +124,23 @@ mod tests {
     }
 }
 
+impl EmbedResult {
+    /// The answer to `job`: its ids and payload fields copied, with this outcome and evidence.
+    pub fn for_job(job: &EmbedJob, outcome: Outcome, evidence: EvidenceInfo) -> Self {
+        EmbedResult {
+            v: VERSION,
+            job_id: job.job_id,
+            asset_id: job.asset_id,
+            session_id: job.session_id,
+            path: job.path.clone(),
+            created_at: job.created_at,
+            category_id: job.category_id,
+            outcome,
+            evidence,
+        }
+    }
+}
+
 /// Test hook behind a `fail` failpoint (compiled in only with the `failpoints` features): says on
 /// stderr that the failpoint was reached and blocks this thread for good, so a test can kill the
 /// process with SIGKILL at exactly that point.
