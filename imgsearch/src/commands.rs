@@ -175,69 +175,68 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    if let Some(path) = &args.config {
-        return serve_distributed(&args, path).await;
-    }
     let app = App::open(&imgsearch::app::data_dir(args.data.data_dir.clone())?, args.qdrant_url.as_deref()).await?;
     let model_args = args.model;
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
-    let allowed = if args.allow_roots.is_empty() { vec![dirs::home_dir().context("no home directory; pass --allow-root DIR")?] } else { args.allow_roots };
-    let state = imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed, Some(app.data_dir.join("thumbnails")));
-    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
-    eprintln!("serving http://{} (data in {})", listener.local_addr()?, app.data_dir.display());
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        on_signal.cancel();
-    });
-    imgsearch::api::serve(state, listener, shutdown).await?;
+    let state = imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
+    run_api(state, args.addr, &format!("data in {}", app.data_dir.display())).await?;
     app.catalog.close().await;
     Ok(())
 }
 
+/// `--allow-root`, else the home directory.
+fn allowed_roots(given: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    if given.is_empty() { Ok(vec![dirs::home_dir().context("no home directory; pass --allow-root DIR")?]) } else { Ok(given.to_vec()) }
+}
+
+/// A token cancelled by Ctrl-C.
+fn cancel_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    token
+}
+
+/// Listens on `addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C.
+async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net::SocketAddr, about: &str) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("serving http://{} ({about})", listener.local_addr()?);
+    imgsearch::api::serve(state, listener, cancel_on_ctrl_c()).await
+}
+
 /// The API of the distributed wiring: the catalog in PostgreSQL, the vectors in Qdrant, started
 /// sessions published to RabbitMQ for the embedder and writer processes (all from the config).
-async fn serve_distributed(args: &ServeArgs, path: &std::path::Path) -> Result<()> {
-    let config = imgsearch::config::Config::from_file_and_env(Some(path))?;
+pub async fn serve_distributed(args: ServeArgs, config: imgsearch::config::Config) -> Result<()> {
     let catalog = imgsearch::roles::open_catalog(&config).await?;
     let vectors = imgsearch::roles::open_vectors(&config)?;
     let c = config.clone();
     let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
     let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
-    let allowed = if args.allow_roots.is_empty() { vec![dirs::home_dir().context("no home directory; pass --allow-root DIR")?] } else { args.allow_roots.clone() };
-    let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed, config.broker.broker_config());
-    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
-    eprintln!("serving http://{} (distributed: sessions go to {})", listener.local_addr()?, config.broker.broker_config().queue_name(broker::Queue::Jobs));
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        on_signal.cancel();
-    });
-    imgsearch::api::serve(state, listener, shutdown).await?;
+    let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed_roots(&args.allow_roots)?, config.broker.broker_config());
+    run_api(state, args.addr, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
     catalog.close().await;
     Ok(())
 }
 
-/// `imgsearch vectors ...` on the embedded data dir.
+/// `imgsearch vectors ...` on the embedded data dir, or the distributed stores with `--config`.
 pub async fn vectors(command: VectorsCommand) -> Result<()> {
-    use imgsearch::manage::Target;
-    if let VectorsCommand::Reindex(args) = command {
-        return reindex(args).await;
+    match command {
+        VectorsCommand::Reindex(args) => reindex(args).await,
+        VectorsCommand::Upgrade { no_swap, store, model } => upgrade(no_swap, store, model).await,
+        other => manage_vectors(other).await,
     }
-    if let VectorsCommand::Upgrade { no_swap, store, model } = command {
+}
+
+async fn upgrade(no_swap: bool, store: crate::VectorsStoreArgs, model: crate::ModelArgs) -> Result<()> {
+    {
         let app = open_stores(&store).await?;
         let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model)).await??);
-        let cancel = CancellationToken::new();
-        let on_ctrl_c = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_ctrl_c.cancel();
-            }
-        });
-        let up = manage::upgrade_model(&app.catalog, &app.vectors, model, !no_swap, cancel).await?;
+        let up = manage::upgrade_model(&app.catalog, &app.vectors, model, !no_swap, cancel_on_ctrl_c()).await?;
         if store.json {
             println!("{}", serde_json::to_string_pretty(&up)?);
         } else {
@@ -251,16 +250,15 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
             );
         }
         app.catalog.close().await;
-        return Ok(());
+        Ok(())
     }
-    let store = match &command {
-        VectorsCommand::Reindex(_) | VectorsCommand::Upgrade { .. } => unreachable!("handled above"),
-        VectorsCommand::DropCollection { store, .. } | VectorsCommand::Restore { store, .. } => store,
-        VectorsCommand::Delete(a) => &a.store,
-        VectorsCommand::Cleanup { store, .. } | VectorsCommand::Reset { store, .. } | VectorsCommand::Stats { store } | VectorsCommand::Logs { store, .. } => store,
-    };
-    let json = store.json;
-    let app = open_stores(store).await?;
+}
+
+/// The `vectors` commands that work on the stores as they are.
+async fn manage_vectors(command: VectorsCommand) -> Result<()> {
+    use imgsearch::manage::Target;
+    let json = command.store().json;
+    let app = open_stores(command.store()).await?;
     let collection = DEFAULT_COLLECTION;
     let out: serde_json::Value = match command {
         VectorsCommand::Restore { assets, .. } => {
@@ -327,7 +325,7 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
             }
             serde_json::to_value(stats)?
         }
-        VectorsCommand::Reindex(_) | VectorsCommand::Upgrade { .. } => unreachable!("handled above"),
+        VectorsCommand::Reindex(_) | VectorsCommand::Upgrade { .. } => unreachable!("vectors() dispatches these"),
         VectorsCommand::DropCollection { name, .. } => {
             let target = app.vectors.info(DEFAULT_COLLECTION).await?.map(|i| i.name);
             if target.as_deref() == Some(name.as_str()) || name == DEFAULT_COLLECTION {

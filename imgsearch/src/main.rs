@@ -118,6 +118,23 @@ enum VectorsCommand {
     },
 }
 
+impl VectorsCommand {
+    /// Which stores the command works on, and how it prints.
+    fn store(&self) -> &VectorsStoreArgs {
+        match self {
+            VectorsCommand::Delete(a) => &a.store,
+            VectorsCommand::Reindex(a) => &a.store,
+            VectorsCommand::Restore { store, .. }
+            | VectorsCommand::Cleanup { store, .. }
+            | VectorsCommand::Reset { store, .. }
+            | VectorsCommand::Upgrade { store, .. }
+            | VectorsCommand::DropCollection { store, .. }
+            | VectorsCommand::Stats { store }
+            | VectorsCommand::Logs { store, .. } => store,
+        }
+    }
+}
+
 #[derive(Args)]
 struct VectorsDeleteArgs {
     /// Asset ids (repeatable)
@@ -389,13 +406,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs a distributed role with logging and tracing set up from its config (`telemetry.log`,
-/// `telemetry.otlp_endpoint`); the spans still buffered are sent before it returns.
-fn run_role(config: Option<&Path>, service: &str, role: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+/// Runs a distributed role on its config (read once), with logging and tracing set up from it
+/// (`telemetry.log`, `telemetry.otlp_endpoint`); the spans still buffered are sent before it returns.
+fn run_role<F: std::future::Future<Output = Result<()>>>(path: Option<&Path>, service: &str, role: impl FnOnce(Config) -> F) -> Result<()> {
+    let config = Config::from_file_and_env(path)?;
     runtime()?.block_on(async {
-        let telemetry = Config::from_file_and_env(config).map(|c| c.telemetry).unwrap_or_default();
+        let telemetry = config.telemetry.clone();
         let provider = telemetry::init(&telemetry.log, telemetry.otlp_endpoint.as_deref(), &format!("imgsearch-{service}"))?;
-        let result = role.await;
+        tracing::debug!(config = %config.redacted().to_toml(), "configuration");
+        let result = role(config).await;
         if let Some(p) = provider {
             let _ = p.shutdown();
         }
@@ -426,11 +445,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Index(args) => runtime()?.block_on(commands::index(args)),
         Command::Search(args) => runtime()?.block_on(commands::search(args)),
         Command::Status(args) => runtime()?.block_on(commands::status(args)),
-        Command::Serve(args) if args.config.is_some() => run_role(args.config.clone().as_deref(), "api", commands::serve(args)),
+        Command::Serve(args) if args.config.is_some() => run_role(args.config.clone().as_deref(), "api", |config| commands::serve_distributed(args, config)),
         Command::Serve(args) => runtime()?.block_on(commands::serve(args)),
-        Command::Coordinator(args) => run_role(args.role.config.clone().as_deref(), "coordinator", role_commands::coordinator(args)),
-        Command::Embedder(args) => run_role(args.config.clone().as_deref(), "embedder", role_commands::embedder(args)),
-        Command::Writer(args) => run_role(args.config.clone().as_deref(), "writer", role_commands::writer(args)),
+        Command::Coordinator(args) => run_role(args.role.config.clone().as_deref(), "coordinator", |config| role_commands::coordinator(args, config)),
+        Command::Embedder(args) => run_role(args.config.as_deref(), "embedder", role_commands::embedder),
+        Command::Writer(args) => run_role(args.config.as_deref(), "writer", role_commands::writer),
         Command::Vectors(command) => runtime()?.block_on(commands::vectors(command)),
         Command::Config(args) => {
             print!("{}", Config::from_file_and_env(args.config.as_deref())?.redacted().to_toml());

@@ -8,7 +8,7 @@ use clip::{ClipModel, RuntimeOptions};
 use imgsearch::{config::Config, roles};
 use tokio_util::sync::CancellationToken;
 
-use crate::{CoordinatorArgs, RoleArgs, resolve_model};
+use crate::{CoordinatorArgs, resolve_model};
 
 /// A token cancelled by SIGTERM or Ctrl-C: the roles drain and stop on it.
 fn shutdown_on_signals() -> Result<CancellationToken> {
@@ -26,11 +26,6 @@ fn shutdown_on_signals() -> Result<CancellationToken> {
     Ok(token)
 }
 
-fn load(args: &RoleArgs) -> Result<Config> {
-    let config = Config::from_file_and_env(args.config.as_deref())?;
-    tracing::debug!(config = %config.redacted().to_toml(), "configuration");
-    Ok(config)
-}
 
 pub(crate) fn load_model(config: &Config) -> Result<ClipModel> {
     let dir = resolve_model(&config.model.name, config.model.cache.clone())?;
@@ -39,8 +34,7 @@ pub(crate) fn load_model(config: &Config) -> Result<ClipModel> {
     Ok(ClipModel::load(&dir, &options)?)
 }
 
-pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
-    let config = load(&args.role)?;
+pub async fn coordinator(args: CoordinatorArgs, config: Config) -> Result<()> {
     let shutdown = shutdown_on_signals()?;
     let metrics = roles::serve_metrics(config.coordinator.metrics_addr, shutdown.clone()).await?;
     // the coordinator needs the model's version and size, not the model: no ONNX Runtime here
@@ -97,8 +91,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn embedder(args: RoleArgs) -> Result<()> {
-    let config = load(&args)?;
+pub async fn embedder(config: Config) -> Result<()> {
     let shutdown = shutdown_on_signals()?;
     let metrics = roles::serve_metrics(config.embedder.metrics_addr, shutdown.clone()).await?;
     let c = config.clone();
@@ -114,8 +107,7 @@ pub async fn embedder(args: RoleArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn writer(args: RoleArgs) -> Result<()> {
-    let config = load(&args)?;
+pub async fn writer(config: Config) -> Result<()> {
     let shutdown = shutdown_on_signals()?;
     let metrics = roles::serve_metrics(config.writer.metrics_addr, shutdown.clone()).await?;
     eprintln!("writer: metrics on http://{metrics}/metrics; consuming {}", config.broker.broker_config().queue_name(broker::Queue::Embeddings));

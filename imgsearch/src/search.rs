@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use catalog::{Asset, Catalog, CatalogError};
 use clip::ClipModel;
 use serde::Serialize;
-use vectors::{DEFAULT_COLLECTION, Hit, PointFilter, VectorError, VectorStore};
+use vectors::{DEFAULT_COLLECTION, Hit, PointFilter, VectorStore};
 
 /// The most results one request may ask for.
 pub const MAX_LIMIT: usize = 100;
@@ -59,17 +59,6 @@ pub async fn search_text(catalog: &Catalog, vectors: &VectorStore, models: &[Arc
 pub struct ModelMismatch {
     pub built_with: String,
     pub this: String,
-}
-
-/// The collection searches use, resolved from the alias (`Ok(None)`: nothing indexed yet, empty
-/// results), if it was built by `model_version` (another model's vectors are not comparable: an
-/// error).
-pub async fn index_is_searchable(vectors: &VectorStore, model_version: &str) -> Result<Result<Option<String>, ModelMismatch>, VectorError> {
-    let Some(info) = vectors.info(DEFAULT_COLLECTION).await? else { return Ok(Ok(None)) };
-    if info.model_version.as_deref() != Some(model_version) {
-        return Ok(Err(ModelMismatch { built_with: info.model_version.unwrap_or_else(|| "unknown".into()), this: model_version.to_owned() }));
-    }
-    Ok(Ok(Some(info.name)))
 }
 
 /// The hits with their assets, fetched in one catalog query, in ranking order. A point whose asset
