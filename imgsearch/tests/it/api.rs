@@ -3,9 +3,8 @@
 //! sessions that index in the background, 503 when the vector store is down.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -41,25 +40,14 @@ fn start(extra: &[&str]) -> Server {
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         cmd.env("ORT_DYLIB_PATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
     }
-    let mut child = cmd
-        .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .arg("--allow-root")
-        .arg(images.path())
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // the first line says where it listens: "serving http://127.0.0.1:PORT (data in ...)"
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("imgsearch serve printed where it listens").unwrap();
-        if let Some(rest) = line.strip_prefix("serving ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (child, base) = crate::spawn_serve(
+        cmd.env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .arg("--allow-root")
+            .arg(images.path())
+            .args(extra),
+    );
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
     Server { child, base, agent, images, _data: data }
 }

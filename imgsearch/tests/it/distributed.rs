@@ -454,22 +454,9 @@ async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_
 
 /// `imgsearch serve --config` of the cluster: the API of the distributed wiring. Returns its base URL.
 fn serve(cluster: &mut Cluster, allow_root: &Path) -> String {
-    use std::io::{BufRead, BufReader};
     let config = cluster.logs.path().join("imgsearch.toml");
     std::fs::write(&config, "# everything from the IMGSEARCH__ environment\n").unwrap();
-    let mut child = cluster
-        .command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("imgsearch serve printed where it listens").unwrap();
-        if let Some(rest) = line.strip_prefix("serving ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (child, base) = crate::spawn_serve(&mut cluster.command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()]));
     cluster.children.push(("serve".into(), child));
     base
 }
