@@ -255,7 +255,9 @@ pub struct JobResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     Completed,
-    Failed { error: String },
+    /// `permanent`: the file itself is bad, so its asset is `failed` and an unchanged file is not
+    /// tried again; otherwise (I/O, the runtime) the asset goes back to `pending` for the next run.
+    Failed { error: String, permanent: bool },
 }
 
 /// What `record_results` did with each job of a batch.
@@ -310,6 +312,18 @@ pub struct Counts {
     /// session status -> sessions
     pub sessions: std::collections::BTreeMap<String, i64>,
     pub failed_jobs: i64,
+}
+
+/// Assets whose last attempt failed permanently, for one reason (`imgsearch status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureGroup {
+    /// The fixed label before the first `:` of the job's error (`corrupt`, `too_large`, ...).
+    pub reason: String,
+    /// Assets (not jobs: an asset tried twice counts once).
+    pub count: i64,
+    /// Up to the asked number of paths, in path order.
+    pub examples: Vec<String>,
 }
 
 /// A page of a listing: `offset` rows skipped, at most `limit` returned.

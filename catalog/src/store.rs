@@ -296,6 +296,39 @@ impl Catalog {
         Ok(Counts { assets: assets.into_iter().collect(), sessions: sessions.into_iter().collect(), failed_jobs })
     }
 
+    /// The assets marked failed, grouped by the reason of their latest failed job, most frequent
+    /// first, with up to `examples` paths each.
+    pub async fn failures(&self, examples: usize) -> Result<Vec<FailureGroup>> {
+        let rows: Vec<(String, Option<String>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT a.path, j.error_message FROM image_assets a JOIN training_jobs j ON j.asset_id = a.id
+             WHERE a.training_status = 'failed' AND j.status = 'failed'
+             ORDER BY a.path, j.completed_at DESC")
+            .fetch_all(p).await)?;
+        let mut groups: Vec<FailureGroup> = Vec::new();
+        let mut last_path: Option<String> = None;
+        for (path, error) in rows {
+            // the latest job of each asset comes first
+            if last_path.as_deref() == Some(path.as_str()) {
+                continue;
+            }
+            let reason = error.as_deref().and_then(|e| e.split_once(':')).map(|(r, _)| r.trim()).unwrap_or("unknown").to_owned();
+            let group = match groups.iter_mut().position(|g| g.reason == reason) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(FailureGroup { reason, count: 0, examples: Vec::new() });
+                    groups.last_mut().expect("just pushed")
+                }
+            };
+            group.count += 1;
+            if group.examples.len() < examples {
+                group.examples.push(path.clone());
+            }
+            last_path = Some(path);
+        }
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        Ok(groups)
+    }
+
     pub async fn list_assets(&self, page: Page) -> Result<Listing<Asset>> {
         let (rows, total): (Vec<AssetRow>, i64) = on_pool!(self, p => {
             let rows = sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets ORDER BY path LIMIT $1 OFFSET $2")))
@@ -608,7 +641,8 @@ impl Catalog {
             for r in results {
                 let (status, asset_status, error) = match &r.outcome {
                     JobOutcome::Completed => ("completed", "trained", None),
-                    JobOutcome::Failed { error } => ("failed", "failed", Some(error.as_str())),
+                    JobOutcome::Failed { error, permanent: true } => ("failed", "failed", Some(error.as_str())),
+                    JobOutcome::Failed { error, permanent: false } => ("failed", "pending", Some(error.as_str())),
                 };
                 let moved: Option<(Uuid, Uuid)> = sqlx::query_as(
                     "UPDATE training_jobs SET status = $2, error_message = $3, processing_time_ms = $4, progress = 1,

@@ -224,17 +224,20 @@ async fn a_batch_of_results_commits_together_and_a_redelivery_changes_nothing(c:
 }
 
 async fn failed_results_are_counted_as_failures(c: Catalog) {
-    let (session, jobs) = session_with_jobs(&c, 2).await;
-    let failed = JobResult {
-        job_id: jobs[1].id,
-        outcome: JobOutcome::Failed { error: "corrupt or truncated image".into() },
+    let (session, jobs) = session_with_jobs(&c, 3).await;
+    let failed = |job_id, error: &str, permanent| JobResult {
+        job_id,
+        outcome: JobOutcome::Failed { error: error.into(), permanent },
         processing_time_ms: Some(3),
         evidence: NewEvidence { model_name: "tiny-clip".into(), model_version: "abc".into(), ..Default::default() },
     };
-    let report = c.record_results(&[completed(jobs[0].id, "x"), failed]).await.unwrap();
-    assert_eq!(report.applied.len(), 2);
+    let batch = [completed(jobs[0].id, "x"), failed(jobs[1].id, "corrupt or truncated image", true), failed(jobs[2].id, "io: cannot read image", false)];
+    let report = c.record_results(&batch).await.unwrap();
+    assert_eq!(report.applied.len(), 3);
     let s = c.get_session(session.id).await.unwrap();
-    assert_eq!((s.processed_images, s.failed_images), (1, 1));
+    assert_eq!((s.processed_images, s.failed_images), (1, 2));
+    // a transient failure leaves its asset to the next run; a permanent one marks it failed
+    assert_eq!(c.get_asset(jobs[2].asset_id).await.unwrap().training_status, TrainingStatus::Pending);
     let job = c.get_job(jobs[1].id).await.unwrap();
     assert_eq!((job.status, job.error_message.as_deref()), (JobStatus::Failed, Some("corrupt or truncated image")));
     let asset = c.get_asset(jobs[1].asset_id).await.unwrap();

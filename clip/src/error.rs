@@ -16,19 +16,40 @@ pub enum ModelError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// An image that cannot be turned into a model input. These are permanent: retrying never helps.
+/// An image that cannot be turned into a model input. All are permanent (retrying the same bytes
+/// never helps) except `Io` and `Busy`.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("cannot read image {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a regular file ({kind}); only regular files are read")]
+    NotARegularFile { path: PathBuf, kind: &'static str },
     #[error("not a supported image (jpeg, png, webp, gif, bmp, tiff)")]
     UnsupportedFormat,
     #[error("corrupt or truncated image: {0}")]
     Decode(String),
     #[error("image of {width}x{height} has more than {limit} pixels; raise the pixel limit to accept it")]
     TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error("image of {width}x{height} has a side longer than {limit} pixels")]
+    SideTooLong { width: u32, height: u32, limit: u32 },
+    #[error("file of {size} bytes is larger than the limit of {limit} bytes")]
+    FileTooLarge { size: u64, limit: u64 },
+    #[error("decoding needs {needed} bytes of memory, more than the budget of {limit} bytes")]
+    OverMemoryBudget { needed: u64, limit: u64 },
+    #[error("the decoder refused to go over its limits: {0}")]
+    DecoderLimit(String),
+    #[error("jpeg has {scans} scans, more than the limit of {limit} (each scan is a pass over the whole image)")]
+    TooManyScans { scans: usize, limit: usize },
+    #[error("image of {width}x{height} is more than {limit} times longer than it is wide; such strips are not indexed")]
+    ExtremeAspect { width: u32, height: u32, limit: u32 },
     #[error("image is empty (0 pixels)")]
     Empty,
+    #[error("the image decoder crashed on this file: {0}")]
+    DecoderPanic(String),
+    #[error("decoding took longer than {0:?}; the file is treated as hostile")]
+    DecodeTimeout(std::time::Duration),
+    #[error("no decode thread could be started: {0}")]
+    Busy(String),
 }
 
 impl ImageError {
@@ -36,11 +57,27 @@ impl ImageError {
     pub fn reason(&self) -> &'static str {
         match self {
             ImageError::Io { .. } => "io",
+            ImageError::NotARegularFile { .. } => "not_a_regular_file",
             ImageError::UnsupportedFormat => "unsupported_format",
             ImageError::Decode(_) => "corrupt",
-            ImageError::TooManyPixels { .. } => "too_many_pixels",
+            ImageError::TooManyPixels { .. }
+            | ImageError::SideTooLong { .. }
+            | ImageError::FileTooLarge { .. }
+            | ImageError::OverMemoryBudget { .. }
+            | ImageError::DecoderLimit(_)
+            | ImageError::TooManyScans { .. } => "too_large",
+            ImageError::ExtremeAspect { .. } => "extreme_aspect",
             ImageError::Empty => "empty",
+            ImageError::DecoderPanic(_) => "decoder_panic",
+            ImageError::DecodeTimeout(_) => "decode_timeout",
+            ImageError::Busy(_) => "busy",
         }
+    }
+
+    /// Whether the same file may succeed later (an I/O error, no thread to decode on); everything
+    /// else is a property of the bytes and is recorded once.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ImageError::Io { .. } | ImageError::Busy(_))
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod embed;
 pub mod error;
+pub mod guard;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 pub mod model;
@@ -16,6 +17,7 @@ pub mod text;
 
 pub use embed::{ClipModel, cosine, embedding_checksum};
 pub use error::{ClipError, ImageError, ModelError};
+pub use guard::Limits;
 pub use model::{DEFAULT_MODEL, ModelDir, PreprocessConfig};
 pub use preprocess::{ImageInfo, PreparedImage, Preprocessor};
 pub use runtime::{DeviceRequest, RuntimeOptions};

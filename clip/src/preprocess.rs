@@ -9,6 +9,11 @@
 //! Large JPEGs can take a fast path: decode at 1/2, 1/4 or 1/8 size in the DCT domain, then resize
 //! the small image. Its drift from the reference is measured in the tests and the bench.
 //!
+//! Every file is held to [`Limits`] before it is decoded, and every decode runs guarded (see
+//! `guard`): a hostile file is an `ImageError` with its reason, never a crash, a hang or an
+//! unbounded allocation. A JPEG is decoded up to its end-of-image marker; data appended after it
+//! (a phone's motion-photo video, a second picture) is ignored.
+//!
 //! Nothing here touches ONNX Runtime or any store: it is pure CPU work, safe to run on any thread.
 
 use std::{io::Cursor, path::Path, time::Instant};
@@ -19,11 +24,9 @@ use serde::Serialize;
 
 use crate::{
     error::ImageError,
+    guard::{self, Limits},
     model::{Interpolation, PreprocessConfig, ResizeMode},
 };
-
-/// Images with more pixels than this are refused before decoding (decompression bombs).
-pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
 /// What was learned about an image while preparing it; recorded as evidence.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -61,7 +64,18 @@ pub struct Preprocessor {
     cfg: PreprocessConfig,
     lut: [[f32; 256]; 3],
     fast_jpeg: bool,
-    max_pixels: u64,
+    limits: Limits,
+}
+
+/// How small a decode may be: JPEGs decode at 1/2-1/8 size in the DCT domain when allowed and the
+/// result still covers what is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    Full,
+    /// The shortest side stays at least this long (model input: the fast path).
+    Shortest(u32),
+    /// The longest side stays at least this long (thumbnails).
+    Longest(u32),
 }
 
 impl Preprocessor {
@@ -73,7 +87,7 @@ impl Preprocessor {
                 *out = (v as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
             }
         }
-        Preprocessor { cfg, lut, fast_jpeg: false, max_pixels: DEFAULT_MAX_PIXELS }
+        Preprocessor { cfg, lut, fast_jpeg: false, limits: Limits::default() }
     }
 
     /// Decode large JPEGs at reduced size in the DCT domain (faster, drifts slightly from the reference).
@@ -83,8 +97,17 @@ impl Preprocessor {
     }
 
     pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
-        self.max_pixels = max_pixels;
+        self.limits.max_pixels = max_pixels;
         self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn config(&self) -> &PreprocessConfig {
@@ -102,21 +125,38 @@ impl Preprocessor {
         3 * h as usize * w as usize
     }
 
+    /// Reads (a regular file only, within the size limit) and prepares one image, guarded.
     pub fn prepare_file(&self, path: &Path) -> Result<PreparedImage, ImageError> {
-        let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_owned(), source })?;
-        self.prepare(&bytes)
+        let (this, path) = (self.clone(), path.to_owned());
+        guard::run_guarded(self.limits.decode_timeout, move || {
+            let bytes = guard::read_file(&path, &this.limits)?;
+            this.prepare_unguarded(&bytes)
+        })
     }
 
+    /// Prepares image bytes (an upload), guarded.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
-        let started = Instant::now();
-        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && !jpeg_is_complete(bytes) {
-            // zune-jpeg fills a truncated scan with grey; such a file must fail, not be indexed
-            return Err(ImageError::Decode("jpeg ends before its end-of-image marker (truncated file)".into()));
+        if bytes.len() as u64 > self.limits.max_file_bytes {
+            return Err(ImageError::FileTooLarge { size: bytes.len() as u64, limit: self.limits.max_file_bytes });
         }
-        let decoded = match self.jpeg_decode(bytes) {
-            Some(d) => d?,
-            None => self.full_decode(bytes)?,
-        };
+        let (this, bytes) = (self.clone(), bytes.to_vec());
+        guard::run_guarded(self.limits.decode_timeout, move || this.prepare_unguarded(&bytes))
+    }
+
+    /// Decodes a file for display (thumbnails): RGB, EXIF orientation applied, JPEGs at the smallest
+    /// DCT scale whose longer side still has `longest` pixels. Same limits and guard as `prepare`.
+    pub fn decode_file_for_display(&self, path: &Path, longest: u32) -> Result<RgbImage, ImageError> {
+        let (this, path) = (self.clone(), path.to_owned());
+        guard::run_guarded(self.limits.decode_timeout, move || {
+            let bytes = guard::read_file(&path, &this.limits)?;
+            Ok(this.decode(&bytes, Scale::Longest(longest))?.rgb)
+        })
+    }
+
+    fn prepare_unguarded(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {
+        let started = Instant::now();
+        let scale = if self.fast_jpeg { Scale::Shortest(self.output_hw().0.max(self.output_hw().1)) } else { Scale::Full };
+        let decoded = self.decode(bytes, scale)?;
         let decode_ms = ms_since(started);
         let started = Instant::now();
         let pixels = self.resize_crop_normalize(&decoded.rgb)?;
@@ -136,22 +176,39 @@ impl Preprocessor {
         })
     }
 
-    fn check_pixels(&self, width: u32, height: u32) -> Result<(), ImageError> {
-        if width == 0 || height == 0 {
-            return Err(ImageError::Empty);
+    /// Any supported image to RGB, limits checked on the header before the pixels are decoded.
+    fn decode(&self, bytes: &[u8], scale: Scale) -> Result<Decoded, ImageError> {
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            // only the JPEG itself: zune-jpeg would fill a truncated scan with grey (such a file must
+            // fail, not be indexed), and what follows the end-of-image marker is not part of it
+            let extent = jpeg_extent(bytes).ok_or_else(|| ImageError::Decode("jpeg ends before its end-of-image marker (truncated file)".into()))?;
+            let (w, h) = extent.frame.ok_or_else(|| ImageError::Decode("jpeg has no frame header".into()))?;
+            self.limits.check_dimensions(w, h)?;
+            if extent.scans > self.limits.max_jpeg_scans {
+                return Err(ImageError::TooManyScans { scans: extent.scans, limit: self.limits.max_jpeg_scans });
+            }
+            let jpeg = &bytes[..extent.end];
+            return match self.jpeg_decode(jpeg, scale) {
+                Some(d) => d,
+                None => self.full_decode(jpeg),
+            };
         }
-        if width as u64 * height as u64 > self.max_pixels {
-            return Err(ImageError::TooManyPixels { width, height, limit: self.max_pixels });
-        }
-        Ok(())
+        self.full_decode(bytes)
     }
 
     fn full_decode(&self, bytes: &[u8]) -> Result<Decoded, ImageError> {
-        let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Decode(e.to_string()))?;
+        let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Decode(e.to_string()))?;
         let format = reader.format().ok_or(ImageError::UnsupportedFormat)?;
+        // the dimensions are checked below, with our reasons; the decoder keeps to the memory budget
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(self.limits.max_decode_bytes);
+        reader.limits(limits);
         let mut decoder = reader.into_decoder().map_err(decode_error)?;
         let (w, h) = decoder.dimensions();
-        self.check_pixels(w, h)?;
+        self.limits.check_dimensions(w, h)?;
+        // the decoded buffer plus its RGB copy
+        let rgb_bytes = u64::from(w) * u64::from(h) * 3;
+        self.limits.check_decode_bytes(decoder.total_bytes().saturating_add(rgb_bytes))?;
         let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
         let color = format!("{:?}", decoder.original_color_type()).to_lowercase();
         let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
@@ -172,10 +229,7 @@ impl Preprocessor {
     /// large ones decode at 1/2, 1/4 or 1/8 size in the DCT domain, never below the model's size.
     /// `None` means "take the generic decoder": not a JPEG, or CMYK/YCCK, which libjpeg-turbo cannot
     /// turn into RGB. A JPEG libjpeg-turbo rejects is an error here, never passed on.
-    fn jpeg_decode(&self, bytes: &[u8]) -> Option<Result<Decoded, ImageError>> {
-        if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            return None;
-        }
+    fn jpeg_decode(&self, bytes: &[u8], scale: Scale) -> Option<Result<Decoded, ImageError>> {
         let mut dec = match turbojpeg::Decompressor::new() {
             Ok(d) => d,
             Err(e) => return Some(Err(ImageError::Decode(e.to_string()))),
@@ -187,22 +241,18 @@ impl Preprocessor {
         if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
             return None;
         }
-        Some(self.turbo_decode(&mut dec, bytes, header.width as u32, header.height as u32, header.colorspace))
+        Some(self.turbo_decode(&mut dec, bytes, header.width as u32, header.height as u32, header.colorspace, scale))
     }
 
-    fn turbo_decode(&self, dec: &mut turbojpeg::Decompressor, bytes: &[u8], w: u32, h: u32, colorspace: turbojpeg::Colorspace) -> Result<Decoded, ImageError> {
-        self.check_pixels(w, h)?;
-        let (th, tw) = self.output_hw();
-        let target = th.max(tw);
-        let mut scale = 1u32;
-        if self.fast_jpeg {
-            for denom in [8u32, 4, 2] {
-                if w.div_ceil(denom).min(h.div_ceil(denom)) >= target {
-                    scale = denom;
-                    break;
-                }
-            }
-        }
+    fn turbo_decode(&self, dec: &mut turbojpeg::Decompressor, bytes: &[u8], w: u32, h: u32, colorspace: turbojpeg::Colorspace, wanted: Scale) -> Result<Decoded, ImageError> {
+        self.limits.check_dimensions(w, h)?;
+        self.limits.check_decode_bytes(u64::from(w) * u64::from(h) * 3)?;
+        let covered = |denom: u32| match wanted {
+            Scale::Full => false,
+            Scale::Shortest(target) => w.div_ceil(denom).min(h.div_ceil(denom)) >= target,
+            Scale::Longest(target) => w.div_ceil(denom).max(h.div_ceil(denom)) >= target,
+        };
+        let scale = [8u32, 4, 2].into_iter().find(|&d| covered(d)).unwrap_or(1);
         let (sw, sh) = (w.div_ceil(scale), h.div_ceil(scale));
         let mut rgb = RgbImage::new(sw, sh);
         let out = turbojpeg::Image { pixels: rgb.as_mut(), width: sw as usize, pitch: 3 * sw as usize, height: sh as usize, format: turbojpeg::PixelFormat::RGB };
@@ -301,14 +351,62 @@ fn swaps_axes(o: Orientation) -> bool {
     matches!(o, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH)
 }
 
-/// A JPEG is complete when an end-of-image marker follows its last start-of-scan. Entropy-coded data
-/// stuffs every 0xFF with 0x00, so `FF D9` there is always the real marker; thumbnails in APP1 come
-/// before the main scan and do not count.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_sos {
-        Some(pos) => bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
+/// What walking a JPEG's segments tells before any pixel is decoded.
+#[derive(Debug, PartialEq, Eq)]
+struct JpegExtent {
+    /// Just past the end-of-image marker: what follows (a motion photo's video) is not the JPEG.
+    end: usize,
+    scans: usize,
+    /// (width, height) from the first frame header.
+    frame: Option<(u32, u32)>,
+}
+
+/// Walks a JPEG's segments: each marker segment is skipped by its length (so a thumbnail inside
+/// EXIF does not count), and after a start-of-scan the entropy-coded data runs to the next marker
+/// that is neither a stuffed `FF 00` nor a restart marker. `None` when the data ends first (a
+/// truncated file).
+fn jpeg_extent(bytes: &[u8]) -> Option<JpegExtent> {
+    let mut pos = 2; // after SOI
+    let mut scans = 0;
+    let mut frame = None;
+    loop {
+        if *bytes.get(pos)? != 0xFF {
+            return None;
+        }
+        while *bytes.get(pos)? == 0xFF {
+            pos += 1; // fill bytes
+        }
+        let marker = bytes[pos];
+        pos += 1;
+        match marker {
+            0xD9 => return Some(JpegExtent { end: pos, scans, frame }),
+            0x01 | 0xD0..=0xD7 => continue, // standalone markers
+            _ => {}
+        }
+        let len = u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]) as usize;
+        if len < 2 {
+            return None;
+        }
+        // start of frame (not DHT C4, JPG C8, DAC CC): precision, height, width
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) && frame.is_none() && len >= 7 {
+            let at = |i: usize| bytes.get(pos + i).copied().map(u32::from);
+            frame = Some(((at(5)? << 8) | at(6)?, (at(3)? << 8) | at(4)?));
+        }
+        pos += len;
+        if pos > bytes.len() {
+            return None;
+        }
+        if marker == 0xDA {
+            scans += 1;
+            loop {
+                pos += bytes.get(pos..)?.iter().position(|&b| b == 0xFF)?;
+                match *bytes.get(pos + 1)? {
+                    0x00 | 0xD0..=0xD7 => pos += 2,
+                    0xFF => pos += 1,
+                    _ => break,
+                }
+            }
+        }
     }
 }
 
@@ -334,7 +432,7 @@ fn center_offset(len: u32, crop: u32) -> u32 {
 fn decode_error(e: image::ImageError) -> ImageError {
     match e {
         image::ImageError::Unsupported(_) => ImageError::UnsupportedFormat,
-        image::ImageError::Limits(l) => ImageError::Decode(l.to_string()),
+        image::ImageError::Limits(l) => ImageError::DecoderLimit(l.to_string()),
         other => ImageError::Decode(other.to_string()),
     }
 }
@@ -406,6 +504,28 @@ mod tests {
         let jpeg = encode(&DynamicImage::new_rgb8(300, 200), ImageFormat::Jpeg);
         let err = p.prepare(&jpeg[..jpeg.len() / 3]).unwrap_err();
         assert_eq!(err.reason(), "corrupt", "{err}");
+    }
+
+    #[test]
+    fn a_jpeg_ends_at_its_end_of_image_marker() {
+        let jpeg = encode(&DynamicImage::new_rgb8(300, 200), ImageFormat::Jpeg);
+        assert_eq!(jpeg_extent(&jpeg), Some(JpegExtent { end: jpeg.len(), scans: 1, frame: Some((300, 200)) }));
+        // a motion photo: the video after the JPEG holds bytes that look like markers
+        let mut motion = jpeg.clone();
+        motion.extend_from_slice(b"\0\0\0\x18ftypmp42\xFF\xDA\x00\x08\xFF\xD8\xFF\xE0junk");
+        assert_eq!(jpeg_extent(&motion), Some(JpegExtent { end: jpeg.len(), scans: 1, frame: Some((300, 200)) }));
+        assert_eq!(jpeg_extent(&jpeg[..jpeg.len() - 2]), None, "no end-of-image marker");
+        assert_eq!(jpeg_extent(&jpeg[..jpeg.len() / 2]), None);
+        let p = Preprocessor::new(PreprocessConfig::openclip_vit_b32());
+        assert_eq!(p.prepare(&motion).unwrap().pixels, p.prepare(&jpeg).unwrap().pixels);
+    }
+
+    #[test]
+    fn a_strip_is_refused_before_its_resize_is_allocated() {
+        let p = Preprocessor::new(PreprocessConfig::openclip_vit_b32());
+        let png = encode(&DynamicImage::new_rgb8(5000, 10), ImageFormat::Png);
+        let err = p.prepare(&png).unwrap_err();
+        assert_eq!((err.reason(), err.to_string()), ("extreme_aspect", "image of 5000x10 is more than 100 times longer than it is wide; such strips are not indexed".to_owned()));
     }
 
     #[test]

@@ -29,7 +29,7 @@ type Result<T> = std::result::Result<T, CoordinatorError>;
 
 /// How a session's roots are written in its `root_path`: canonical paths joined by a newline.
 pub fn roots_key(roots: &[PathBuf]) -> String {
-    let mut keys: Vec<String> = roots.iter().map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()).to_string_lossy().into_owned()).collect();
+    let mut keys: Vec<String> = roots.iter().map(|r| protocol::paths::to_stored(&r.canonicalize().unwrap_or_else(|_| r.clone()))).collect();
     keys.sort();
     keys.dedup();
     keys.join("\n")
@@ -56,7 +56,8 @@ pub async fn resumable_session(catalog: &Catalog, key: &str) -> Result<Option<Se
 }
 
 /// Scans the roots into a new or resumed session, records its jobs and moves it to running.
-pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i64>, name: Option<String>) -> Result<Prepared> {
+/// Unchanged files that failed permanently get a job only with `retry_failed`.
+pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i64>, name: Option<String>, retry_failed: bool) -> Result<Prepared> {
     let key = roots_key(roots);
     let existing = resumable_session(catalog, &key).await?;
     let resumed = existing.is_some();
@@ -67,14 +68,14 @@ pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i
             catalog.create_session(NewSession { name, root_path: key, category_id }).await?
         }
     };
-    prepare_session(catalog, session, roots, resumed).await
+    prepare_session(catalog, session, roots, resumed, retry_failed).await
 }
 
 /// Scans an existing session's roots, records its jobs and moves it to running.
 /// Subdirectories the user deselected are not scanned.
-pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathBuf], resumed: bool) -> Result<Prepared> {
-    let exclude: Vec<PathBuf> = catalog.list_subdirectories(session.id).await?.into_iter().filter(|d| !d.selected).map(|d| PathBuf::from(d.path)).collect();
-    let scan = ingest::scan(catalog, roots, &exclude, session.category_id).await?;
+pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathBuf], resumed: bool, retry_failed: bool) -> Result<Prepared> {
+    let exclude: Vec<PathBuf> = catalog.list_subdirectories(session.id).await?.into_iter().filter(|d| !d.selected).map(|d| protocol::paths::from_stored(&d.path)).collect();
+    let scan = ingest::scan(catalog, roots, &exclude, ingest::ScanOptions { category_id: session.category_id, retry_failed }).await?;
     let needs: Vec<Uuid> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
     let jobs_created = catalog.create_jobs(session.id, &needs).await?;
     let session = match session.status {
@@ -188,11 +189,11 @@ pub async fn finish_if_done(catalog: &Catalog, session_id: Uuid) -> Result<Sessi
 /// The session's subdirectories, recorded from a scan of its roots the first time they are asked
 /// for (all selected), with fresh image counts on later calls (selections kept).
 pub async fn subdirectories(catalog: &Catalog, session: &Session) -> Result<Vec<catalog::Subdirectory>> {
-    let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
+    let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
     let mut found = Vec::new();
     for root in roots {
-        let (dirs, _) = tokio::task::spawn_blocking(move || ingest::subdirectories(&root)).await.expect("counting does not panic")?;
-        found.extend(dirs.into_iter().map(|d| (d.path, d.name, d.image_count)));
+        let scan = tokio::task::spawn_blocking(move || ingest::subdirectories(&root)).await.expect("counting does not panic")?;
+        found.extend(scan.directories.into_iter().map(|d| (d.path, d.name, d.image_count)));
     }
     catalog.upsert_subdirectories(session.id, &found).await?;
     Ok(catalog.list_subdirectories(session.id).await?)

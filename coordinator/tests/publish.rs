@@ -34,7 +34,7 @@ async fn pending_jobs_are_published_once_and_marked_queued() {
     let broker = Broker::connect(cfg).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)");
     let images = shapes(30);
 
-    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("dist".into())).await.unwrap();
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("dist".into()), false).await.unwrap();
     assert_eq!(prepared.jobs_created, 30);
     assert_eq!(coordinator::publish_pending(&catalog, &broker, &prepared.session).await.unwrap(), 30);
     assert_eq!(catalog.list_jobs(prepared.session.id, Some(JobStatus::Queued), Page::new(0, 1)).await.unwrap().total, 30);

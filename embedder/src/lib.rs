@@ -4,8 +4,10 @@
 //! writes to a store, and it knows nothing of the queue that feeds it.
 //!
 //! A bad file never fails the batch: it becomes a `Failed` result with a fixed reason label
-//! (`corrupt`, `unsupported_format`, `too_many_pixels`, `empty`: permanent; `io`: transient), and
-//! the other images of the batch are embedded.
+//! (`corrupt`, `unsupported_format`, `too_large`, `extreme_aspect`, `empty`, `decoder_panic`,
+//! `decode_timeout`, `not_a_regular_file`: permanent; `io`, `busy`: transient), and the other images
+//! of the batch are embedded. Each decode runs guarded (clip's `guard`): no file can panic, hang or
+//! exhaust the worker.
 
 mod metrics;
 pub mod worker;
@@ -44,10 +46,7 @@ pub struct BatchTimings {
 }
 
 fn failure_kind(e: &ImageError) -> FailureKind {
-    match e {
-        ImageError::Io { .. } => FailureKind::Transient,
-        _ => FailureKind::Permanent,
-    }
+    if e.is_transient() { FailureKind::Transient } else { FailureKind::Permanent }
 }
 
 impl Embedder {
@@ -83,7 +82,7 @@ impl Embedder {
             jobs.par_iter()
                 .map(|job| {
                     let t = Instant::now();
-                    let r = self.preprocessor.prepare_file(std::path::Path::new(&job.path));
+                    let r = self.preprocessor.prepare_file(&protocol::paths::from_stored(&job.path));
                     (r, t.elapsed().as_secs_f64() * 1e3)
                 })
                 .collect()

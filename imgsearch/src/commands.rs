@@ -30,11 +30,20 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), true).await?;
 
-    let prepared = coordinator::prepare(&app.catalog, &args.dirs, category, None).await.context("cannot scan the folders")?;
+    let prepared = coordinator::prepare(&app.catalog, &args.dirs, category, None, args.retry_failed).await.context("cannot scan the folders")?;
     // files gone since the last scan: their vectors go, their assets are marked deleted
     let removed_missing = manage::forget_missing(&app.catalog, &app.vectors, &collection, &prepared.scan.missing).await?;
     let jobs = coordinator::open_jobs(&app.catalog, &prepared.session).await?;
     let skipped_unchanged = prepared.scan.assets.iter().filter(|(_, needs)| !needs).count();
+    // what the scan passed over, by reason, with a few paths each
+    let mut skipped: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
+    for s in &prepared.scan.skipped {
+        let entry = skipped.entry(s.reason).or_default();
+        entry.0 += 1;
+        if entry.1.len() < 3 {
+            entry.1.push(&s.path);
+        }
+    }
 
     let bar = if args.json || !std::io::stderr().is_terminal() { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
     bar.set_style(
@@ -82,6 +91,8 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         "failedReasons": reasons.iter().map(|(r, n)| serde_json::json!({"reason": r, "count": n})).collect::<Vec<_>>(),
         "failedExamples": stats.failed_examples.iter().map(|(r, p)| serde_json::json!({"reason": r, "path": p})).collect::<Vec<_>>(),
         "notImages": prepared.scan.skipped.iter().filter(|s| s.reason == "not_an_image").count(),
+        "skipped": skipped.iter().map(|(r, (n, _))| (r.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+        "skippedExamples": skipped.iter().map(|(r, (_, e))| (r.to_string(), serde_json::json!(e))).collect::<serde_json::Map<_, _>>(),
         "missingOnDisk": prepared.scan.missing.len(),
         "removedVectorsOfMissing": removed_missing,
         "seconds": secs,
@@ -100,6 +111,9 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         for (reason, n) in reasons.iter().take(5) {
             let example = stats.failed_examples.iter().find(|(r, _)| r == reason).map(|(_, p)| p.as_str()).unwrap_or("");
             println!("  failed: {n} x {reason} (e.g. {example})");
+        }
+        for (reason, (n, examples)) in &skipped {
+            println!("  skipped: {n} x {reason} (e.g. {})", examples.join(", "));
         }
         if !prepared.scan.missing.is_empty() {
             println!("  {} files are gone from disk: their {removed_missing} vectors were removed", prepared.scan.missing.len());
@@ -146,6 +160,7 @@ pub async fn search(args: SearchArgs) -> Result<()> {
 pub async fn status(args: StatusArgs) -> Result<()> {
     let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
     let counts = app.catalog.counts().await?;
+    let failures = app.catalog.failures(3).await?;
     let info = app.vectors.info(DEFAULT_COLLECTION).await?;
     let assets: i64 = counts.assets.values().sum();
     let out = serde_json::json!({
@@ -157,6 +172,8 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         "modelVersion": info.as_ref().and_then(|i| i.model_version.clone()),
         "sessions": counts.sessions,
         "failedJobs": counts.failed_jobs,
+        "failedAssets": failures.iter().map(|f| f.count).sum::<i64>(),
+        "failures": failures,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -170,7 +187,11 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         None => println!("vectors:   none yet"),
     }
     println!("sessions:  {}", counts.sessions.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
-    println!("failures:  {} jobs failed", counts.failed_jobs);
+    let failed_assets: i64 = failures.iter().map(|f| f.count).sum();
+    println!("failures:  {failed_assets} files failed ({} failed jobs in all sessions); `index --retry-failed` tries them again", counts.failed_jobs);
+    for f in &failures {
+        println!("  {:>6} x {:<20} e.g. {}", f.count, f.reason, f.examples.join(", "));
+    }
     Ok(())
 }
 
@@ -280,7 +301,7 @@ async fn manage_vectors(command: VectorsCommand) -> Result<()> {
                 Target::Assets(a.assets)
             } else if let Some(dir) = a.dir {
                 let dir = dir.canonicalize().unwrap_or(dir);
-                Target::Directory(dir.to_string_lossy().trim_end_matches('/').to_owned())
+                Target::Directory(protocol::paths::to_stored(&dir).trim_end_matches('/').to_owned())
             } else if let Some(s) = a.session {
                 Target::Session(s)
             } else if let Some(name) = a.category {
@@ -379,7 +400,7 @@ async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
     let app = App::open_embedded(&data_dir).await?;
     let assets: Vec<catalog::Asset> = if let Some(dir) = &args.dir {
         let dir = dir.canonicalize().with_context(|| format!("{} is not a directory", dir.display()))?;
-        app.catalog.assets_under(&dir.to_string_lossy()).await?
+        app.catalog.assets_under(&protocol::paths::to_stored(&dir)).await?
     } else if args.all {
         let ids = app.catalog.asset_ids(catalog::AssetSelection::All).await?;
         let mut all = Vec::new();
@@ -403,7 +424,7 @@ async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
     // the folders to scan: the given one, else the folders holding the assets (outermost only)
     let mut dirs: Vec<std::path::PathBuf> = match &args.dir {
         Some(d) => vec![d.canonicalize()?],
-        None => assets.iter().filter_map(|a| std::path::Path::new(&a.path).parent().map(|p| p.to_owned())).filter(|p| p.is_dir()).collect(),
+        None => assets.iter().filter_map(|a| protocol::paths::from_stored(&a.path).parent().map(|p| p.to_owned())).filter(|p| p.is_dir()).collect(),
     };
     dirs.sort();
     dirs.dedup();
@@ -420,6 +441,7 @@ async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
         batch_size: 32,
         fast_jpeg: false,
         overlap_decode: Overlap::Auto,
+        retry_failed: false,
         json: args.store.json,
         data: crate::DataArgs { data_dir: Some(data_dir) },
         model: args.model,

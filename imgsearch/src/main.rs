@@ -212,6 +212,9 @@ struct CoordinatorArgs {
     /// Return once the jobs are published instead of waiting for the session to complete
     #[arg(long)]
     no_wait: bool,
+    /// Try again the unchanged files whose last attempt failed permanently
+    #[arg(long)]
+    retry_failed: bool,
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,
@@ -265,6 +268,10 @@ struct IndexArgs {
     /// halves want the same cores), on, off
     #[arg(long, default_value = "auto", hide = true)]
     overlap_decode: Overlap,
+    /// Try again the unchanged files whose last attempt failed permanently (corrupt, too large...);
+    /// without it they are skipped, since the same bytes fail the same way
+    #[arg(long)]
+    retry_failed: bool,
     /// Print the summary as JSON
     #[arg(long)]
     json: bool,

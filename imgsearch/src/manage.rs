@@ -225,7 +225,7 @@ pub async fn directory_stats(catalog: &Catalog) -> Result<Vec<DirectoryStats>> {
         let page = catalog.list_assets(catalog::Page::new(offset, 1000)).await?;
         let n = page.items.len() as i64;
         for a in page.items {
-            let dir = std::path::Path::new(&a.path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let dir = protocol::paths::from_stored(&a.path).parent().map(protocol::paths::to_stored).unwrap_or_default();
             let e = by_dir.entry(dir).or_default();
             e.0 += 1;
             e.1 += a.indexed_at.is_some() as u64;

@@ -44,6 +44,7 @@ pub async fn coordinator(args: CoordinatorArgs, config: Config) -> Result<()> {
         category: args.category.clone(),
         name: args.name.clone(),
         wait: !args.no_wait,
+        retry_failed: args.retry_failed,
         model_version: dir.version()?,
         model_dim: dir.config.embed_dim,
     };

@@ -50,6 +50,8 @@ pub struct CoordinatorRun {
     pub name: Option<String>,
     /// Keep the session's progress until it completes (else return once the jobs are published).
     pub wait: bool,
+    /// Publish unchanged files that failed permanently again.
+    pub retry_failed: bool,
     /// The model the embedders run: its version and dimension make the collection.
     pub model_version: String,
     pub model_dim: usize,
@@ -76,7 +78,7 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     let vectors = open_vectors(config)?;
     crate::app::collection_for(&vectors, &run.model_version, run.model_dim).await?;
     let category_id = crate::app::category_id(&catalog, run.category.as_deref(), true).await?;
-    let prepared = coordinator::prepare(&catalog, &run.roots, category_id, run.name.clone()).await?;
+    let prepared = coordinator::prepare(&catalog, &run.roots, category_id, run.name.clone(), run.retry_failed).await?;
     crate::manage::forget_missing(&catalog, &vectors, vectors::DEFAULT_COLLECTION, &prepared.scan.missing).await?;
     let session = prepared.session.clone();
     let before = coordinator::job_counts(&catalog, session.id).await?;

@@ -4,18 +4,24 @@
 //!
 //! Files are recognised by their content (magic bytes), not their extension. Symlinks are followed,
 //! but a link back into a directory already being walked is reported and skipped, never looped.
+//! Only regular files are opened: a FIFO, a socket or a device (a link to `/dev/zero`) is skipped
+//! as `not_a_regular_file` without being opened, so nothing can block or feed the scan forever.
+//! Paths are recorded in `protocol::paths`' lossless form, so a name that is not UTF-8 opens again.
 //! A re-scan of an unchanged file (same size, mtime and hash) is `Unchanged`, so the coordinator
-//! skips it; files the catalog has under a root that are gone from disk are listed as `missing`.
+//! skips it, and so is an unchanged file whose last job failed permanently, unless the caller asks
+//! to retry failures; files the catalog has under a root that are gone from disk are listed as
+//! `missing`.
 
 use std::{
-    collections::HashSet,
-    io::Read,
+    collections::{BTreeMap, HashSet},
+    io::{Read, Seek},
     path::{Path, PathBuf},
 };
 
 use catalog::{AssetChange, Catalog, CatalogError, NewAsset};
 use chrono::{DateTime, SubsecRound, Utc};
 use rayon::prelude::*;
+use protocol::paths::{from_stored, to_stored};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -71,21 +77,38 @@ fn sniff(head: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The skip reason for a file that cannot be opened as a regular file.
+fn open_failure(e: &clip::ImageError) -> &'static str {
+    match e {
+        clip::ImageError::NotARegularFile { .. } => "not_a_regular_file",
+        _ => "unreadable",
+    }
+}
+
+/// The first bytes of a regular file (a FIFO or device is never opened blocking).
+fn head_of(path: &Path) -> Result<([u8; 32], usize), &'static str> {
+    let mut file = clip::guard::open_regular(path).map_err(|e| open_failure(&e))?;
+    let mut head = [0u8; 32];
+    let n = file.read(&mut head).map_err(|_| "unreadable")?;
+    Ok((head, n))
+}
+
 fn read_file(path: &Path) -> Result<Option<ScannedFile>, &'static str> {
-    let meta = std::fs::metadata(path).map_err(|_| "unreadable")?;
-    let mut file = std::fs::File::open(path).map_err(|_| "unreadable")?;
+    let mut file = clip::guard::open_regular(path).map_err(|e| open_failure(&e))?;
+    let meta = file.metadata().map_err(|_| "unreadable")?;
     let mut head = [0u8; 32];
     let n = file.read(&mut head).map_err(|_| "unreadable")?;
     let Some(mime) = sniff(&head[..n]) else { return Ok(None) };
     let mut hasher = Sha256::new();
     hasher.update(&head[..n]);
     std::io::copy(&mut file, &mut hasher).map_err(|_| "unreadable")?;
-    // dimensions from the header only; a file too broken for that is still recorded, and fails
-    // with its reason when it is decoded
-    let dims = image::ImageReader::open(path).ok().and_then(|r| r.with_guessed_format().ok()).and_then(|r| r.into_dimensions().ok());
+    // dimensions from the header only, within the decode limits; a file too broken (or too big) for
+    // that is still recorded, and fails with its reason when it is decoded
+    let limits = clip::Limits::default();
+    let dims = if meta.len() <= limits.max_file_bytes && file.rewind().is_ok() { header_dimensions(file, &limits) } else { None };
     let modified: DateTime<Utc> = meta.modified().map_err(|_| "unreadable")?.into();
     Ok(Some(ScannedFile {
-        path: path.to_string_lossy().into_owned(),
+        path: to_stored(path),
         size: meta.len(),
         modified: modified.trunc_subsecs(6),
         hash: hex::encode(hasher.finalize()),
@@ -93,6 +116,14 @@ fn read_file(path: &Path) -> Result<Option<ScannedFile>, &'static str> {
         width: dims.map(|d| d.0),
         height: dims.map(|d| d.1),
     }))
+}
+
+fn header_dimensions(file: std::fs::File, limits: &clip::Limits) -> Option<(u32, u32)> {
+    let mut reader = image::ImageReader::new(std::io::BufReader::new(file)).with_guessed_format().ok()?;
+    let mut bounds = image::Limits::default();
+    bounds.max_alloc = Some(limits.max_decode_bytes);
+    reader.limits(bounds);
+    reader.into_dimensions().ok()
 }
 
 /// Walks the roots (blocking: run it on a blocking thread) and reads every file in parallel.
@@ -116,9 +147,15 @@ pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
                         candidates.push(path);
                     }
                 }
-                Ok(_) => {}
+                Ok(e) if e.file_type().is_dir() => {}
+                Ok(e) => {
+                    // a FIFO, a socket, a device (or a link to one): never opened
+                    let path = to_stored(e.path());
+                    tracing::info!(%path, kind = clip::guard::file_kind(e.file_type()), "skipped: not a regular file");
+                    skipped.push(Skipped { path, reason: "not_a_regular_file" });
+                }
                 Err(e) => {
-                    let path = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    let path = e.path().map(to_stored).unwrap_or_default();
                     let reason = if e.loop_ancestor().is_some() { "symlink_loop" } else { "unreadable" };
                     tracing::warn!(%path, reason, "skipped while scanning");
                     skipped.push(Skipped { path, reason });
@@ -134,8 +171,8 @@ pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
     for (path, r) in read {
         match r {
             Ok(Some(f)) => files.push(f),
-            Ok(None) => skipped.push(Skipped { path: path.to_string_lossy().into_owned(), reason: "not_an_image" }),
-            Err(reason) => skipped.push(Skipped { path: path.to_string_lossy().into_owned(), reason }),
+            Ok(None) => skipped.push(Skipped { path: to_stored(&path), reason: "not_an_image" }),
+            Err(reason) => skipped.push(Skipped { path: to_stored(&path), reason }),
         }
     }
     Ok(Walk { files, skipped })
@@ -154,9 +191,18 @@ pub struct ScanReport {
     pub missing: Vec<Uuid>,
 }
 
+/// What a scan records, besides the files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions {
+    /// The category new assets get.
+    pub category_id: Option<i64>,
+    /// Embed unchanged files whose last job failed permanently again (`index --retry-failed`).
+    pub retry_failed: bool,
+}
+
 /// Records what the walk found. An asset needs embedding when it is new, its file changed, or it
-/// was never indexed.
-pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], walk: Walk, category_id: Option<i64>) -> Result<ScanReport, ScanError> {
+/// was never indexed; an unchanged file that failed permanently only when `retry_failed`.
+pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], walk: Walk, options: ScanOptions) -> Result<ScanReport, ScanError> {
     let mut report = ScanReport { skipped: walk.skipped, ..Default::default() };
     let mut found = HashSet::new();
     for f in walk.files {
@@ -170,7 +216,7 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], w
             mime_type: Some(f.mime.to_owned()),
             file_modified_at: Some(f.modified),
             content_hash: Some(f.hash),
-            category_id,
+            category_id: options.category_id,
         };
         let (asset, change) = catalog.upsert_asset(new).await?;
         match change {
@@ -178,13 +224,19 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], w
             AssetChange::Changed => report.changed += 1,
             AssetChange::Unchanged => report.unchanged += 1,
         }
-        let needs = change != AssetChange::Unchanged || asset.training_status != catalog::TrainingStatus::Trained;
+        let needs = change != AssetChange::Unchanged
+            || match asset.training_status {
+                catalog::TrainingStatus::Trained => false,
+                // failed permanently and nothing changed on disk: the same bytes would fail again
+                catalog::TrainingStatus::Failed => options.retry_failed,
+                _ => true,
+            };
         report.assets.push((asset.id, needs));
     }
     for root in roots {
         let Ok(root) = root.canonicalize() else { continue };
-        for asset in catalog.assets_under(&root.to_string_lossy()).await? {
-            let deselected = exclude.iter().any(|x| Path::new(&asset.path).starts_with(x));
+        for asset in catalog.assets_under(&to_stored(&root)).await? {
+            let deselected = exclude.iter().any(|x| from_stored(&asset.path).starts_with(x));
             // newly gone: an asset already marked deleted is not reported again
             if !found.contains(&asset.path) && !deselected && asset.deleted_at.is_none() {
                 report.missing.push(asset.id);
@@ -195,10 +247,10 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], w
 }
 
 /// Walks and records in one call.
-pub async fn scan(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], category_id: Option<i64>) -> Result<ScanReport, ScanError> {
+pub async fn scan(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], options: ScanOptions) -> Result<ScanReport, ScanError> {
     let (owned, excluded) = (roots.to_vec(), exclude.to_vec());
     let walked = tokio::task::spawn_blocking(move || walk(&owned, &excluded)).await.expect("the walk does not panic")?;
-    record(catalog, roots, exclude, walked, category_id).await
+    record(catalog, roots, exclude, walked, options).await
 }
 
 /// A directory directly under a root, with how many images its subtree holds.
@@ -210,43 +262,70 @@ pub struct DirectoryCount {
     pub image_count: i64,
 }
 
+/// What `subdirectories` found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirectoryScan {
+    pub directories: Vec<DirectoryCount>,
+    /// Images directly in the root.
+    pub root_image_count: i64,
+    /// Files passed over, by reason (`not_an_image`, `not_a_regular_file`, `unreadable`).
+    pub skipped: BTreeMap<&'static str, usize>,
+}
+
 /// The directories directly under `root` and the images each holds (sniffed, not hashed), plus the
-/// images directly in `root` (blocking).
-pub fn subdirectories(root: &Path) -> Result<(Vec<DirectoryCount>, i64), ScanError> {
+/// images directly in `root` (blocking). Only regular files are opened.
+pub fn subdirectories(root: &Path) -> Result<DirectoryScan, ScanError> {
     let root = root.canonicalize().map_err(|e| ScanError::Root(root.to_owned(), e))?;
     if !root.is_dir() {
         return Err(ScanError::NotADirectory(root));
     }
+    let skipped = std::cell::RefCell::new(BTreeMap::<&'static str, usize>::new());
+    let skip = |reason: &'static str| *skipped.borrow_mut().entry(reason).or_default() += 1;
     let is_image = |p: &Path| {
-        let mut head = [0u8; 32];
-        std::fs::File::open(p).and_then(|mut f| f.read(&mut head)).map(|n| sniff(&head[..n]).is_some()).unwrap_or(false)
+        let reason = match head_of(p) {
+            Ok((head, n)) if sniff(&head[..n]).is_some() => return true,
+            Ok(_) => "not_an_image",
+            Err(reason) => reason,
+        };
+        skip(reason);
+        false
     };
     let mut dirs = Vec::new();
     let mut direct = 0;
     let mut children: Vec<PathBuf> = std::fs::read_dir(&root).map_err(|e| ScanError::Root(root.clone(), e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
-        if child.is_dir() {
+        let Ok(meta) = std::fs::metadata(&child) else {
+            skip("unreadable");
+            continue;
+        };
+        if !meta.is_dir() && !meta.is_file() {
+            skip("not_a_regular_file");
+        } else if meta.is_dir() {
             // a file reached twice through links counts once
-            let files: HashSet<PathBuf> = walkdir::WalkDir::new(&child)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file())
-                .filter_map(|e| e.path().canonicalize().ok())
-                .collect();
+            let mut files: HashSet<PathBuf> = HashSet::new();
+            for e in walkdir::WalkDir::new(&child).follow_links(true).into_iter().filter_map(Result::ok) {
+                if e.file_type().is_file() {
+                    files.extend(e.path().canonicalize().ok());
+                } else if !e.file_type().is_dir() {
+                    skip("not_a_regular_file");
+                }
+            }
             let count = files.iter().filter(|p| is_image(p)).count();
-            let name = child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            dirs.push(DirectoryCount { path: child.to_string_lossy().into_owned(), name, image_count: count as i64 });
+            let name = child.file_name().map(|n| to_stored(Path::new(n))).unwrap_or_default();
+            dirs.push(DirectoryCount { path: to_stored(&child), name, image_count: count as i64 });
         } else if is_image(&child) {
             direct += 1;
         }
     }
-    Ok((dirs, direct))
+    let skipped = skipped.into_inner();
+    Ok(DirectoryScan { directories: dirs, root_image_count: direct, skipped })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
     use super::*;
 
     #[test]
@@ -276,10 +355,41 @@ mod tests {
         assert_eq!(reasons, ["not_an_image", "symlink_loop"]);
 
         let canonical = root.canonicalize().unwrap();
-        let (dirs, direct) = subdirectories(root).unwrap();
-        assert_eq!(direct, 0);
-        assert_eq!(dirs, [DirectoryCount { path: canonical.join("sub").to_string_lossy().into_owned(), name: "sub".into(), image_count: 1 }]);
+        let found = subdirectories(root).unwrap();
+        assert_eq!(found.root_image_count, 0);
+        assert_eq!(found.directories, [DirectoryCount { path: to_stored(&canonical.join("sub")), name: "sub".into(), image_count: 1 }]);
+        // notes.jpg counts in the root and again in sub/, which reaches it through the link
+        assert_eq!(found.skipped, BTreeMap::from([("not_an_image", 2)]));
         let w = walk(&[root.to_owned()], &[canonical.join("sub")]).unwrap();
         assert!(w.files.is_empty(), "a deselected directory is not entered");
+    }
+
+    #[test]
+    fn special_files_are_skipped_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        image::RgbImage::from_pixel(4, 3, image::Rgb([255, 0, 0])).save(root.join("red.png")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("pipe.jpg").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a file
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero.jpg")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("sock.png")).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink("/dev/urandom", root.join("sub/random.png")).unwrap();
+        // a name that is not UTF-8 is kept byte for byte
+        let latin1 = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"));
+        std::fs::copy(root.join("red.png"), &latin1).unwrap();
+
+        let w = walk(&[root.to_owned()], &[]).unwrap();
+        let mut reasons: Vec<&str> = w.skipped.iter().map(|s| s.reason).collect();
+        reasons.sort();
+        assert_eq!(reasons, ["not_a_regular_file"; 4]);
+        let paths: Vec<PathBuf> = w.files.iter().map(|f| from_stored(&f.path)).collect();
+        assert_eq!(paths, [latin1.canonicalize().unwrap(), root.join("red.png").canonicalize().unwrap()]);
+        assert!(w.files[0].path.ends_with("caf\\xe9.png"), "{}", w.files[0].path);
+
+        let found = subdirectories(root).unwrap();
+        assert_eq!(found.root_image_count, 2);
+        assert_eq!(found.skipped, BTreeMap::from([("not_a_regular_file", 4)]));
     }
 }

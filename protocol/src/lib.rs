@@ -6,6 +6,7 @@
 //! version it does not know instead of guessing.
 
 pub mod batch;
+pub mod paths;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,7 +50,8 @@ pub enum Outcome {
         checksum: String,
     },
     Failed {
-        /// A fixed label (`corrupt`, `truncated`, `not_an_image`, `too_many_pixels`, `io`, ...).
+        /// A fixed label (`corrupt`, `unsupported_format`, `too_large`, `extreme_aspect`, `empty`,
+        /// `decoder_panic`, `decode_timeout`, `not_a_regular_file`, `io`, ...).
         reason: String,
         message: String,
         kind: FailureKind,

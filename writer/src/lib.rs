@@ -83,12 +83,12 @@ impl Writer {
                     }
                     None => {
                         report.failed.push(("malformed_vector".into(), r.path.clone()));
-                        (JobOutcome::Failed { error: format!("malformed vector of {} bytes", vector.len()) }, None)
+                        (JobOutcome::Failed { error: format!("malformed vector of {} bytes", vector.len()), permanent: false }, None)
                     }
                 },
-                Outcome::Failed { reason, message, .. } => {
+                Outcome::Failed { reason, message, kind } => {
                     report.failed.push((reason.clone(), r.path.clone()));
-                    (JobOutcome::Failed { error: format!("{reason}: {message}") }, None)
+                    (JobOutcome::Failed { error: format!("{reason}: {message}"), permanent: *kind == protocol::FailureKind::Permanent }, None)
                 }
             };
             job_results.push(JobResult {

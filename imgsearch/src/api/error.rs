@@ -67,6 +67,18 @@ impl From<CatalogError> for ApiError {
     }
 }
 
+/// An image (upload or indexed file) that cannot be decoded: the client's file is at fault (4xx),
+/// except when the server has no thread to decode on (503).
+impl From<clip::ImageError> for ApiError {
+    fn from(e: clip::ImageError) -> Self {
+        match &e {
+            clip::ImageError::FileTooLarge { .. } => ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "payload_too_large", message: e.to_string() },
+            clip::ImageError::Busy(_) => ApiError::unavailable(e.to_string()),
+            _ => ApiError::bad_request(format!("not a usable image ({}): {e}", e.reason())),
+        }
+    }
+}
+
 impl From<VectorError> for ApiError {
     fn from(e: VectorError) -> Self {
         match &e {

@@ -281,7 +281,7 @@ async fn ranked(s: &ApiState, collection: &str, vector: Vec<f32>, filter: &Point
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, clip::ClipError> + Send + 'static) -> ApiResult<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(clip::ClipError::Image(e))) => Err(ApiError::bad_request(format!("not a usable image: {e}"))),
+        Ok(Err(clip::ClipError::Image(e))) => Err(e.into()),
         Ok(Err(e)) => Err(ApiError::internal(e.to_string())),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }

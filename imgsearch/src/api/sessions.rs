@@ -63,7 +63,7 @@ pub(crate) async fn create(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<C
     if let Some(c) = b.category_id {
         s.catalog.get_category(c).await?;
     }
-    let session = s.catalog.create_session(NewSession { name: b.name, root_path: canonical.to_string_lossy().into_owned(), category_id: b.category_id }).await?;
+    let session = s.catalog.create_session(NewSession { name: b.name, root_path: protocol::paths::to_stored(&canonical), category_id: b.category_id }).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
 
@@ -106,8 +106,8 @@ pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<U
     if let Some(config) = s.broker.clone() {
         return start_distributed(&s, session, config).await.map(|x| (StatusCode::ACCEPTED, Json(x)));
     }
-    let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
-    let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(|e| match e {
+    let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
+    let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false, false).await.map_err(|e| match e {
         coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
         other => ApiError::unprocessable(other.to_string()),
     })?;
@@ -140,8 +140,8 @@ async fn start_distributed(s: &Arc<ApiState>, session: Session, config: broker::
     let session = if session.status == SessionStatus::Paused {
         coordinator::resume_session(&s.catalog, &broker, id).await.map_err(coordinator_error)?.0
     } else {
-        let roots: Vec<PathBuf> = session.root_path.lines().map(PathBuf::from).collect();
-        let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false).await.map_err(coordinator_error)?;
+        let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
+        let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false, false).await.map_err(coordinator_error)?;
         crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection(), &prepared.scan.missing).await?;
         coordinator::publish_pending(&s.catalog, &broker, &prepared.session).await.map_err(coordinator_error)?;
         prepared.session
@@ -415,6 +415,9 @@ pub(crate) struct ScanAnswer {
     root_image_count: i64,
     #[schema(value_type = Vec<Object>)]
     directories: Vec<ingest::DirectoryCount>,
+    /// Files passed over, by reason (`not_an_image`, `not_a_regular_file`, `unreadable`).
+    #[schema(value_type = Object)]
+    skipped: std::collections::BTreeMap<&'static str, usize>,
 }
 
 /// The directories under a root (inside the allowed roots) with their image counts, before a
@@ -423,11 +426,11 @@ pub(crate) struct ScanAnswer {
     responses((status = 200, body = ScanAnswer), (status = 422, body = ErrorBody)))]
 pub(crate) async fn scan_directories(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ScanBody>) -> ApiResult<Json<ScanAnswer>> {
     let root = allowed_dir(&s, &b.root_path)?;
-    let (directories, root_image_count) = tokio::task::spawn_blocking(move || ingest::subdirectories(&root))
+    let scan = tokio::task::spawn_blocking(move || ingest::subdirectories(&root))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    Ok(Json(ScanAnswer { root_path: b.root_path, root_image_count, directories }))
+    Ok(Json(ScanAnswer { root_path: b.root_path, root_image_count: scan.root_image_count, directories: scan.directories, skipped: scan.skipped }))
 }
 
 /// A path that exists, is a directory and lies inside the allowed roots, canonical.

@@ -1,14 +1,19 @@
 //! `GET /api/v1/assets/{id}/thumbnail?size=N`: a JPEG of the asset, EXIF orientation applied, at
 //! most N pixels on its longer side (default 256), cached under the data dir.
+//!
+//! The file is decoded by clip's guarded decoder with the model's limits (regular files only, size,
+//! pixel, aspect and memory limits checked before decoding, a deadline, panics contained), the same
+//! decoder indexing uses, so every file that indexes has a thumbnail (arithmetic-coded JPEGs
+//! included) and no file can take the server down.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     extract::State,
     http::header,
     response::{IntoResponse, Response},
 };
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::DynamicImage;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -21,22 +26,14 @@ pub(crate) struct ThumbParams {
     size: Option<u32>,
 }
 
-fn render(path: PathBuf, size: u32) -> Result<Vec<u8>, String> {
-    let mut decoder = ImageReader::open(&path).map_err(|e| e.to_string())?.with_guessed_format().map_err(|e| e.to_string())?.into_decoder().map_err(|e| e.to_string())?;
-    let orientation = decoder.orientation().map_err(|e| e.to_string())?;
-    let (w, h) = decoder.dimensions();
-    if u64::from(w) * u64::from(h) > clip::preprocess::DEFAULT_MAX_PIXELS {
-        return Err(format!("{w}x{h} is too large"));
-    }
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
-    img.apply_orientation(orientation);
+fn encode(rgb: image::RgbImage, size: u32) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    img.thumbnail(size, size).to_rgb8().write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).map_err(|e| e.to_string())?;
+    DynamicImage::ImageRgb8(rgb).thumbnail(size, size).to_rgb8().write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
 #[utoipa::path(get, path = "/api/v1/assets/{id}/thumbnail", params(("id" = Uuid, Path), ThumbParams),
-    responses((status = 200, content_type = "image/jpeg"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, content_type = "image/jpeg"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn thumbnail(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, ApiQuery(p): ApiQuery<ThumbParams>) -> ApiResult<Response> {
     let size = p.size.unwrap_or(256);
     if !(16..=1024).contains(&size) {
@@ -49,14 +46,17 @@ pub(crate) async fn thumbnail(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPa
     {
         return Ok(([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response());
     }
-    let path = PathBuf::from(&asset.path);
+    let path = protocol::paths::from_stored(&asset.path);
     if !path.exists() {
         return Err(ApiError::not_found(format!("the file of asset {id} is gone: {}", asset.path)));
     }
-    let bytes = tokio::task::spawn_blocking(move || render(path, size))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::unprocessable(format!("cannot make a thumbnail of {}: {e}", asset.path)))?;
+    let model = s.model();
+    let bytes = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let rgb = model.preprocessor().decode_file_for_display(&path, size)?;
+        encode(rgb, size).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
     if let Some(c) = cached {
         // best effort: a cache that cannot be written only costs time
         if let Some(dir) = c.parent() {

@@ -178,13 +178,13 @@ pub(crate) async fn retrain(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<
     if let Some(c) = b.category_id {
         s.catalog.get_category(c).await?;
     }
-    let ids: Vec<Uuid> = s.catalog.assets_under(&dir.to_string_lossy()).await?.into_iter().filter(|a| b.category_id.is_none() || a.category_id == b.category_id).map(|a| a.id).collect();
+    let ids: Vec<Uuid> = s.catalog.assets_under(&protocol::paths::to_stored(&dir)).await?.into_iter().filter(|a| b.category_id.is_none() || a.category_id == b.category_id).map(|a| a.id).collect();
     if ids.is_empty() {
         return Err(ApiError::unprocessable(format!("no indexed asset under {}", dir.display())));
     }
     s.catalog.mark_unindexed(&ids).await?;
     let name = format!("retrain {}", dir.display());
-    let session = s.catalog.create_session(catalog::NewSession { name, root_path: dir.to_string_lossy().into_owned(), category_id: None }).await?;
+    let session = s.catalog.create_session(catalog::NewSession { name, root_path: protocol::paths::to_stored(&dir), category_id: None }).await?;
     super::sessions::start(State(s.clone()), ApiPath(session.id)).await
 }
 

@@ -5,8 +5,10 @@
 mod api;
 mod cli;
 mod distributed;
-mod manage;
+mod hostile;
+mod hostile_corpus;
 mod index;
+mod manage;
 
 #[path = "../../../clip/tests/support/hub.rs"]
 mod hub;

@@ -103,8 +103,8 @@ async fn setup(server: bool) -> Indexed {
     let vectors = std::sync::Arc::new(vectors);
     vectors.ensure_collection(&CollectionSpec { name: COLLECTION.into(), dim: DIM, model_version: "test".into() }).await.unwrap();
     let category = catalog.create_category(NewCategory { name: "left".into(), ..Default::default() }).await.unwrap().id;
-    ingest::scan(&catalog, &[images.path().join("a")], &[], Some(category)).await.unwrap();
-    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("all".into())).await.unwrap();
+    ingest::scan(&catalog, &[images.path().join("a")], &[], ingest::ScanOptions { category_id: Some(category), retry_failed: false }).await.unwrap();
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("all".into()), false).await.unwrap();
     assert_eq!(prepared.jobs_created, 240);
     let jobs = coordinator::open_jobs(&catalog, &prepared.session).await.unwrap();
     let results: Vec<EmbedResult> = jobs
@@ -169,7 +169,7 @@ async fn deletes_count_log_and_unindex_in_that_order(x: Indexed) {
     // the log has all three, newest first; the next scan embeds the assets again
     let logs = c.list_deletion_logs(Page::new(0, 10)).await.unwrap();
     assert_eq!(logs.items.iter().map(|l| (l.deletion_type, l.vector_count)).collect::<Vec<_>>(), vec![(DeletionType::Category, 120), (DeletionType::Directory, 119), (DeletionType::Asset, 1)]);
-    let rescan = ingest::scan(c, &[x.images.path().to_owned()], &[], None).await.unwrap();
+    let rescan = ingest::scan(c, &[x.images.path().to_owned()], &[], ingest::ScanOptions::default()).await.unwrap();
     assert_eq!(rescan.assets.iter().filter(|(_, needs)| *needs).count(), 240);
     x.done().await;
 }
@@ -296,7 +296,7 @@ async fn model_upgrade(server: bool) {
     assert!(reindex.unwrap_err().to_string().contains("already built with model version"));
     x.catalog.mark_unindexed(&x.catalog.asset_ids(catalog::AssetSelection::All).await.unwrap()).await.unwrap();
     coordinator::finish_if_done(&x.catalog, x.session).await.unwrap();
-    let prepared = coordinator::prepare(&x.catalog, &[x.images.path().to_owned()], None, None).await.unwrap();
+    let prepared = coordinator::prepare(&x.catalog, &[x.images.path().to_owned()], None, None, false).await.unwrap();
     let jobs = coordinator::open_jobs(&x.catalog, &prepared.session).await.unwrap();
     let writer = std::sync::Arc::new(Writer { catalog: x.catalog.clone(), vectors: x.vectors.clone(), collection: a_collection.clone() });
     let stats = imgsearch::pipeline::run(jobs, std::sync::Arc::new(embedder::Embedder::new(a.clone(), 0, false)), writer, Default::default(), Default::default(), |_| {}).await.unwrap();
