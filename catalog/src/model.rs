@@ -63,25 +63,13 @@ impl SessionStatus {
     /// The session state machine. Moving to the state it is already in is not a transition.
     pub fn can_move_to(self, next: SessionStatus) -> bool {
         use SessionStatus::*;
-        matches!(
-            (self, next),
-            (Pending, Running) | (Running, Paused) | (Paused, Running) | (Running | Paused, Completed) | (Pending | Running | Paused, Cancelled | Failed)
-        )
+        matches!((self, next), (Pending, Running) | (Running, Paused) | (Paused, Running) | (Running | Paused, Completed) | (Pending | Running | Paused, Cancelled | Failed))
     }
 }
 
 impl JobStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
-    }
-
-    /// Forward only: a terminal job never moves again.
-    pub fn can_move_to(self, next: JobStatus) -> bool {
-        use JobStatus::*;
-        matches!(
-            (self, next),
-            (Pending, Queued | Running) | (Queued, Running) | (Pending | Queued | Running, Completed | Failed | Cancelled)
-        )
     }
 }
 
@@ -257,7 +245,10 @@ pub enum JobOutcome {
     Completed,
     /// `permanent`: the file itself is bad, so its asset is `failed` and an unchanged file is not
     /// tried again; otherwise (I/O, the runtime) the asset goes back to `pending` for the next run.
-    Failed { error: String, permanent: bool },
+    Failed {
+        error: String,
+        permanent: bool,
+    },
 }
 
 /// What `record_results` did with each job of a batch.
@@ -369,18 +360,6 @@ mod tests {
         check(Cancelled, Running, false);
         check(Pending, Paused, false);
         check(Running, Running, false);
-    }
-
-    #[test]
-    fn job_transitions_only_go_forward() {
-        use JobStatus::*;
-        let check = |from: JobStatus, to: JobStatus, ok: bool| assert_eq!(from.can_move_to(to), ok, "{from} -> {to}");
-        check(Pending, Queued, true);
-        check(Queued, Running, true);
-        check(Running, Completed, true);
-        check(Cancelled, Completed, false);
-        check(Completed, Failed, false);
-        check(Running, Queued, false);
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! Image assets: one row per file path, its change detection, listings, counts and failures.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{ASSET_COLUMNS, Catalog, Result, rows::*, sql};
+use crate::{error::CatalogError, model::*};
+
+impl Catalog {
+    /// Records the file at `new.path`. A file seen before keeps its id; if its content hash, size or
+    /// modification time changed, it goes back to `pending` (it must be embedded again).
+    pub async fn upsert_asset(&self, new: NewAsset) -> Result<(Asset, AssetChange)> {
+        let now = Utc::now();
+        let id = asset_id_for_path(&new.path);
+        let existing = self.asset_by_path(&new.path).await?;
+        let change = match &existing {
+            None => AssetChange::Inserted,
+            // a file back after it was found gone is embedded again
+            Some(a) if a.deleted_at.is_none() && a.content_hash == new.content_hash && a.file_size == new.file_size && a.file_modified_at == new.file_modified_at => {
+                AssetChange::Unchanged
+            }
+            Some(_) => AssetChange::Changed,
+        };
+        if change == AssetChange::Unchanged {
+            return Ok((existing.expect("unchanged implies existing"), change));
+        }
+        let row: AssetRow = on_pool!(self, p => sqlx::query_as(sql(format!(
+            "INSERT INTO image_assets (id, path, created_at, width, height, file_size, mime_type, file_modified_at,
+                 content_hash, category_id, training_status, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11)
+             ON CONFLICT (path) DO UPDATE SET width = excluded.width, height = excluded.height,
+                 file_size = excluded.file_size, mime_type = excluded.mime_type,
+                 file_modified_at = excluded.file_modified_at, content_hash = excluded.content_hash,
+                 category_id = COALESCE(excluded.category_id, image_assets.category_id),
+                 training_status = 'pending', indexed_at = NULL, deleted_at = NULL, updated_at = excluded.updated_at
+             RETURNING {ASSET_COLUMNS}")))
+            .bind(id).bind(&new.path).bind(new.created_at.unwrap_or(now)).bind(new.width).bind(new.height)
+            .bind(new.file_size).bind(&new.mime_type).bind(new.file_modified_at).bind(&new.content_hash)
+            .bind(new.category_id).bind(now)
+            .fetch_one(p).await)?;
+        Ok((row.try_into()?, change))
+    }
+
+    pub async fn get_asset(&self, id: Uuid) -> Result<Asset> {
+        let row: Option<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets WHERE id = $1")))
+            .bind(id).fetch_optional(p).await)?;
+        row.map(TryInto::try_into).transpose()?.ok_or_else(|| CatalogError::not_found("asset", id))
+    }
+
+    pub async fn asset_by_path(&self, path: &str) -> Result<Option<Asset>> {
+        let row: Option<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets WHERE path = $1")))
+            .bind(path).fetch_optional(p).await)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// The assets with these ids, in one query (search results are hydrated with it); unknown ids
+    /// are left out.
+    pub async fn assets_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Asset>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let text = format!("SELECT {ASSET_COLUMNS} FROM image_assets WHERE id IN ({placeholders})");
+        let rows: Vec<AssetRow> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(sql(text.clone()));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await
+        })?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every asset under a directory (its whole subtree), by path. A scan compares them with the
+    /// files it found to notice deleted ones.
+    pub async fn assets_under(&self, dir: &str) -> Result<Vec<Asset>> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let rows: Vec<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!(
+            "SELECT {ASSET_COLUMNS} FROM image_assets WHERE substr(path, 1, length($1)) = $1 ORDER BY path")))
+            .bind(&prefix).fetch_all(p).await)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// How many assets are in each training status, and sessions in each status (`imgsearch status`).
+    pub async fn counts(&self) -> Result<Counts> {
+        type ByStatus = Vec<(String, i64)>;
+        let (assets, sessions, failed_jobs): (ByStatus, ByStatus, i64) = on_pool!(self, p => {
+            let a = sqlx::query_as("SELECT training_status, COUNT(*) FROM image_assets GROUP BY training_status").fetch_all(p).await?;
+            let s = sqlx::query_as("SELECT status, COUNT(*) FROM training_sessions GROUP BY status").fetch_all(p).await?;
+            let f = sqlx::query_scalar("SELECT COUNT(*) FROM training_jobs WHERE status = 'failed'").fetch_one(p).await?;
+            (a, s, f)
+        });
+        Ok(Counts { assets: assets.into_iter().collect(), sessions: sessions.into_iter().collect(), failed_jobs })
+    }
+
+    /// The assets marked failed, grouped by the reason of their latest failed job, most frequent
+    /// first, with up to `examples` paths each.
+    pub async fn failures(&self, examples: usize) -> Result<Vec<FailureGroup>> {
+        let rows: Vec<(String, Option<String>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT a.path, j.error_message FROM image_assets a JOIN training_jobs j ON j.asset_id = a.id
+             WHERE a.training_status = 'failed' AND j.status = 'failed'
+             ORDER BY a.path, j.completed_at DESC")
+            .fetch_all(p).await)?;
+        let mut groups: Vec<FailureGroup> = Vec::new();
+        let mut last_path: Option<String> = None;
+        for (path, error) in rows {
+            // the latest job of each asset comes first
+            if last_path.as_deref() == Some(path.as_str()) {
+                continue;
+            }
+            let reason = error.as_deref().and_then(|e| e.split_once(':')).map(|(r, _)| r.trim()).unwrap_or("unknown").to_owned();
+            let group = match groups.iter_mut().position(|g| g.reason == reason) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(FailureGroup { reason, count: 0, examples: Vec::new() });
+                    groups.last_mut().expect("just pushed")
+                }
+            };
+            group.count += 1;
+            if group.examples.len() < examples {
+                group.examples.push(path.clone());
+            }
+            last_path = Some(path);
+        }
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        Ok(groups)
+    }
+
+    pub async fn list_assets(&self, page: Page) -> Result<Listing<Asset>> {
+        let (rows, total): (Vec<AssetRow>, i64) = on_pool!(self, p => {
+            let rows = sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets ORDER BY path LIMIT $1 OFFSET $2")))
+                .bind(page.limit).bind(page.offset).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM image_assets").fetch_one(p).await?;
+            (rows, total)
+        });
+        Ok(Listing { items: rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total })
+    }
+}

@@ -1,0 +1,187 @@
+//! Jobs: one per (session, asset); created, queued, cancelled, and their results recorded in one
+//! transaction with the evidence and the session counters (the writer's commit).
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Catalog, JOB_COLUMNS, Result, rows::*, sql};
+use crate::{error::CatalogError, model::*};
+
+impl Catalog {
+    /// One `pending` job per (session, asset); assets that already have a job in this session are
+    /// skipped. Returns how many jobs were created; the session's total is recounted.
+    pub async fn create_jobs(&self, session_id: Uuid, asset_ids: &[Uuid]) -> Result<u64> {
+        let now = Utc::now();
+        let mut created = 0;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for asset_id in asset_ids {
+                created += sqlx::query(
+                    "INSERT INTO training_jobs (id, session_id, asset_id, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT (session_id, asset_id) DO NOTHING")
+                    .bind(Uuid::new_v4()).bind(session_id).bind(*asset_id).bind(now)
+                    .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "job", &asset_id.to_string()))?.rows_affected();
+            }
+            sqlx::query("UPDATE training_sessions SET total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1), updated_at = $2 WHERE id = $1")
+                .bind(session_id).bind(now).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(created)
+    }
+
+    pub async fn get_job(&self, id: Uuid) -> Result<Job> {
+        let row: Option<JobRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE id = $1")))
+            .bind(id).fetch_optional(p).await)?;
+        row.map(TryInto::try_into).transpose()?.ok_or_else(|| CatalogError::not_found("job", id))
+    }
+
+    /// How many of a session's jobs are in each status, in one query (progress and completion).
+    pub async fn count_jobs(&self, session_id: Uuid) -> Result<Vec<(JobStatus, i64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as("SELECT status, COUNT(*) FROM training_jobs WHERE session_id = $1 GROUP BY status")
+            .bind(session_id).fetch_all(p).await)?;
+        rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(CatalogError::Corrupt)?, n))).collect()
+    }
+
+    /// A session's jobs, optionally in one status, oldest first.
+    pub async fn list_jobs(&self, session_id: Uuid, status: Option<JobStatus>, page: Page) -> Result<Listing<Job>> {
+        let filter = status.map(|s| s.as_str());
+        let (rows, total): (Vec<JobRow>, i64) = on_pool!(self, p => {
+            let rows = sqlx::query_as(sql(format!(
+                "SELECT {JOB_COLUMNS} FROM training_jobs WHERE session_id = $1 AND ($2 IS NULL OR status = $2)
+                 ORDER BY created_at, id LIMIT $3 OFFSET $4")))
+                .bind(session_id).bind(filter).bind(page.limit).bind(page.offset).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND ($2 IS NULL OR status = $2)")
+                .bind(session_id).bind(filter).fetch_one(p).await?;
+            (rows, total)
+        });
+        Ok(Listing { items: rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total })
+    }
+
+    /// The status of each of these jobs, in one query; unknown ids are left out. The writer uses it
+    /// to skip results whose job is already finished or was cancelled.
+    pub async fn job_statuses(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, JobStatus)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let text = format!("SELECT id, status FROM training_jobs WHERE id IN ({placeholders})");
+        let rows: Vec<(Uuid, String)> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(sql(text.clone()));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await
+        })?;
+        rows.into_iter().map(|(id, s)| Ok((id, s.parse().map_err(CatalogError::Corrupt)?))).collect()
+    }
+
+    /// Puts a session's queued jobs back to pending, so they are published again: after a pause in
+    /// the distributed wiring the embedders dropped them. Returns how many moved.
+    pub async fn requeue_queued_jobs(&self, session_id: Uuid) -> Result<u64> {
+        let now = Utc::now();
+        let moved = on_pool!(self, p => sqlx::query("UPDATE training_jobs SET status = 'pending', updated_at = $2 WHERE session_id = $1 AND status = 'queued'")
+            .bind(session_id).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(moved)
+    }
+
+    /// Records that jobs were published (with their broker message ids): `pending -> queued`.
+    /// Jobs already further along are left alone. Returns how many moved.
+    pub async fn mark_jobs_queued(&self, jobs: &[(Uuid, String)]) -> Result<u64> {
+        let now = Utc::now();
+        let mut moved = 0;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for (id, message_id) in jobs {
+                moved += sqlx::query(
+                    "UPDATE training_jobs SET status = 'queued', broker_message_id = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'")
+                    .bind(*id).bind(message_id).bind(now).execute(&mut *tx).await?.rows_affected();
+                sqlx::query("UPDATE image_assets SET training_status = 'queued', updated_at = $2
+                             WHERE id = (SELECT asset_id FROM training_jobs WHERE id = $1) AND training_status = 'pending'")
+                    .bind(*id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(moved)
+    }
+
+    /// Cancels a job that has not finished; a finished one is `InvalidTransition`.
+    pub async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+        let now = Utc::now();
+        let row: Option<JobRow> = on_pool!(self, p => sqlx::query_as(sql(format!(
+            "UPDATE training_jobs SET status = 'cancelled', completed_at = $2, updated_at = $2
+             WHERE id = $1 AND status IN ('pending', 'queued', 'running') RETURNING {JOB_COLUMNS}")))
+            .bind(id).bind(now).fetch_optional(p).await)?;
+        match row {
+            Some(row) => row.try_into(),
+            None => {
+                let job = self.get_job(id).await?;
+                Err(CatalogError::InvalidTransition { what: "job", id: id.to_string(), from: job.status.to_string(), to: "cancelled".into() })
+            }
+        }
+    }
+
+    /// Records a batch of job results in one transaction: each job moves to completed or failed,
+    /// its evidence is written, its asset's `indexed_at` and status set, and every session touched
+    /// gets its counters recounted from its jobs. Replaying the same batch changes nothing (see the
+    /// module docs). The writer calls this only after the vectors are durable.
+    pub async fn record_results(&self, results: &[JobResult]) -> Result<RecordReport> {
+        let now = Utc::now();
+        let mut report = RecordReport::default();
+        let mut sessions: Vec<Uuid> = Vec::new();
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for r in results {
+                let (status, asset_status, error) = match &r.outcome {
+                    JobOutcome::Completed => ("completed", "trained", None),
+                    JobOutcome::Failed { error, permanent: true } => ("failed", "failed", Some(error.as_str())),
+                    JobOutcome::Failed { error, permanent: false } => ("failed", "pending", Some(error.as_str())),
+                };
+                let moved: Option<(Uuid, Uuid)> = sqlx::query_as(
+                    "UPDATE training_jobs SET status = $2, error_message = $3, processing_time_ms = $4, progress = 1,
+                         completed_at = $5, updated_at = $5
+                     WHERE id = $1 AND status IN ('pending', 'queued', 'running')
+                     RETURNING session_id, asset_id")
+                    .bind(r.job_id).bind(status).bind(error).bind(r.processing_time_ms).bind(now)
+                    .fetch_optional(&mut *tx).await?;
+                let Some((session_id, asset_id)) = moved else {
+                    let current: Option<String> = sqlx::query_scalar("SELECT status FROM training_jobs WHERE id = $1")
+                        .bind(r.job_id).fetch_optional(&mut *tx).await?;
+                    match current {
+                        Some(s) if s == status => report.already_done.push(r.job_id),
+                        Some(s) => report.refused.push((r.job_id, format!("job is {s}"))),
+                        None => report.refused.push((r.job_id, "no such job".into())),
+                    }
+                    continue;
+                };
+                let ev = &r.evidence;
+                sqlx::query(
+                    "INSERT INTO training_evidence (asset_id, session_id, model_name, model_version, embedding_checksum, device,
+                         processing_time_ms, error_message, metadata_json, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (session_id, asset_id) DO NOTHING")
+                    .bind(asset_id).bind(session_id).bind(&ev.model_name).bind(&ev.model_version).bind(&ev.embedding_checksum)
+                    .bind(&ev.device).bind(r.processing_time_ms).bind(error).bind(Json(&ev.metadata)).bind(now)
+                    .execute(&mut *tx).await?;
+                let indexed_at: Option<DateTime<Utc>> = (status == "completed").then_some(now);
+                sqlx::query("UPDATE image_assets SET training_status = $2, indexed_at = COALESCE($3, indexed_at), updated_at = $4 WHERE id = $1")
+                    .bind(asset_id).bind(asset_status).bind(indexed_at).bind(now).execute(&mut *tx).await?;
+                report.applied.push(r.job_id);
+                if !sessions.contains(&session_id) {
+                    sessions.push(session_id);
+                }
+            }
+            for session_id in &sessions {
+                sqlx::query(
+                    "UPDATE training_sessions SET
+                         processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed'),
+                         failed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'failed'),
+                         updated_at = $2
+                     WHERE id = $1")
+                    .bind(*session_id).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(report)
+    }
+}
