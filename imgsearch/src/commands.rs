@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 use vectors::{DEFAULT_COLLECTION, PointFilter};
 use writer::Writer;
 
-use crate::{IndexArgs, Overlap, SearchArgs, ServeArgs, StatusArgs, VectorsCommand, load_model};
+use crate::{
+    cli::{IndexArgs, Overlap, SearchArgs, ServeArgs, StatusArgs, VectorsCommand},
+    model_commands::load_model,
+};
 
 pub async fn index(args: IndexArgs) -> Result<()> {
     for d in &args.dirs {
@@ -46,9 +49,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     }
 
     let bar = if args.json || !std::io::stderr().is_terminal() { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}  {msg}").expect("static template").progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}  {msg}").expect("static template").progress_chars("=> "));
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
@@ -106,7 +107,11 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     } else {
         println!(
             "indexed {} images, skipped {} unchanged, {} failed in {:.1}s ({:.1} images/s)",
-            stats.completed, skipped_unchanged, stats.failed, secs, summary["imagesPerSecond"].as_f64().unwrap_or(0.0)
+            stats.completed,
+            skipped_unchanged,
+            stats.failed,
+            secs,
+            summary["imagesPerSecond"].as_f64().unwrap_or(0.0)
         );
         for (reason, n) in reasons.iter().take(5) {
             let example = stats.failed_examples.iter().find(|(r, _)| r == reason).map(|(_, p)| p.as_str()).unwrap_or("");
@@ -200,7 +205,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let model_args = args.model;
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
-    let state = imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
+    let state =
+        imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
     run_api(state, args.addr, &format!("data in {}", app.data_dir.display())).await?;
     app.catalog.close().await;
     Ok(())
@@ -253,7 +259,7 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
     }
 }
 
-async fn upgrade(no_swap: bool, store: crate::VectorsStoreArgs, model: crate::ModelArgs) -> Result<()> {
+async fn upgrade(no_swap: bool, store: crate::cli::VectorsStoreArgs, model: crate::cli::ModelArgs) -> Result<()> {
     {
         let app = open_stores(&store).await?;
         let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model)).await??);
@@ -267,7 +273,11 @@ async fn upgrade(no_swap: bool, store: crate::VectorsStoreArgs, model: crate::Mo
                 up.model_version,
                 up.indexed,
                 up.failed,
-                if up.swapped { format!("search now uses it ({} is kept until `imgsearch vectors drop-collection`)", up.previous.as_deref().unwrap_or("nothing")) } else { "the alias was not moved".into() }
+                if up.swapped {
+                    format!("search now uses it ({} is kept until `imgsearch vectors drop-collection`)", up.previous.as_deref().unwrap_or("nothing"))
+                } else {
+                    "the alias was not moved".into()
+                }
             );
         }
         app.catalog.close().await;
@@ -326,12 +336,11 @@ async fn manage_vectors(command: VectorsCommand) -> Result<()> {
             }
             serde_json::to_value(c)?
         }
-        VectorsCommand::Reset { confirm, reason, .. } => {
-            let ok = confirm.as_deref() == Some(manage::RESET_CONFIRMATION);
-            if !ok {
-                bail!("a reset deletes every vector; confirm with --confirm {:?}", manage::RESET_CONFIRMATION);
+        VectorsCommand::Reset { yes, reason, .. } => {
+            if !yes {
+                bail!("a reset deletes every vector; add --yes");
             }
-            let d = manage::reset(&app.catalog, &app.vectors, collection, true, confirm.as_deref(), reason).await?;
+            let d = manage::reset(&app.catalog, &app.vectors, collection, true, Some(manage::RESET_CONFIRMATION), reason).await?;
             if !json {
                 println!("deleted {} vectors; {} assets will be embedded again by the next index", d.deleted_vectors, d.assets_updated);
             }
@@ -365,7 +374,15 @@ async fn manage_vectors(command: VectorsCommand) -> Result<()> {
             let logs = app.catalog.list_deletion_logs(catalog::Page::new(0, limit)).await?;
             if !json {
                 for l in &logs.items {
-                    println!("#{} {} {} {} vectors {} {}", l.id, l.created_at.to_rfc3339(), l.deletion_type.as_str(), l.vector_count, l.target.as_deref().unwrap_or("-"), l.reason.as_deref().unwrap_or(""));
+                    println!(
+                        "#{} {} {} {} vectors {} {}",
+                        l.id,
+                        l.created_at.to_rfc3339(),
+                        l.deletion_type.as_str(),
+                        l.vector_count,
+                        l.target.as_deref().unwrap_or("-"),
+                        l.reason.as_deref().unwrap_or("")
+                    );
                 }
             }
             serde_json::to_value(logs.items)?
@@ -380,7 +397,7 @@ async fn manage_vectors(command: VectorsCommand) -> Result<()> {
 
 /// The stores `vectors` works on: the embedded data dir, or with `--config` the distributed
 /// PostgreSQL and Qdrant server.
-async fn open_stores(store: &crate::VectorsStoreArgs) -> Result<App> {
+async fn open_stores(store: &crate::cli::VectorsStoreArgs) -> Result<App> {
     match &store.config {
         Some(path) => {
             let config = imgsearch::config::Config::from_file_and_env(Some(path))?;
@@ -392,7 +409,7 @@ async fn open_stores(store: &crate::VectorsStoreArgs) -> Result<App> {
 
 /// `imgsearch vectors reindex`: marks the assets not indexed (their vectors stay until replaced),
 /// then indexes the folders that hold them, which embeds exactly those again.
-async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
+async fn reindex(args: crate::cli::VectorsReindexArgs) -> Result<()> {
     if args.store.config.is_some() {
         bail!("reindex with --config: run `imgsearch coordinator DIR` for the folders (the workers embed them), or POST /api/v1/vectors/retrain to `serve --config`");
     }
@@ -435,7 +452,7 @@ async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
     if !args.store.json {
         eprintln!("embedding {} assets again, in {} folder(s)", ids.len(), outermost.len());
     }
-    index(crate::IndexArgs {
+    index(crate::cli::IndexArgs {
         dirs: outermost,
         category: None,
         batch_size: 32,
@@ -443,7 +460,7 @@ async fn reindex(args: crate::VectorsReindexArgs) -> Result<()> {
         overlap_decode: Overlap::Auto,
         retry_failed: false,
         json: args.store.json,
-        data: crate::DataArgs { data_dir: Some(data_dir) },
+        data: crate::cli::DataArgs { data_dir: Some(data_dir) },
         model: args.model,
     })
     .await

@@ -8,7 +8,7 @@ use clip::{ClipModel, RuntimeOptions};
 use imgsearch::{config::Config, roles};
 use tokio_util::sync::CancellationToken;
 
-use crate::{CoordinatorArgs, resolve_model};
+use crate::{cli::CoordinatorArgs, model_commands::resolve_model};
 
 /// A token cancelled by SIGTERM or Ctrl-C: the roles drain and stop on it.
 fn shutdown_on_signals() -> Result<CancellationToken> {
@@ -25,7 +25,6 @@ fn shutdown_on_signals() -> Result<CancellationToken> {
     });
     Ok(token)
 }
-
 
 pub(crate) fn load_model(config: &Config) -> Result<ClipModel> {
     let dir = resolve_model(&config.model.name, config.model.cache.clone())?;
@@ -104,7 +103,10 @@ pub async fn embedder(config: Config) -> Result<()> {
         config.broker.broker_config().queue_name(broker::Queue::Jobs)
     );
     let stats = roles::run_embedder(&config, model, shutdown).await?;
-    eprintln!("embedder stopped: {} embedded, {} failed, {} dropped, {} dead-lettered, {} retried", stats.embedded, stats.failed, stats.dropped, stats.dead_lettered, stats.retried);
+    eprintln!(
+        "embedder stopped: {} embedded, {} failed, {} dropped, {} dead-lettered, {} retried",
+        stats.embedded, stats.failed, stats.dropped, stats.dead_lettered, stats.retried
+    );
     Ok(())
 }
 

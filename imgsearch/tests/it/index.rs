@@ -11,7 +11,6 @@ use catalog::{Catalog, JobStatus, Page};
 
 use crate::{fixtures, hub};
 
-
 fn command(data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
@@ -106,7 +105,8 @@ fn a_second_run_skips_unchanged_files_and_embeds_changed_ones() {
     // one file replaced by another picture, one deleted
     let set = images.path().join("set0");
     let first = |prefix: &str| {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&set).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix)).collect();
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(&set).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix)).collect();
         names.sort();
         names.remove(0)
     };
@@ -272,8 +272,8 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     assert_eq!(logs[1]["metadata"]["soft"], true, "{logs}");
 
     let out = run(data.path(), &["vectors", "reset"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm \"DELETE ALL VECTORS\""), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = ok_json(data.path(), &["vectors", "reset", "--confirm", "DELETE ALL VECTORS", "--json"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a reset deletes every vector; add --yes"), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = ok_json(data.path(), &["vectors", "reset", "--yes", "--json"]);
     assert_eq!(r["deletedVectors"].as_u64(), Some(240));
 
     // the next index embeds them all again
@@ -290,7 +290,11 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     // a model upgrade builds image_assets_v2 and moves the alias; the old model is then refused
     let (_b, b) = crate::manage::second_model();
     let up = ok_json(data.path(), &["vectors", "upgrade", "--model", path_str(&b), "--json"]);
-    assert_eq!((up["collection"].as_str(), up["previous"].as_str(), up["indexed"].as_u64(), up["swapped"].as_bool()), (Some("image_assets_v2"), Some("image_assets_v1"), Some(480), Some(true)), "{up}");
+    assert_eq!(
+        (up["collection"].as_str(), up["previous"].as_str(), up["indexed"].as_u64(), up["swapped"].as_bool()),
+        (Some("image_assets_v2"), Some("image_assets_v1"), Some(480), Some(true)),
+        "{up}"
+    );
     let out = run(data.path(), &["search", "a red circle"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("was built with model version"), "{}", String::from_utf8_lossy(&out.stderr));
     let found = ok_json(data.path(), &["search", "a red circle", "--limit", "3", "--model", path_str(&b), "--json"]);
