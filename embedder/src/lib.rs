@@ -14,8 +14,8 @@ pub mod worker;
 
 use std::{sync::Arc, time::Instant};
 
-pub use protocol::batch::{Batcher, FlushReason};
 use clip::{ClipModel, ImageError, ImageInfo, PreparedImage, Preprocessor, embedding_checksum};
+pub use protocol::batch::{Batcher, FlushReason};
 use protocol::{EmbedJob, EmbedResult, EvidenceInfo, FailureKind, Outcome};
 use rayon::prelude::*;
 use serde_json::json;
@@ -43,6 +43,12 @@ pub struct BatchTimings {
     pub failed: usize,
     pub decode_ms: f64,
     pub inference_ms: f64,
+}
+
+/// Counts one embed batch (by flush reason, and its size), in both wirings.
+pub fn count_batch(reason: FlushReason, images: usize) {
+    metrics::METRICS.batches.with_label_values(&[reason.as_str()]).inc();
+    metrics::METRICS.batch_size.observe(images as f64);
 }
 
 fn failure_kind(e: &ImageError) -> FailureKind {

@@ -4,7 +4,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, exponential_buckets, register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, exponential_buckets, register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+};
 
 pub(crate) struct Metrics {
     /// jobs taken from the queue
@@ -33,9 +35,20 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     jobs_failed: register_int_counter_vec!("imgsearch_embedder_jobs_failed_total", "jobs that failed, by reason", &["reason"]).expect("registered once"),
     jobs_retried: register_int_counter!("imgsearch_embedder_jobs_retried_total", "jobs given back after a transient failure").expect("registered once"),
     batches: register_int_counter_vec!("imgsearch_embedder_batches_total", "embed batches, by flush reason", &["reason"]).expect("registered once"),
-    batch_size: register_histogram!("imgsearch_embedder_batch_size_images", "images per embed batch", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]).expect("registered once"),
-    stage_seconds: register_histogram_vec!("imgsearch_embedder_batch_duration_seconds", "time of one batch, by stage (decode, inference, publish)", &["stage"], exponential_buckets(0.001, 2.0, 16).expect("valid buckets"))
+    batch_size: register_histogram!("imgsearch_embedder_batch_size_images", "images per embed batch", vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
         .expect("registered once"),
-    queue_lag_seconds: register_histogram!("imgsearch_embedder_queue_lag_seconds", "from a job's publish to its consumption", exponential_buckets(0.001, 2.0, 20).expect("valid buckets")).expect("registered once"),
+    stage_seconds: register_histogram_vec!(
+        "imgsearch_embedder_batch_duration_seconds",
+        "time of one batch, by stage (decode, inference, publish)",
+        &["stage"],
+        exponential_buckets(0.001, 2.0, 16).expect("valid buckets")
+    )
+    .expect("registered once"),
+    queue_lag_seconds: register_histogram!(
+        "imgsearch_embedder_queue_lag_seconds",
+        "from a job's publish to its consumption",
+        exponential_buckets(0.001, 2.0, 20).expect("valid buckets")
+    )
+    .expect("registered once"),
     reconnects: register_int_counter!("imgsearch_embedder_reconnects_total", "broker connections made again after one was lost").expect("registered once"),
 });

@@ -108,7 +108,14 @@ struct Taken {
 type InFlight = (Delivery, tracing::Span);
 
 /// Consumes on one connection until shutdown (`Ok`) or until the connection fails (`Err`).
-async fn consume(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &WorkerOptions, controls: &Controls, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), BrokerError> {
+async fn consume(
+    broker: Arc<Broker>,
+    embedder: &Arc<Embedder>,
+    options: &WorkerOptions,
+    controls: &Controls,
+    shutdown: &CancellationToken,
+    stats: &mut WorkerStats,
+) -> Result<(), BrokerError> {
     let mut jobs = broker.consume(Queue::Jobs, &options.tag, options.prefetch()).await?;
     let mut control = broker.subscribe_control(&format!("{}-control", options.tag)).await?;
     let mut batcher: Batcher<Taken> = Batcher::new(options.batch_size, options.max_wait);
@@ -123,7 +130,7 @@ async fn consume(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &Worker
                 // yet in a batch go back to the queue when the channel closes
                 jobs.cancel().await?;
                 if let Some((batch, reason)) = batcher.drain() {
-                    stage.run(&broker, embedder, batch, reason.as_str(), stats).await?;
+                    stage.run(&broker, embedder, batch, reason, stats).await?;
                 }
                 stage.finish(stats).await?;
                 jobs.close().await?;
@@ -152,7 +159,7 @@ async fn consume(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &Worker
             _ = sleep_until(deadline), if deadline.is_some() => batcher.poll(Instant::now()),
         };
         if let Some((batch, reason)) = flushed {
-            stage.run(&broker, embedder, batch, reason.as_str(), stats).await?;
+            stage.run(&broker, embedder, batch, reason, stats).await?;
         }
     }
 }
@@ -182,9 +189,16 @@ impl Inference {
     }
 
     /// Decodes a batch, then infers, publishes and acks it (here, or in the inference task).
-    async fn run(&mut self, broker: &Broker, embedder: &Arc<Embedder>, batch: Vec<Taken>, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
-        METRICS.batches.with_label_values(&[reason]).inc();
-        METRICS.batch_size.observe(batch.len() as f64);
+    async fn run(
+        &mut self,
+        broker: &Broker,
+        embedder: &Arc<Embedder>,
+        batch: Vec<Taken>,
+        reason: protocol::batch::FlushReason,
+        stats: &mut WorkerStats,
+    ) -> Result<(), BrokerError> {
+        crate::count_batch(reason, batch.len());
+        let reason = reason.as_str();
         let (deliveries, jobs): (Vec<InFlight>, Vec<EmbedJob>) = batch.into_iter().map(|t| ((t.delivery, t.span), t.job)).unzip();
         let e = embedder.clone();
         let span = tracing::info_span!("decode_batch", images = jobs.len(), reason);
@@ -225,12 +239,20 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Looks at one delivery: a job goes into the batch; a poison message, a job of a dropped session
 /// or one delivered too often is settled here. Returns a batch when this job filled it.
-async fn take(broker: &Broker, delivery: Delivery, controls: &Controls, batcher: &mut Batcher<Taken>, stats: &mut WorkerStats) -> Result<Option<(Vec<Taken>, protocol::batch::FlushReason)>, BrokerError> {
+async fn take(
+    broker: &Broker,
+    delivery: Delivery,
+    controls: &Controls,
+    batcher: &mut Batcher<Taken>,
+    stats: &mut WorkerStats,
+) -> Result<Option<(Vec<Taken>, protocol::batch::FlushReason)>, BrokerError> {
     METRICS.jobs_consumed.inc();
     METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
     let job: EmbedJob = match delivery.decode::<EmbedJob>("embed job") {
         Ok(job) if job.v == protocol::VERSION => job,
-        Ok(job) => return poison(broker, &delivery, &format!("embed job version {} is not the version this embedder reads ({})", job.v, protocol::VERSION), stats).await.map(|_| None),
+        Ok(job) => {
+            return poison(broker, &delivery, &format!("embed job version {} is not the version this embedder reads ({})", job.v, protocol::VERSION), stats).await.map(|_| None);
+        }
         Err(e) => return poison(broker, &delivery, &e.to_string(), stats).await.map(|_| None),
     };
     let dropped = controls.lock().expect("controls lock").get(&job.session_id).copied();

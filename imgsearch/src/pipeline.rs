@@ -8,7 +8,11 @@
 //! memory). Cancelling (Ctrl-C) stops the feed; the batches already taken are embedded, written
 //! and recorded, so a stop loses nothing and the next run resumes with the jobs left.
 
-use std::{collections::BTreeMap, sync::Arc, time::{Duration, Instant}};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use embedder::{Batcher, DecodedBatch, Embedder, FlushReason};
@@ -118,16 +122,13 @@ async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batcher: &mut Batcher<T>, clo
 async fn embed_stage(mut rx: mpsc::Receiver<EmbedJob>, tx: mpsc::Sender<EmbedResult>, embedder: Arc<Embedder>, options: PipelineOptions) -> Result<BTreeMap<&'static str, usize>> {
     let (decoded_tx, decoded_rx) = mpsc::channel::<DecodedBatch>(1);
     // without overlap, this stage runs inference itself, one batch after the other
-    let (infer, sequential_tx) = if options.overlap_decode {
-        (Some(tokio::spawn(infer_stage(decoded_rx, tx, embedder.clone()))), None)
-    } else {
-        (None, Some(tx))
-    };
+    let (infer, sequential_tx) = if options.overlap_decode { (Some(tokio::spawn(infer_stage(decoded_rx, tx, embedder.clone()))), None) } else { (None, Some(tx)) };
     let mut batcher = Batcher::new(options.embed_batch, options.max_wait);
     let mut flushes = BTreeMap::new();
     let mut closed = false;
     while let Some((batch, reason)) = next_batch(&mut rx, &mut batcher, &mut closed).await {
         *flushes.entry(reason.as_str()).or_default() += 1;
+        embedder::count_batch(reason, batch.len());
         let e = embedder.clone();
         let decoded = tokio::task::spawn_blocking(move || e.decode(batch)).await.context("a decode batch panicked")?;
         match &sequential_tx {

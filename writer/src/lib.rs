@@ -65,8 +65,14 @@ impl Writer {
         let mut job_results = Vec::with_capacity(results.len());
         let mut report = WriteReport::default();
         let ids: Vec<uuid::Uuid> = results.iter().map(|r| r.job_id).collect();
-        let open: std::collections::HashSet<uuid::Uuid> =
-            self.catalog.job_statuses(&ids).await?.into_iter().filter(|(_, s)| matches!(s, JobStatus::Pending | JobStatus::Queued | JobStatus::Running)).map(|(id, _)| id).collect();
+        let open: std::collections::HashSet<uuid::Uuid> = self
+            .catalog
+            .job_statuses(&ids)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| matches!(s, JobStatus::Pending | JobStatus::Queued | JobStatus::Running))
+            .map(|(id, _)| id)
+            .collect();
         for r in results.iter().filter(|r| open.contains(&r.job_id)) {
             let (outcome, checksum) = match &r.outcome {
                 Outcome::Embedded { vector, checksum } => match protocol::vector_from_bytes(vector) {
@@ -120,6 +126,10 @@ impl Writer {
         }
         report.commit_seconds = t.elapsed().as_secs_f64();
         report.completed = job_results.iter().filter(|j| j.outcome == JobOutcome::Completed).count();
+        // counted here, in the stage both wirings run, so `serve` and `imgsearch writer` report alike
+        metrics::METRICS.jobs_written.with_label_values(&["completed"]).inc_by(report.completed as u64);
+        metrics::METRICS.jobs_written.with_label_values(&["failed"]).inc_by(report.failed.len() as u64);
+        metrics::METRICS.jobs_written.with_label_values(&["skipped"]).inc_by(report.skipped as u64);
         Ok(report)
     }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, exponential_buckets, register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, exponential_buckets, register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+};
 
 pub(crate) struct Metrics {
     /// results taken from the embeddings queue
@@ -27,10 +29,21 @@ pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     results_consumed: register_int_counter!("imgsearch_writer_results_consumed_total", "results taken from the embeddings queue").expect("registered once"),
     jobs_written: register_int_counter_vec!("imgsearch_writer_jobs_written_total", "jobs recorded, by outcome", &["outcome"]).expect("registered once"),
     batches: register_int_counter_vec!("imgsearch_writer_batches_total", "write batches, by flush reason", &["reason"]).expect("registered once"),
-    batch_size: register_histogram!("imgsearch_writer_batch_size_results", "results per write batch", vec![1.0, 4.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]).expect("registered once"),
-    stage_seconds: register_histogram_vec!("imgsearch_writer_batch_duration_seconds", "time of one batch, by stage (upsert, commit)", &["stage"], exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"))
+    batch_size: register_histogram!("imgsearch_writer_batch_size_results", "results per write batch", vec![1.0, 4.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0])
         .expect("registered once"),
-    queue_lag_seconds: register_histogram!("imgsearch_writer_queue_lag_seconds", "from a result's publish to its consumption", exponential_buckets(0.001, 2.0, 20).expect("valid buckets")).expect("registered once"),
+    stage_seconds: register_histogram_vec!(
+        "imgsearch_writer_batch_duration_seconds",
+        "time of one batch, by stage (upsert, commit)",
+        &["stage"],
+        exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
+    )
+    .expect("registered once"),
+    queue_lag_seconds: register_histogram!(
+        "imgsearch_writer_queue_lag_seconds",
+        "from a result's publish to its consumption",
+        exponential_buckets(0.001, 2.0, 20).expect("valid buckets")
+    )
+    .expect("registered once"),
     store_retries: register_int_counter!("imgsearch_writer_store_retries_total", "batch writes tried again after a store was unavailable").expect("registered once"),
     reconnects: register_int_counter!("imgsearch_writer_reconnects_total", "broker connections made again after one was lost").expect("registered once"),
 });

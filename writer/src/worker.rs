@@ -158,13 +158,10 @@ async fn write(writer: &Writer, batch: Vec<(Delivery, EmbedResult)>, reason: &st
         })
         .collect();
     let attempt = || writer.write_batch(&results);
-    let retried = attempt
-        .retry(broker::reconnect_backoff())
-        .when(WriteError::is_unavailable)
-        .notify(|e, wait| {
-            METRICS.store_retries.inc();
-            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "a store is unavailable; holding the batch");
-        });
+    let retried = attempt.retry(broker::reconnect_backoff()).when(WriteError::is_unavailable).notify(|e, wait| {
+        METRICS.store_retries.inc();
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "a store is unavailable; holding the batch");
+    });
     let report = tokio::select! {
         r = retried => r,
         // stopping while a store is away: the unacked batch comes again to the next writer
@@ -187,9 +184,6 @@ async fn write(writer: &Writer, batch: Vec<(Delivery, EmbedResult)>, reason: &st
     }
     let failed = report.failed.len() as u64;
     let completed = report.completed as u64;
-    METRICS.jobs_written.with_label_values(&["completed"]).inc_by(completed);
-    METRICS.jobs_written.with_label_values(&["failed"]).inc_by(failed);
-    METRICS.jobs_written.with_label_values(&["skipped"]).inc_by(report.skipped as u64);
     stats.completed += completed;
     stats.failed += failed;
     stats.skipped += report.skipped as u64;

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the serving process: `imgsearch_<stage>_<name>_<unit>`, rendered at
-//! `/metrics` in the text format.
+//! `/metrics` in the text format. Only what is the API's own lives here (requests, search time);
+//! the stages it runs count in their crates' metrics (`imgsearch_embedder_*`, `imgsearch_writer_*`),
+//! one name per quantity whichever process runs them.
 
 use std::sync::Arc;
 
@@ -18,10 +20,6 @@ pub(crate) struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
     pub search_seconds: Histogram,
-    /// jobs written by outcome (completed, failed)
-    pub write_jobs: IntCounterVec,
-    /// embed batches by flush reason
-    pub embed_batches: IntCounterVec,
 }
 
 impl Metrics {
@@ -30,15 +28,14 @@ impl Metrics {
         let http_requests = IntCounterVec::new(Opts::new("imgsearch_api_requests_total", "HTTP requests by route and status"), &["route", "status"]).expect("valid metric");
         let http_seconds = HistogramVec::new(HistogramOpts::new("imgsearch_api_request_duration_seconds", "HTTP request latency by route"), &["route"]).expect("valid metric");
         let search_seconds = Histogram::with_opts(
-            HistogramOpts::new("imgsearch_search_query_duration_seconds", "vector search plus catalog hydration").buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            HistogramOpts::new("imgsearch_search_query_duration_seconds", "vector search plus catalog hydration")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
         )
         .expect("valid metric");
-        let write_jobs = IntCounterVec::new(Opts::new("imgsearch_write_jobs_total", "jobs recorded by the write stage, by outcome"), &["outcome"]).expect("valid metric");
-        let embed_batches = IntCounterVec::new(Opts::new("imgsearch_embed_batches_total", "embed batches by flush reason"), &["reason"]).expect("valid metric");
-        for c in [Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(http_seconds.clone()), Box::new(search_seconds.clone()), Box::new(write_jobs.clone()), Box::new(embed_batches.clone())] {
+        for c in [Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(http_seconds.clone()), Box::new(search_seconds.clone())] {
             registry.register(c).expect("metric registered once");
         }
-        Metrics { registry, http_requests, http_seconds, search_seconds, write_jobs, embed_batches }
+        Metrics { registry, http_requests, http_seconds, search_seconds }
     }
 }
 

@@ -175,18 +175,11 @@ async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, 
     let (model, collection) = (s.model(), s.collection());
     let embedder = Arc::new(Embedder::new(model.clone(), 0, false));
     let writer = Arc::new(Writer { catalog: s.catalog.clone(), vectors: s.vectors.clone(), collection });
-    let metrics = s.clone();
     let options = PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };
-    let result = pipeline::run(jobs, embedder, writer, options, cancel, move |r| {
-        metrics.metrics.write_jobs.with_label_values(&["completed"]).inc_by(r.completed as u64);
-        metrics.metrics.write_jobs.with_label_values(&["failed"]).inc_by(r.failed.len() as u64);
-    })
-    .await;
+    // the stages count their own batches and jobs (imgsearch_embedder_*, imgsearch_writer_*)
+    let result = pipeline::run(jobs, embedder, writer, options, cancel, |_| {}).await;
     let end = match &result {
         Ok(stats) => {
-            for (reason, n) in &stats.embed_flushes {
-                s.metrics.embed_batches.with_label_values(&[reason]).inc_by(*n as u64);
-            }
             if stats.interrupted {
                 let how = *stop_as.lock().expect("stop lock");
                 match how {
@@ -347,11 +340,7 @@ pub(crate) struct RestartBody {
 pub(crate) async fn restart(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, body: axum::body::Bytes) -> ApiResult<Json<Session>> {
     refuse_if_running(&s, id)?;
     // the body is optional: none, or {"reason": "..."}
-    let reason = if body.is_empty() {
-        None
-    } else {
-        serde_json::from_slice::<RestartBody>(&body).map_err(|e| ApiError::unprocessable(format!("restart body: {e}")))?.reason
-    };
+    let reason = if body.is_empty() { None } else { serde_json::from_slice::<RestartBody>(&body).map_err(|e| ApiError::unprocessable(format!("restart body: {e}")))?.reason };
     Ok(Json(s.catalog.restart_session(id, reason.as_deref()).await?))
 }
 
