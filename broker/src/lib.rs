@@ -27,8 +27,8 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-        ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -254,9 +254,8 @@ impl Broker {
     /// Connects, enables publisher confirms and declares the topology (idempotent: every process
     /// declares it, whoever starts first).
     pub async fn connect(config: BrokerConfig) -> Result<Self> {
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| BrokerError::Unavailable { url: config.url.clone(), reason: e.to_string() })?;
+        let connection =
+            Connection::connect(&config.url, ConnectionProperties::default()).await.map_err(|e| BrokerError::Unavailable { url: config.url.clone(), reason: e.to_string() })?;
         let publisher = connection.create_channel().await.map_err(amqp("open a channel"))?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp("enable publisher confirms"))?;
         let broker = Broker { config, connection, publisher };
@@ -274,9 +273,14 @@ impl Broker {
         c.exchange_declare(dlx.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
             .await
             .map_err(amqp("declare the dead-letter exchange"))?;
-        c.exchange_declare(self.config.control_exchange_name().as_str().into(), ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-            .await
-            .map_err(amqp("declare the control exchange"))?;
+        c.exchange_declare(
+            self.config.control_exchange_name().as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("declare the control exchange"))?;
         for q in [Queue::Jobs, Queue::Embeddings] {
             let (name, dead) = (self.config.queue_name(q), self.config.dead_queue_name(q));
             c.queue_declare(dead.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, quorum_args(None))
@@ -320,10 +324,7 @@ impl Broker {
     async fn send(&self, exchange: &str, routing_key: &str, payload: &[u8], headers: FieldTable) -> Result<lapin::PublisherConfirm> {
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into()).with_headers(headers);
         let mandatory = exchange.is_empty() || exchange == self.config.dlx_name();
-        self.publisher
-            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory, ..Default::default() }, payload, props)
-            .await
-            .map_err(amqp("publish"))
+        self.publisher.basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory, ..Default::default() }, payload, props).await.map_err(amqp("publish"))
     }
 
     /// Publishes bytes as they are (tests use it for poison messages).
@@ -400,11 +401,8 @@ impl Broker {
 
     /// Messages waiting in a queue (not counting the ones delivered and not yet acked).
     pub async fn queue_depth(&self, name: &str) -> Result<u32> {
-        let q = self
-            .publisher
-            .queue_declare(name.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await
-            .map_err(amqp("inspect a queue"))?;
+        let q =
+            self.publisher.queue_declare(name.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.map_err(amqp("inspect a queue"))?;
         Ok(q.message_count())
     }
 

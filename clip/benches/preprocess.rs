@@ -42,7 +42,7 @@ fn main() {
     let py_rate = python.as_ref().and_then(|p| p["images_per_s"].as_f64());
 
     println!("preprocessing, {} JPEGs of about 1 megapixel -> 1x3x224x224, one thread", files.len());
-    println!("{:52} {:>9} {:>8} {:>10}  {}", "path", "images/s", "ms/img", "vs python", "decode + resize/normalize ms");
+    println!("{:52} {:>9} {:>8} {:>10}  decode + resize/normalize ms", "path", "images/s", "ms/img", "vs python");
     let row = |name: &str, r: f64, split: Option<(f64, f64)>| {
         let ratio = py_rate.map(|p| format!("{:.2}x", r / p)).unwrap_or_else(|| "-".into());
         let split = split.map(|(d, z)| format!("{d:.2} + {z:.2}")).unwrap_or_default();

@@ -28,10 +28,7 @@ struct Tower {
 impl Tower {
     fn open(dir: &ModelDir, file: &str, options: &RuntimeOptions) -> Result<Self, ClipError> {
         let session = open_session(&dir.path(file), options)?;
-        let input = session.session.inputs().first().ok_or_else(|| ClipError::Runtime {
-            action: "read the model inputs",
-            reason: format!("{file} has no input"),
-        })?;
+        let input = session.session.inputs().first().ok_or_else(|| ClipError::Runtime { action: "read the model inputs", reason: format!("{file} has no input") })?;
         let fixed_batch = input.dtype().tensor_shape().and_then(|shape| shape.first().copied()).filter(|d| *d > 0).map(|d| d as usize);
         Ok(Tower { input: input.name().to_owned(), fixed_batch, session: Mutex::new(session) })
     }
@@ -134,15 +131,16 @@ impl ClipModel {
     pub fn embed_images(&self, images: &[PreparedImage]) -> Result<Array2<f32>, ClipError> {
         let (h, w) = self.preprocessor.output_hw();
         let len = self.preprocessor.tensor_len();
-        self.visual.run(images.len(), self.embed_dim, |start, end| {
-            let mut batch = Array4::<f32>::zeros((end - start, 3, h as usize, w as usize));
-            let flat = batch.as_slice_mut().expect("standard layout");
-            for (i, img) in images[start..end].iter().enumerate() {
-                flat[i * len..(i + 1) * len].copy_from_slice(&img.pixels);
-            }
-            Ok(batch)
-        })
-        .map(l2_normalize)
+        self.visual
+            .run(images.len(), self.embed_dim, |start, end| {
+                let mut batch = Array4::<f32>::zeros((end - start, 3, h as usize, w as usize));
+                let flat = batch.as_slice_mut().expect("standard layout");
+                for (i, img) in images[start..end].iter().enumerate() {
+                    flat[i * len..(i + 1) * len].copy_from_slice(&img.pixels);
+                }
+                Ok(batch)
+            })
+            .map(l2_normalize)
     }
 
     /// Embeds a ready `[n, 3, H, W]` tensor (e.g. one read from an .npy file).

@@ -88,9 +88,7 @@ pub enum ClipError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error(
-        "onnx runtime library not found (looked at {looked_at}); run scripts/setup-ort.sh or set ORT_DYLIB_PATH to libonnxruntime.so"
-    )]
+    #[error("onnx runtime library not found (looked at {looked_at}); run scripts/setup-ort.sh or set ORT_DYLIB_PATH to libonnxruntime.so")]
     RuntimeLibraryMissing { looked_at: String },
     #[error("onnx runtime failed to {action}: {reason}")]
     Runtime { action: &'static str, reason: String },

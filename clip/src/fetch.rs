@@ -97,12 +97,8 @@ pub struct FetchReport {
 
 /// Fetches model `name` into `cache_dir/name` and returns that directory.
 pub fn fetch_model(name: &str, cache_dir: &Path, source: &FetchSource, progress: &dyn FetchProgress) -> Result<(PathBuf, FetchReport), FetchError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_recv_body(Some(Duration::from_secs(60)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_connect(Some(Duration::from_secs(15))).timeout_recv_body(Some(Duration::from_secs(60))).http_status_as_error(false).build().into();
     let repo = format!("{}/{}", source.owner, name);
     let base = source.base_url.trim_end_matches('/');
     let listing_url = format!("{base}/api/models/{repo}/tree/{}?recursive=true", source.revision);
@@ -112,10 +108,7 @@ pub fn fetch_model(name: &str, cache_dir: &Path, source: &FetchSource, progress:
     let dest = cache_dir.join(name);
     let mut report = FetchReport::default();
     for file in REQUIRED_FILES {
-        let entry = entries
-            .iter()
-            .find(|e| e.kind == "file" && e.path == file)
-            .ok_or_else(|| FetchError::MissingInRepository { repo: repo.clone(), file: file.into() })?;
+        let entry = entries.iter().find(|e| e.kind == "file" && e.path == file).ok_or_else(|| FetchError::MissingInRepository { repo: repo.clone(), file: file.into() })?;
         let (size, expected) = match &entry.lfs {
             Some(lfs) => (lfs.size, Expected::Sha256(lfs.oid.clone())),
             None => (entry.size, Expected::GitBlob(entry.oid.clone())),

@@ -108,15 +108,11 @@ pub fn file_kind(ft: std::fs::FileType) -> &'static str {
 /// Opens `path` for reading only if it is a regular file (symlinks followed). Opening is
 /// non-blocking, so a FIFO cannot hang the caller, and the type is checked on the opened handle.
 pub fn open_regular(path: &Path) -> Result<std::fs::File, ImageError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|source| match std::fs::metadata(path) {
-            // a socket cannot even be opened: say what it is, not "no such device"
-            Ok(meta) if !meta.is_file() => ImageError::NotARegularFile { path: path.to_owned(), kind: file_kind(meta.file_type()) },
-            _ => ImageError::Io { path: path.to_owned(), source },
-        })?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(|source| match std::fs::metadata(path) {
+        // a socket cannot even be opened: say what it is, not "no such device"
+        Ok(meta) if !meta.is_file() => ImageError::NotARegularFile { path: path.to_owned(), kind: file_kind(meta.file_type()) },
+        _ => ImageError::Io { path: path.to_owned(), source },
+    })?;
     let ft = file.metadata().map_err(|source| ImageError::Io { path: path.to_owned(), source })?.file_type();
     if !ft.is_file() {
         return Err(ImageError::NotARegularFile { path: path.to_owned(), kind: file_kind(ft) });

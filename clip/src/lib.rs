@@ -6,9 +6,9 @@
 
 pub mod embed;
 pub mod error;
-pub mod guard;
 #[cfg(feature = "fetch")]
 pub mod fetch;
+pub mod guard;
 pub mod model;
 pub mod npy;
 pub mod preprocess;

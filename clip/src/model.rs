@@ -166,19 +166,12 @@ impl ModelDir {
         let preprocess: PreprocessConfig = read_json(&root.join(PREPROCESS_CFG))?;
         let tokenizer_cfg: TokenizerConfig = read_json(&root.join(TOKENIZER_CONFIG))?;
         if config.embed_dim == 0 || config.text_cfg.context_length < 2 {
-            return Err(ModelError::Malformed {
-                path: root.join(CONFIG),
-                reason: "embed_dim must be positive and text_cfg.context_length at least 2".into(),
-            });
+            return Err(ModelError::Malformed { path: root.join(CONFIG), reason: "embed_dim must be positive and text_cfg.context_length at least 2".into() });
         }
         if preprocess.std.iter().any(|s| *s <= 0.0) {
             return Err(ModelError::Malformed { path: root.join(PREPROCESS_CFG), reason: "std values must be positive".into() });
         }
-        let name = root
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into());
+        let name = root.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         Ok(ModelDir { root, name, config, preprocess, pad_token: tokenizer_cfg.pad_token })
     }
 

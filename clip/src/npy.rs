@@ -46,12 +46,7 @@ pub fn read_f32(mut input: impl Read) -> io::Result<(Vec<usize>, Vec<f32>)> {
         return Err(bad("only little-endian float32 in C order is supported"));
     }
     let shape_text = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).ok_or_else(|| bad("shape"))?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad("shape")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let shape = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().map_err(|_| bad("shape"))).collect::<Result<Vec<_>, _>>()?;
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
     if bytes.len() != shape.iter().product::<usize>() * 4 {

@@ -18,7 +18,10 @@
 
 use std::{io::Cursor, path::Path, time::Instant};
 
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::{Image as FrImage, ImageRef}};
+use fast_image_resize::{
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+    images::{Image as FrImage, ImageRef},
+};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage, metadata::Orientation};
 use serde::Serialize;
 
@@ -214,14 +217,7 @@ impl Preprocessor {
         let mut img = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
         img.apply_orientation(orientation);
         let rgb = img.into_rgb8();
-        Ok(Decoded {
-            displayed: rgb.dimensions(),
-            rgb,
-            format: format_name(format),
-            color,
-            orientation: orientation_number(orientation),
-            scale: 1,
-        })
+        Ok(Decoded { displayed: rgb.dimensions(), rgb, format: format_name(format), color, orientation: orientation_number(orientation), scale: 1 })
     }
 
     /// JPEGs decode with libjpeg-turbo, the library PIL uses, with PIL's settings (accurate integer

@@ -123,9 +123,7 @@ fn base_builder(env: &Environment, options: &RuntimeOptions) -> Result<ort::sess
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| ClipError::Runtime { action: "set the optimization level", reason: e.to_string() })?;
     if options.intra_threads > 0 {
-        builder = builder
-            .with_intra_threads(options.intra_threads)
-            .map_err(|e| ClipError::Runtime { action: "set intra-op threads", reason: e.to_string() })?;
+        builder = builder.with_intra_threads(options.intra_threads).map_err(|e| ClipError::Runtime { action: "set intra-op threads", reason: e.to_string() })?;
     }
     Ok(builder)
 }
@@ -137,11 +135,7 @@ fn cuda_session(env: &Environment, model: &Path, options: &RuntimeOptions) -> Re
         return Err("this onnx runtime library has no cuda provider (install onnxruntime-gpu)".into());
     }
     let builder = base_builder(env, options).map_err(|e| e.to_string())?;
-    builder
-        .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
-        .map_err(|e| e.to_string())?
-        .commit_from_file(model)
-        .map_err(|e| e.to_string())
+    builder.with_execution_providers([ep::CUDA::default().build().error_on_failure()]).map_err(|e| e.to_string())?.commit_from_file(model).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]

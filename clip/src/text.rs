@@ -26,15 +26,8 @@ impl TextTokenizer {
         let malformed = |reason: String| ModelError::Malformed { path: path.to_owned(), reason };
         let mut inner = Tokenizer::from_file(path).map_err(|e| malformed(e.to_string()))?;
         let pad_id = inner.token_to_id(pad_token).ok_or_else(|| malformed(format!("pad token {pad_token:?} is not in the vocabulary")))?;
-        inner
-            .with_truncation(Some(TruncationParams { max_length: context_length, ..Default::default() }))
-            .map_err(|e| malformed(e.to_string()))?;
-        inner.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::Fixed(context_length),
-            pad_id,
-            pad_token: pad_token.to_owned(),
-            ..Default::default()
-        }));
+        inner.with_truncation(Some(TruncationParams { max_length: context_length, ..Default::default() })).map_err(|e| malformed(e.to_string()))?;
+        inner.with_padding(Some(PaddingParams { strategy: PaddingStrategy::Fixed(context_length), pad_id, pad_token: pad_token.to_owned(), ..Default::default() }));
         inner.set_encode_special_tokens(true);
         Ok(TextTokenizer { inner, context_length })
     }
@@ -46,10 +39,7 @@ impl TextTokenizer {
     /// Token ids of one text, `context_length` long: start, the text (truncated), end, padding.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ClipError> {
         let cleaned = clean_text(text);
-        let encoding = self
-            .inner
-            .encode(cleaned.as_ref(), true)
-            .map_err(|e| ClipError::Tokenize { text: text.to_owned(), reason: e.to_string() })?;
+        let encoding = self.inner.encode(cleaned.as_ref(), true).map_err(|e| ClipError::Tokenize { text: text.to_owned(), reason: e.to_string() })?;
         Ok(encoding.get_ids().to_vec())
     }
 

@@ -23,9 +23,7 @@ fn tiny_model_dir() -> PathBuf {
 
 /// `ORT_DYLIB_PATH`, else the library scripts/setup-ort.sh puts in the repository.
 fn runtime_options() -> RuntimeOptions {
-    let library = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
+    let library = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
     RuntimeOptions { library: Some(library), ..Default::default() }
 }
 
@@ -148,10 +146,7 @@ fn preprocessing_equals_pil_and_open_clip_on_real_photographs() {
         let diff = max_abs_diff(&prepared.pixels, &expected);
         let mean = prepared.pixels.iter().zip(&expected).map(|(a, b)| (a - b).abs()).sum::<f32>() / expected.len() as f32;
         let verdict = if diff <= 0.02 { "ok" } else { "TOO FAR" };
-        report.push(format!(
-            "{:24} {:>7} {:>4}x{:<4} max |diff| {diff:.4} mean {mean:.5} {verdict}",
-            entry.file, prepared.info.color, entry.displayed[0], entry.displayed[1]
-        ));
+        report.push(format!("{:24} {:>7} {:>4}x{:<4} max |diff| {diff:.4} mean {mean:.5} {verdict}", entry.file, prepared.info.color, entry.displayed[0], entry.displayed[1]));
     }
     println!("{}", report.join("\n"));
     assert!(!report.iter().any(|r| r.ends_with("TOO FAR")), "max abs diff above 0.02:\n{}", report.join("\n"));
@@ -227,11 +222,7 @@ fn embed_heldout_images() -> &'static Vec<Vec<f32>> {
     static EMB: OnceLock<Vec<Vec<f32>>> = OnceLock::new();
     EMB.get_or_init(|| {
         let model = tiny_model();
-        let prepared: Vec<_> = tiny_reference()
-            .images
-            .iter()
-            .map(|r| model.preprocessor().prepare_file(&fixtures().join("shapes").join(&r.file)).unwrap())
-            .collect();
+        let prepared: Vec<_> = tiny_reference().images.iter().map(|r| model.preprocessor().prepare_file(&fixtures().join("shapes").join(&r.file)).unwrap()).collect();
         clip::embed::rows(model.embed_images(&prepared).unwrap().view())
     })
 }

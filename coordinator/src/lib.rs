@@ -132,7 +132,8 @@ async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, ses
     for chunk in jobs.chunks(500) {
         let started = std::time::Instant::now();
         // each job starts its asset's trace; the embedder and the writer continue it from the headers
-        let spans: Vec<tracing::Span> = chunk.iter().map(|j| tracing::info_span!(parent: None, "publish_job", job_id = %j.job_id, asset_id = %j.asset_id, session_id = %j.session_id)).collect();
+        let spans: Vec<tracing::Span> =
+            chunk.iter().map(|j| tracing::info_span!(parent: None, "publish_job", job_id = %j.job_id, asset_id = %j.asset_id, session_id = %j.session_id)).collect();
         let messages: Vec<(&EmbedJob, Option<String>)> = chunk.iter().zip(&spans).map(|(j, span)| (j, broker::trace::traceparent_of(span))).collect();
         broker.publish_batch(broker::Queue::Jobs, &messages).await?;
         drop(spans);
@@ -257,7 +258,13 @@ pub async fn job_counts(catalog: &Catalog, session_id: Uuid) -> Result<JobCounts
 /// Keeps a running session's progress: every `interval` it counts the jobs (the
 /// `imgsearch_coordinator_session_jobs` gauge), tells `on_progress`, and completes the session once
 /// no job is open. Returns the session when it is no longer running, or when `shutdown` fires.
-pub async fn watch(catalog: &Catalog, session_id: Uuid, interval: Duration, shutdown: &tokio_util::sync::CancellationToken, mut on_progress: impl FnMut(&JobCounts)) -> Result<Session> {
+pub async fn watch(
+    catalog: &Catalog,
+    session_id: Uuid,
+    interval: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut on_progress: impl FnMut(&JobCounts),
+) -> Result<Session> {
     loop {
         let counts = job_counts(catalog, session_id).await?;
         metrics::set_session_jobs(&counts);

@@ -15,8 +15,12 @@ pub(crate) struct Metrics {
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     jobs_published: register_int_counter!("imgsearch_coordinator_jobs_published_total", "jobs published to the jobs queue and confirmed").expect("registered once"),
-    publish_seconds: register_histogram!("imgsearch_coordinator_publish_batch_duration_seconds", "time to publish a batch of jobs and get every confirm", exponential_buckets(0.001, 2.0, 16).expect("valid buckets"))
-        .expect("registered once"),
+    publish_seconds: register_histogram!(
+        "imgsearch_coordinator_publish_batch_duration_seconds",
+        "time to publish a batch of jobs and get every confirm",
+        exponential_buckets(0.001, 2.0, 16).expect("valid buckets")
+    )
+    .expect("registered once"),
     session_jobs: register_int_gauge_vec!("imgsearch_coordinator_session_jobs", "the watched session's jobs, by status", &["status"]).expect("registered once"),
 });
 

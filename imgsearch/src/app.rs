@@ -5,7 +5,10 @@
 //! that built a collection is recorded on it, and a model with another version is refused instead
 //! of mixing vectors of two models in one collection.
 
-use std::{path::{Path, PathBuf}, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{Context, Result, bail};
 use catalog::{Catalog, NewCategory};

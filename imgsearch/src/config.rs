@@ -198,8 +198,8 @@ impl Config {
             let path: Vec<String> = key[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
             set_path(&mut tree, &path, &value).with_context(|| format!("cannot apply {key}"))?;
         }
-        let config: Config = toml::Value::Table(tree).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim_end_matches('.')))
-            .context("invalid configuration")?;
+        let config: Config =
+            toml::Value::Table(tree).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim_end_matches('.'))).context("invalid configuration")?;
         config.validate()?;
         Ok(config)
     }

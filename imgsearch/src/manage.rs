@@ -94,7 +94,13 @@ pub async fn delete_vectors(catalog: &Catalog, vectors: &VectorStore, collection
     // 2. the log
     let (deletion_type, target_text) = target.describe();
     let log = catalog
-        .log_deletion(NewDeletionLog { deletion_type, target: Some(target_text), vector_count: deleted as i64, reason, metadata: serde_json::json!({"collection": collection, "assets": ids.len()}) })
+        .log_deletion(NewDeletionLog {
+            deletion_type,
+            target: Some(target_text),
+            vector_count: deleted as i64,
+            reason,
+            metadata: serde_json::json!({"collection": collection, "assets": ids.len()}),
+        })
         .await?;
     // 3. the assets
     let assets_updated = catalog.mark_unindexed(&ids).await?;
@@ -129,7 +135,13 @@ pub async fn soft_delete(catalog: &Catalog, vectors: &VectorStore, collection: &
     if deleted {
         let target = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
         catalog
-            .log_deletion(NewDeletionLog { deletion_type: DeletionType::Asset, target: Some(target), vector_count: changed as i64, reason, metadata: serde_json::json!({"collection": collection, "soft": true}) })
+            .log_deletion(NewDeletionLog {
+                deletion_type: DeletionType::Asset,
+                target: Some(target),
+                vector_count: changed as i64,
+                reason,
+                metadata: serde_json::json!({"collection": collection, "soft": true}),
+            })
             .await?;
     }
     Ok(changed)
@@ -202,7 +214,13 @@ pub async fn reset(catalog: &Catalog, vectors: &VectorStore, collection: &str, c
     let ids = vectors.scroll_ids(collection).await?;
     let deleted = delete_ids(vectors, collection, &ids).await?;
     let log = catalog
-        .log_deletion(NewDeletionLog { deletion_type: DeletionType::FullReset, target: Some(collection.to_owned()), vector_count: deleted as i64, reason, metadata: serde_json::json!({"collection": collection}) })
+        .log_deletion(NewDeletionLog {
+            deletion_type: DeletionType::FullReset,
+            target: Some(collection.to_owned()),
+            vector_count: deleted as i64,
+            reason,
+            metadata: serde_json::json!({"collection": collection}),
+        })
         .await?;
     let all = catalog.asset_ids(AssetSelection::All).await?;
     let assets_updated = catalog.mark_unindexed(&all).await?;
@@ -258,7 +276,13 @@ pub struct Upgrade {
 /// normal pipeline (a session of its own, new jobs, new evidence) while searches keep answering
 /// from the collection the alias points at; then, with `swap` and unless stopped midway, points the
 /// alias at the new collection in one atomic operation. The old collection is kept.
-pub async fn upgrade_model(catalog: &Catalog, vectors: &std::sync::Arc<VectorStore>, model: std::sync::Arc<clip::ClipModel>, swap: bool, cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<Upgrade> {
+pub async fn upgrade_model(
+    catalog: &Catalog,
+    vectors: &std::sync::Arc<VectorStore>,
+    model: std::sync::Arc<clip::ClipModel>,
+    swap: bool,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Upgrade> {
     use anyhow::Context;
     let alias = vectors::DEFAULT_COLLECTION;
     let previous = vectors.info(alias).await?;
@@ -272,7 +296,11 @@ pub async fn upgrade_model(catalog: &Catalog, vectors: &std::sync::Arc<VectorSto
     vectors.ensure_collection(&vectors::CollectionSpec { name: collection.clone(), dim: model.embed_dim, model_version: model.version.clone() }).await?;
 
     let session = catalog
-        .create_session(catalog::NewSession { name: format!("model upgrade to {} ({collection})", model.version), root_path: format!("model-upgrade:{collection}"), category_id: None })
+        .create_session(catalog::NewSession {
+            name: format!("model upgrade to {} ({collection})", model.version),
+            root_path: format!("model-upgrade:{collection}"),
+            category_id: None,
+        })
         .await?;
     let session = catalog.transition_session(session.id, catalog::SessionStatus::Running).await?;
     let ids = catalog.asset_ids(AssetSelection::All).await?;
@@ -291,5 +319,13 @@ pub async fn upgrade_model(catalog: &Catalog, vectors: &std::sync::Arc<VectorSto
     if swapped {
         vectors.set_alias(alias, &collection).await?;
     }
-    Ok(Upgrade { previous: previous.map(|p| p.name), collection, model_version: model.version.clone(), session: session.id, indexed: stats.completed, failed: stats.failed, swapped })
+    Ok(Upgrade {
+        previous: previous.map(|p| p.name),
+        collection,
+        model_version: model.version.clone(),
+        session: session.id,
+        indexed: stats.completed,
+        failed: stats.failed,
+        swapped,
+    })
 }

@@ -35,7 +35,9 @@ async fn render_metrics() -> impl IntoResponse {
 
 /// The catalog of the distributed wiring (PostgreSQL, in the configured schema).
 pub async fn open_catalog(config: &Config) -> Result<Catalog> {
-    Catalog::connect_postgres(&config.catalog.url, config.catalog.schema.as_deref()).await.with_context(|| format!("cannot open the catalog at {}", redact_url(&config.catalog.url)))
+    Catalog::connect_postgres(&config.catalog.url, config.catalog.schema.as_deref())
+        .await
+        .with_context(|| format!("cannot open the catalog at {}", redact_url(&config.catalog.url)))
 }
 
 pub fn open_vectors(config: &Config) -> Result<Arc<VectorStore>> {

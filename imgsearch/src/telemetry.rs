@@ -19,7 +19,8 @@ pub fn init(default_filter: &str, otlp_endpoint: Option<&str>, service: &str) ->
         tracing_subscriber::registry().with(filter).with(fmt).init();
         return Ok(None);
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build().with_context(|| format!("cannot set up the OTLP exporter to {endpoint}"))?;
+    let exporter =
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build().with_context(|| format!("cannot set up the OTLP exporter to {endpoint}"))?;
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(Resource::builder().with_service_name(service.to_owned()).build()).build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("imgsearch"));
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).init();

@@ -20,8 +20,8 @@ use std::{
 
 use catalog::{AssetChange, Catalog, CatalogError, NewAsset};
 use chrono::{DateTime, SubsecRound, Utc};
-use rayon::prelude::*;
 use protocol::paths::{from_stored, to_stored};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -163,10 +163,13 @@ pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
             }
         }
     }
-    let read: Vec<(PathBuf, Result<Option<ScannedFile>, &'static str>)> = candidates.into_par_iter().map(|p| {
-        let r = read_file(&p);
-        (p, r)
-    }).collect();
+    let read: Vec<(PathBuf, Result<Option<ScannedFile>, &'static str>)> = candidates
+        .into_par_iter()
+        .map(|p| {
+            let r = read_file(&p);
+            (p, r)
+        })
+        .collect();
     let mut files = Vec::new();
     for (path, r) in read {
         match r {

@@ -109,23 +109,6 @@ mod hex_bytes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vectors_round_trip_through_bytes_and_json() {
-        let v = vec![0.5f32, -1.25, 3.0e-8];
-        let bytes = vector_to_bytes(&v);
-        assert_eq!(bytes.len(), 12);
-        assert_eq!(vector_from_bytes(&bytes).unwrap(), v);
-        assert!(vector_from_bytes(&bytes[..5]).is_none());
-        let outcome = Outcome::Embedded { vector: bytes.clone(), checksum: "x".into() };
-        let json = serde_json::to_string(&outcome).unwrap();
-        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
-    }
-}
-
 impl EmbedResult {
     /// The answer to `job`: its ids and payload fields copied, with this outcome and evidence.
     pub fn for_job(job: &EmbedJob, outcome: Outcome, evidence: EvidenceInfo) -> Self {
@@ -150,5 +133,22 @@ pub fn hang_at_failpoint(name: &str) -> ! {
     eprintln!("failpoint {name} reached");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_bytes_and_json() {
+        let v = vec![0.5f32, -1.25, 3.0e-8];
+        let bytes = vector_to_bytes(&v);
+        assert_eq!(bytes.len(), 12);
+        assert_eq!(vector_from_bytes(&bytes).unwrap(), v);
+        assert!(vector_from_bytes(&bytes[..5]).is_none());
+        let outcome = Outcome::Embedded { vector: bytes.clone(), checksum: "x".into() };
+        let json = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
     }
 }

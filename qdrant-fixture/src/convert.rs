@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use qdrant_client::{
     Payload,
     qdrant::{
-        self, Condition, DenseVector, Filter, PointId, Value, VectorOutput, VectorsOutput, condition::ConditionOneOf, point_id::PointIdOptions, r#match::MatchValue,
-        vector_output, vectors::VectorsOptions, vectors_output, with_payload_selector, with_vectors_selector,
+        self, Condition, DenseVector, Filter, PointId, Value, VectorOutput, VectorsOutput, condition::ConditionOneOf, r#match::MatchValue, point_id::PointIdOptions, vector_output,
+        vectors::VectorsOptions, vectors_output, with_payload_selector, with_vectors_selector,
     },
 };
 use qdrant_edge as edge;

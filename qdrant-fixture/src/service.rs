@@ -9,11 +9,15 @@ use std::{
 
 use anyhow::Context;
 use qdrant_client::qdrant::{
-    self, AliasDescription, CollectionConfig, CollectionDescription, CollectionExists, CollectionExistsResponse, CollectionOperationResponse, CollectionParams,
-    CollectionStatus, CountResponse, CountResult, GetCollectionInfoResponse, GetResponse, HealthCheckReply, ListAliasesResponse, ListCollectionsResponse,
-    PayloadSchemaInfo, PointsOperationResponse, QueryResponse, RetrievedPoint, ScoredPoint, ScrollResponse, UpdateResult, UpdateStatus, VectorParams, VectorsConfig,
-    alias_operations::Action, collections_server::{Collections, CollectionsServer}, points_selector::PointsSelectorOneOf, points_server::{Points, PointsServer},
-    qdrant_server::{Qdrant, QdrantServer}, query, vector_input, vectors_config,
+    self, AliasDescription, CollectionConfig, CollectionDescription, CollectionExists, CollectionExistsResponse, CollectionOperationResponse, CollectionParams, CollectionStatus,
+    CountResponse, CountResult, GetCollectionInfoResponse, GetResponse, HealthCheckReply, ListAliasesResponse, ListCollectionsResponse, PayloadSchemaInfo, PointsOperationResponse,
+    QueryResponse, RetrievedPoint, ScoredPoint, ScrollResponse, UpdateResult, UpdateStatus, VectorParams, VectorsConfig,
+    alias_operations::Action,
+    collections_server::{Collections, CollectionsServer},
+    points_selector::PointsSelectorOneOf,
+    points_server::{Points, PointsServer},
+    qdrant_server::{Qdrant, QdrantServer},
+    query, vector_input, vectors_config,
 };
 use qdrant_edge as edge;
 use serde::{Deserialize, Serialize};

@@ -18,9 +18,18 @@ async fn calls_it_does_not_serve_answer_unimplemented() {
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     assert_eq!(status.message(), "qdrant-fixture does not serve Points.overwrite_payload");
     // set_payload by ids is served (soft delete); by filter it is not
-    client.set_payload(SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 2})).unwrap()).points_selector(vec![qdrant_client::qdrant::PointId::from(1)]).wait(true)).await.unwrap();
+    client
+        .set_payload(
+            SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 2})).unwrap())
+                .points_selector(vec![qdrant_client::qdrant::PointId::from(1)])
+                .wait(true),
+        )
+        .await
+        .unwrap();
     let err = client
-        .set_payload(SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 3})).unwrap()).points_selector(qdrant_client::qdrant::Filter::default()))
+        .set_payload(
+            SetPayloadPointsBuilder::new("c", qdrant_client::Payload::try_from(serde_json::json!({"b": 3})).unwrap()).points_selector(qdrant_client::qdrant::Filter::default()),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("does not serve set payload by filter"), "{err}");
@@ -33,11 +42,7 @@ async fn calls_it_does_not_serve_answer_unimplemented() {
 async fn the_binary_serves_a_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qdrant-fixture"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path())
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qdrant-fixture")).args(["--addr", &format!("127.0.0.1:{port}"), "--data"]).arg(dir.path()).spawn().unwrap();
     let client = Qdrant::from_url(&format!("http://127.0.0.1:{port}")).skip_compatibility_check().build().unwrap();
     let mut reply = None;
     for _ in 0..100 {

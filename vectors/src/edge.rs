@@ -17,10 +17,9 @@ use std::{
 };
 
 use qdrant_edge::{
-    PayloadOps, SetPayloadOp,
-    CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter, JsonPath, NamedQuery,
-    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder,
-    RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+    CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload,
+    PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder,
+    RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -127,9 +126,8 @@ impl EdgeStore {
         };
         let spec: StoredSpec = serde_json::from_str(&text).map_err(|e| VectorError::Backend { action: "read a collection spec", reason: e.to_string() })?;
         // qdrant-edge locks a shard's WAL: a second process on the same directory gets WouldBlock
-        let shard = EdgeShard::load(&self.shard_dir(&name), None).map_err(|e| {
-            if e.to_string().contains("WouldBlock") { VectorError::InUse(self.root.clone()) } else { edge_err("open a shard")(e) }
-        })?;
+        let shard = EdgeShard::load(&self.shard_dir(&name), None)
+            .map_err(|e| if e.to_string().contains("WouldBlock") { VectorError::InUse(self.root.clone()) } else { edge_err("open a shard")(e) })?;
         let c = Arc::new(Collection {
             shard: Arc::new(shard),
             spec,
@@ -193,11 +191,7 @@ impl EdgeStore {
                         serde_json::Value::Object(map) => Payload(map),
                         _ => unreachable!("payload is an object"),
                     };
-                    PointStructPersisted {
-                        id: PointId::Uuid(p.asset_id),
-                        vector: VectorStructInternal::Single(p.vector).into(),
-                        payload: Some(payload),
-                    }
+                    PointStructPersisted { id: PointId::Uuid(p.asset_id), vector: VectorStructInternal::Single(p.vector).into(), payload: Some(payload) }
                 })
                 .collect();
             shard.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)))).map_err(edge_err("upsert points"))?;

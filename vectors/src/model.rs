@@ -153,12 +153,7 @@ mod tests {
 
     #[test]
     fn filter_is_qdrant_json() {
-        let f = PointFilter {
-            from: Some("2024-01-01T00:00:00Z".parse().unwrap()),
-            to: None,
-            category_id: Some(3),
-            path_prefix: Some("/photos/2024/".into()),
-        };
+        let f = PointFilter { from: Some("2024-01-01T00:00:00Z".parse().unwrap()), to: None, category_id: Some(3), path_prefix: Some("/photos/2024/".into()) };
         assert_eq!(
             f.to_qdrant_json(),
             serde_json::json!({"must": [

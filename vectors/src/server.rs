@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use qdrant_client::{
     Payload, Qdrant, QdrantError,
     qdrant::{
-        AliasOperations, ChangeAliases, Condition, CountPointsBuilder, CreateAlias, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange,
-        DeleteAlias, DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder,
-        ScrollPointsBuilder, UpsertPointsBuilder, Value, VectorParamsBuilder, alias_operations::Action, collections_client::CollectionsClient, point_id::PointIdOptions,
-        vector_output, vectors_config, vectors_output::VectorsOptions,
+        AliasOperations, ChangeAliases, Condition, CountPointsBuilder, CreateAlias, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DatetimeRange, DeleteAlias,
+        DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointId, PointStruct, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder, UpsertPointsBuilder,
+        Value, VectorParamsBuilder, alias_operations::Action, collections_client::CollectionsClient, point_id::PointIdOptions, vector_output, vectors_config,
+        vectors_output::VectorsOptions,
     },
 };
 use tonic::{Code, transport::Channel};
@@ -130,10 +130,7 @@ impl ServerStore {
             Err(e) => return Err(self.err("create a collection")(e)),
         }
         for (field, kind) in [("created_at", FieldType::Datetime), ("category_id", FieldType::Integer), ("path_dirs", FieldType::Keyword)] {
-            self.client
-                .create_field_index(CreateFieldIndexCollectionBuilder::new(&spec.name, field, kind).wait(true))
-                .await
-                .map_err(self.err("create a payload index"))?;
+            self.client.create_field_index(CreateFieldIndexCollectionBuilder::new(&spec.name, field, kind).wait(true)).await.map_err(self.err("create a payload index"))?;
         }
         Ok(true)
     }

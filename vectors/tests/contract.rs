@@ -77,7 +77,14 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn point(path: &str, vector: Vec<f32>, created: &str, category: Option<i64>) -> AssetPoint {
-    AssetPoint { asset_id: Uuid::new_v5(&Uuid::NAMESPACE_URL, path.as_bytes()), vector, path: path.into(), created_at: at(created), category_id: category, model_version: "m1".into() }
+    AssetPoint {
+        asset_id: Uuid::new_v5(&Uuid::NAMESPACE_URL, path.as_bytes()),
+        vector,
+        path: path.into(),
+        created_at: at(created),
+        category_id: category,
+        model_version: "m1".into(),
+    }
 }
 
 async fn ensure_collection_is_idempotent_and_refuses_another_size(s: &VectorStore) {

@@ -58,12 +58,8 @@ async fn resolve(State(hub): State<Arc<Hub>>, UrlPath((_owner, _name, _rev, file
     if hub.corrupt.contains(&file) {
         bytes[0] ^= 0xFF;
     }
-    let from = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.trim_end_matches('-').parse::<u64>().ok())
-        .unwrap_or(0);
+    let from =
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("bytes=")).and_then(|v| v.trim_end_matches('-').parse::<u64>().ok()).unwrap_or(0);
     hub.requests.lock().unwrap().push((file.clone(), from));
     let total = bytes.len() as u64;
     let body = bytes[from as usize..].to_vec();
@@ -90,10 +86,7 @@ async fn resolve(State(hub): State<Arc<Hub>>, UrlPath((_owner, _name, _rev, file
 }
 
 pub async fn serve(hub: Arc<Hub>) -> SocketAddr {
-    let app = Router::new()
-        .route("/api/models/{owner}/{name}/tree/{rev}", get(tree))
-        .route("/{owner}/{name}/resolve/{rev}/{*file}", get(resolve))
-        .with_state(hub);
+    let app = Router::new().route("/api/models/{owner}/{name}/tree/{rev}", get(tree)).route("/{owner}/{name}/resolve/{rev}/{*file}", get(resolve)).with_state(hub);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

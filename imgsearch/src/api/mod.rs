@@ -65,14 +65,7 @@ pub struct ApiState {
 
 impl ApiState {
     /// `thumbnail_dir`: where thumbnails are cached (none: made on every request).
-    pub fn new(
-        catalog: Catalog,
-        vectors: Arc<VectorStore>,
-        model: Arc<ClipModel>,
-        collection: String,
-        allowed_roots: Vec<PathBuf>,
-        thumbnail_dir: Option<PathBuf>,
-    ) -> Arc<Self> {
+    pub fn new(catalog: Catalog, vectors: Arc<VectorStore>, model: Arc<ClipModel>, collection: String, allowed_roots: Vec<PathBuf>, thumbnail_dir: Option<PathBuf>) -> Arc<Self> {
         Arc::new(ApiState {
             catalog,
             vectors,
@@ -137,11 +130,47 @@ impl ApiState {
 #[openapi(
     info(title = "image-search", description = "Text-to-image search over CLIP vectors"),
     paths(
-        health, ready, search, search_image, search_similar, list_categories, create_category, get_category, update_category, delete_category,
-        list_assets, get_asset, thumbnail::thumbnail, list_evidence, list_jobs, sessions::create, sessions::list, sessions::get, sessions::start, sessions::pause,
-        sessions::cancel, sessions::progress, sessions::patch, sessions::delete, sessions::restart, sessions::subdirectories,
-        sessions::select_subdirectories, sessions::scan_directories, vector_admin::by_asset, vector_admin::by_assets, vector_admin::by_directory, vector_admin::by_session,
-        vector_admin::by_category, vector_admin::cleanup_orphans, vector_admin::reset, vector_admin::start_upgrade, vector_admin::upgrade_status, vector_admin::restore, vector_admin::retrain, vector_admin::directory_stats, vector_admin::deletion_logs,
+        health,
+        ready,
+        search,
+        search_image,
+        search_similar,
+        list_categories,
+        create_category,
+        get_category,
+        update_category,
+        delete_category,
+        list_assets,
+        get_asset,
+        thumbnail::thumbnail,
+        list_evidence,
+        list_jobs,
+        sessions::create,
+        sessions::list,
+        sessions::get,
+        sessions::start,
+        sessions::pause,
+        sessions::cancel,
+        sessions::progress,
+        sessions::patch,
+        sessions::delete,
+        sessions::restart,
+        sessions::subdirectories,
+        sessions::select_subdirectories,
+        sessions::scan_directories,
+        vector_admin::by_asset,
+        vector_admin::by_assets,
+        vector_admin::by_directory,
+        vector_admin::by_session,
+        vector_admin::by_category,
+        vector_admin::cleanup_orphans,
+        vector_admin::reset,
+        vector_admin::start_upgrade,
+        vector_admin::upgrade_status,
+        vector_admin::restore,
+        vector_admin::retrain,
+        vector_admin::directory_stats,
+        vector_admin::deletion_logs,
     ),
     components(schemas(ErrorBody))
 )]

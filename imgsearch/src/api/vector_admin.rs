@@ -178,7 +178,8 @@ pub(crate) async fn retrain(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<
     if let Some(c) = b.category_id {
         s.catalog.get_category(c).await?;
     }
-    let ids: Vec<Uuid> = s.catalog.assets_under(&protocol::paths::to_stored(&dir)).await?.into_iter().filter(|a| b.category_id.is_none() || a.category_id == b.category_id).map(|a| a.id).collect();
+    let ids: Vec<Uuid> =
+        s.catalog.assets_under(&protocol::paths::to_stored(&dir)).await?.into_iter().filter(|a| b.category_id.is_none() || a.category_id == b.category_id).map(|a| a.id).collect();
     if ids.is_empty() {
         return Err(ApiError::unprocessable(format!("no indexed asset under {}", dir.display())));
     }

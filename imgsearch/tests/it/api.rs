@@ -503,7 +503,11 @@ fn a_model_upgrade_through_the_api_keeps_search_answering() {
         }
     };
     assert_eq!(end["state"], "done", "{end}");
-    assert_eq!((end["result"]["collection"].as_str(), end["result"]["previous"].as_str(), end["result"]["indexed"].as_u64(), end["result"]["swapped"].as_bool()), (Some("image_assets_v2"), Some("image_assets_v1"), Some(240), Some(true)), "{end}");
+    assert_eq!(
+        (end["result"]["collection"].as_str(), end["result"]["previous"].as_str(), end["result"]["indexed"].as_u64(), end["result"]["swapped"].as_bool()),
+        (Some("image_assets_v2"), Some("image_assets_v1"), Some(240), Some(true)),
+        "{end}"
+    );
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
     assert_eq!(found["modelVersion"].as_str(), Some(version_b.as_str()));
     seen.push(version_b.clone());

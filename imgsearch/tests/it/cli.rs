@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use crate::fixtures;
 
-
 fn imgsearch(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
@@ -113,11 +112,8 @@ fn a_missing_model_is_one_line_that_says_what_to_do() {
 
 #[test]
 fn a_missing_onnx_runtime_says_how_to_get_it() {
-    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
-        .args(["embed", "--model", &tiny(), "--text", "x"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_imgsearch")).env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so").args(["embed", "--model", &tiny(), "--text", "x"]).output().unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("onnx runtime library not found (looked at /nonexistent/libonnxruntime.so)"), "{err}");

@@ -8,7 +8,6 @@ use std::{
     collections::HashSet,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -20,7 +19,7 @@ use vectors::{DEFAULT_COLLECTION, PointFilter, VectorStore};
 
 use crate::fixtures;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn postgres_url() -> String {
     std::env::var("IMGSEARCH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -74,7 +73,18 @@ impl Cluster {
         let qdrant = QdrantFixture::start(qdrant_dir.path()).await.unwrap();
         let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
         let vectors = VectorStore::server(&qdrant.url()).unwrap();
-        Cluster { schema, prefix, qdrant: Some(qdrant), catalog, vectors, logs: tempfile::tempdir().unwrap(), _qdrant_dir: qdrant_dir, children: Vec::new(), cleaned: false, extra_env: Vec::new() }
+        Cluster {
+            schema,
+            prefix,
+            qdrant: Some(qdrant),
+            catalog,
+            vectors,
+            logs: tempfile::tempdir().unwrap(),
+            _qdrant_dir: qdrant_dir,
+            children: Vec::new(),
+            cleaned: false,
+            extra_env: Vec::new(),
+        }
     }
 
     fn broker_config(&self) -> BrokerConfig {
@@ -270,7 +280,7 @@ fn session_of(summary: &serde_json::Value) -> Uuid {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_embedders_and_two_writers_index_2000_images_exactly_once() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(2000);
     let roles: Vec<Role> = vec![
@@ -285,7 +295,10 @@ async fn two_embedders_and_two_writers_index_2000_images_exactly_once() {
 
     let summary = cluster.coordinate(dir.path(), &[]);
     assert_eq!(summary["status"], "completed", "{summary}");
-    assert_eq!((summary["jobsCreated"].as_u64(), summary["published"].as_u64(), summary["completed"].as_u64(), summary["failed"].as_u64()), (Some(2000), Some(2000), Some(2000), Some(0)));
+    assert_eq!(
+        (summary["jobsCreated"].as_u64(), summary["published"].as_u64(), summary["completed"].as_u64(), summary["failed"].as_u64()),
+        (Some(2000), Some(2000), Some(2000), Some(0))
+    );
     let session = session_of(&summary);
     cluster.assert_exactly_once(session, 2000).await;
     assert_eq!(cluster.vector_count().await, 2000);
@@ -295,7 +308,8 @@ async fn two_embedders_and_two_writers_index_2000_images_exactly_once() {
     let embedded_b = roles[1].metric("imgsearch_embedder_jobs_acked_total{outcome=\"embedded\"}").await;
     assert!(embedded_a > 0.0 && embedded_b > 0.0, "each embedder embedded some: {embedded_a} + {embedded_b}");
     assert_eq!(embedded_a + embedded_b, 2000.0);
-    let written = roles[2].metric("imgsearch_writer_jobs_written_total{outcome=\"completed\"}").await + roles[3].metric("imgsearch_writer_jobs_written_total{outcome=\"completed\"}").await;
+    let written =
+        roles[2].metric("imgsearch_writer_jobs_written_total{outcome=\"completed\"}").await + roles[3].metric("imgsearch_writer_jobs_written_total{outcome=\"completed\"}").await;
     assert_eq!(written, 2000.0);
     assert!(roles[0].metrics().await.contains("imgsearch_embedder_batches_total{reason=\"size\"}"), "flush reasons are labelled");
 
@@ -322,7 +336,7 @@ async fn two_embedders_and_two_writers_index_2000_images_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_killed_mid_batch_and_between_upsert_and_ack_lose_and_duplicate_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(300);
     // an embedder that stops after its first inference, before publishing anything
@@ -352,7 +366,7 @@ async fn workers_killed_mid_batch_and_between_upsert_and_ack_lose_and_duplicate_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_reconnect_after_the_broker_drops_every_connection_and_sigterm_drains() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(720);
     let embedder_a = cluster.spawn("embedder-a", "embedder", None);
@@ -379,7 +393,7 @@ async fn workers_reconnect_after_the_broker_drops_every_connection_and_sigterm_d
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_session_is_dropped_by_the_embedders_and_leaves_no_vectors() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(480);
     // the jobs wait in the queue: no embedder yet
@@ -397,7 +411,9 @@ async fn a_cancelled_session_is_dropped_by_the_embedders_and_leaves_no_vectors()
 
     // the queue drains without work: every job is acked, the late ones dropped
     let started = Instant::now();
-    while broker.queue_depth(&cluster.broker_config().queue_name(Queue::Jobs)).await.unwrap() > 0 || broker.queue_depth(&cluster.broker_config().queue_name(Queue::Embeddings)).await.unwrap() > 0 {
+    while broker.queue_depth(&cluster.broker_config().queue_name(Queue::Jobs)).await.unwrap() > 0
+        || broker.queue_depth(&cluster.broker_config().queue_name(Queue::Embeddings)).await.unwrap() > 0
+    {
         assert!(started.elapsed() < Duration::from_secs(60), "the queues did not drain");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -413,7 +429,7 @@ async fn a_cancelled_session_is_dropped_by_the_embedders_and_leaves_no_vectors()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_dead_lettered() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(60);
     let summary = cluster.coordinate(dir.path(), &["--no-wait"]);
@@ -447,7 +463,11 @@ async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_
     }
     // the coordinator, run again, finds nothing to publish and sees the session complete
     let again = cluster.coordinate(dir.path(), &[]);
-    assert_eq!((again["status"].as_str(), again["published"].as_u64(), again["completed"].as_u64(), again["failed"].as_u64()), (Some("completed"), Some(0), Some(57), Some(3)), "{again}");
+    assert_eq!(
+        (again["status"].as_str(), again["published"].as_u64(), again["completed"].as_u64(), again["failed"].as_u64()),
+        (Some("completed"), Some(0), Some(57), Some(3)),
+        "{again}"
+    );
     assert_eq!(cluster.vector_count().await, 57);
     cluster.cleanup().await;
 }
@@ -456,7 +476,8 @@ async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_
 fn serve(cluster: &mut Cluster, allow_root: &Path) -> String {
     let config = cluster.logs.path().join("imgsearch.toml");
     std::fs::write(&config, "# everything from the IMGSEARCH__ environment\n").unwrap();
-    let (child, base) = crate::spawn_serve(&mut cluster.command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()]));
+    let (child, base) =
+        crate::spawn_serve(&mut cluster.command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()]));
     cluster.children.push(("serve".into(), child));
     base
 }
@@ -492,7 +513,7 @@ async fn post_json(url: String, body: serde_json::Value) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_runs_a_session_on_the_workers_and_pause_reaches_them() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(480);
     let base = serve(&mut cluster, dir.path());
@@ -553,7 +574,7 @@ async fn broker_depth(cluster: &Cluster) -> u32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_assets_trace_runs_from_the_coordinator_through_the_embedder_to_the_result() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     // tracing on: an OTLP endpoint where nothing listens (spans are made, their export fails quietly)
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -595,7 +616,7 @@ async fn an_assets_trace_runs_from_the_coordinator_through_the_embedder_to_the_r
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operators_manage_the_distributed_stores_from_the_command_line() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().await;
     let dir = images(300);
     let embedder = cluster.spawn("embedder", "embedder", None);

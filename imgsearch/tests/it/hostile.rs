@@ -110,7 +110,8 @@ async fn hostile_files_never_stop_the_work() {
 
     // 1. the whole folder indexes under the memory cap, without a crash or a hang
     let summary = index(data.path(), root.path(), &[]);
-    let got_failed: BTreeMap<String, usize> = summary["failedReasons"].as_array().unwrap().iter().map(|r| (r["reason"].as_str().unwrap().to_owned(), r["count"].as_u64().unwrap() as usize)).collect();
+    let got_failed: BTreeMap<String, usize> =
+        summary["failedReasons"].as_array().unwrap().iter().map(|r| (r["reason"].as_str().unwrap().to_owned(), r["count"].as_u64().unwrap() as usize)).collect();
     let got_skipped: BTreeMap<String, usize> = summary["skipped"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap() as usize)).collect();
     let as_strings = |m: &BTreeMap<&str, usize>| m.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
     assert_eq!(got_failed, as_strings(&want_failed), "failures by reason; summary: {summary:#}");
@@ -149,9 +150,13 @@ async fn hostile_files_never_stop_the_work() {
     assert_eq!((again["indexed"].as_u64(), again["failed"].as_u64()), (Some(0), Some(0)), "{again:#}");
     assert_eq!(again["skippedUnchanged"].as_u64(), Some((want_indexed + want_failed.values().sum::<usize>()) as u64));
     let after = status(data.path());
-    assert_eq!((after["failedJobs"].clone(), after["failedAssets"].clone(), after["vectors"].clone()), (before["failedJobs"].clone(), before["failedAssets"].clone(), before["vectors"].clone()));
+    assert_eq!(
+        (after["failedJobs"].clone(), after["failedAssets"].clone(), after["vectors"].clone()),
+        (before["failedJobs"].clone(), before["failedAssets"].clone(), before["vectors"].clone())
+    );
     // status lists the failures by reason, with examples
-    let listed: BTreeMap<String, usize> = after["failures"].as_array().unwrap().iter().map(|g| (g["reason"].as_str().unwrap().to_owned(), g["count"].as_u64().unwrap() as usize)).collect();
+    let listed: BTreeMap<String, usize> =
+        after["failures"].as_array().unwrap().iter().map(|g| (g["reason"].as_str().unwrap().to_owned(), g["count"].as_u64().unwrap() as usize)).collect();
     assert_eq!(listed, as_strings(&want_failed));
     assert!(after["failures"].as_array().unwrap().iter().all(|g| !g["examples"].as_array().unwrap().is_empty()));
     // --retry-failed tries them again: they fail the same way, and files are still counted once

@@ -139,12 +139,7 @@ fn indexed(c: &mut Corpus, rng: &mut XorShift) {
     c.file("name-leading-dash", "-x.png", &png_of("name-leading-dash", 64, 48), Indexed);
     c.file("name-newline", "new\nline.png", &png_of("name-newline", 64, 48), Indexed);
     c.file("name-trailing-space", "trailing-space.png ", &png_of("name-trailing-space", 64, 48), Indexed);
-    c.file(
-        "name-shell-and-url-metachars",
-        "it's \"quoted\" $HOME; a|b&c <d> \\e *f? 100% #g.png",
-        &png_of("name-shell-and-url-metachars", 64, 48),
-        Indexed,
-    );
+    c.file("name-shell-and-url-metachars", "it's \"quoted\" $HOME; a|b&c <d> \\e *f? 100% #g.png", &png_of("name-shell-and-url-metachars", 64, 48), Indexed);
     // Latin-1 bytes: a valid Unix file name that is not valid UTF-8
     c.file("name-not-utf8", OsStr::from_bytes(b"latin1-\xe9t\xe9.png"), &png_of("name-not-utf8", 64, 48), Indexed);
     // 255 bytes, the longest name most file systems take
@@ -186,9 +181,7 @@ fn indexed(c: &mut Corpus, rng: &mut XorShift) {
     // Tiny and unusual pixel formats.
     c.file("png-1x1", "one-pixel.png", &png_of("png-1x1", 1, 1), Indexed);
     c.file("jpeg-1x1", "one-pixel.jpg", &jpeg_of("jpeg-1x1", 1, 1), Indexed);
-    let rgba16 = ImageBuffer::<Rgba<u16>, Vec<u16>>::from_fn(48, 32, |x, y| {
-        Rgba([(x * 1365) as u16, (y * 2047) as u16, 40_000, if x < 24 { 65_535 } else { 30_000 }])
-    });
+    let rgba16 = ImageBuffer::<Rgba<u16>, Vec<u16>>::from_fn(48, 32, |x, y| Rgba([(x * 1365) as u16, (y * 2047) as u16, 40_000, if x < 24 { 65_535 } else { 30_000 }]));
     c.file("png-rgba16", "rgba16.png", &encode(&DynamicImage::ImageRgba16(rgba16), ImageFormat::Png), Indexed);
     let grey_alpha = ImageBuffer::<LumaA<u8>, Vec<u8>>::from_fn(48, 32, |x, y| LumaA([(x * 5) as u8, (255 - y * 7) as u8]));
     c.file("png-grey-alpha", "grey-alpha.png", &encode(&DynamicImage::ImageLumaA8(grey_alpha), ImageFormat::Png), Indexed);
@@ -219,12 +212,7 @@ fn indexed(c: &mut Corpus, rng: &mut XorShift) {
     c.file("bmp-top-down", "top-down.bmp", &bmp_top_down(21, 12, seed_of("bmp-top-down")), Indexed);
     c.file("tiff-rgb", "plain.tiff", &encode(&DynamicImage::ImageRgb8(scene(seed_of("tiff-rgb"), 64, 48)), ImageFormat::Tiff), Indexed);
     c.file("tiff-big-endian", "motorola.tif", &tiff_grey_be(16, 16, seed_of("tiff-big-endian")), Indexed);
-    c.file(
-        "webp-lossless",
-        "lossless.webp",
-        &encode(&DynamicImage::ImageRgb8(scene(seed_of("webp-lossless"), 64, 48)), ImageFormat::WebP),
-        Indexed,
-    );
+    c.file("webp-lossless", "lossless.webp", &encode(&DynamicImage::ImageRgb8(scene(seed_of("webp-lossless"), 64, 48)), ImageFormat::WebP), Indexed);
 
     // Shapes and sizes that are unusual but within every limit.
     let pano = blocky_jpeg(2000, 40, |bx, by| [(90 + bx / 4) as u8, (140 - by * 3) as u8, 110]);
@@ -302,9 +290,7 @@ fn failed(c: &mut Corpus, rng: &mut XorShift) {
     // the three bytes every sniffer needs to call it a JPEG, and nothing else
     c.file("jpeg-magic-only", "magic.jpg", &[0xFF, 0xD8, 0xFF], Failed("corrupt"));
     // SOI, a JFIF APP0, EOI: a JPEG with no frame and no scan
-    let no_frame = [
-        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0xFF, 0xD9,
-    ];
+    let no_frame = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0xFF, 0xD9];
     c.file("jpeg-app0-then-eoi", "no-frame.jpg", &no_frame, Failed("corrupt"));
     // GIF89a and a 16 x 16 logical screen descriptor, then the file ends
     c.file("gif-header-only", "header.gif", b"GIF89a\x10\x00\x10\x00\x00\x00\x00", Failed("corrupt"));
@@ -336,12 +322,7 @@ fn failed(c: &mut Corpus, rng: &mut XorShift) {
     c.file("tiff-jpeg2000-compression", "jpeg2000.tif", &tiff_unknown_compression(seed_of("tiff-jpeg2000-compression")), Failed("unsupported_format"));
     // A text file that happens to begin with "BM" is sniffed as a BMP (the magic is two bytes); its
     // bytes 14..18, read as the info-header size, name no header type the decoder knows.
-    c.file(
-        "bmp-magic-in-text",
-        "car-notes.txt",
-        b"BMW 320i service history\n- 2019: oil change\n- 2021: brakes\n",
-        Failed("unsupported_format"),
-    );
+    c.file("bmp-magic-in-text", "car-notes.txt", b"BMW 320i service history\n- 2019: oil change\n- 2021: brakes\n", Failed("unsupported_format"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,12 +335,7 @@ fn skipped(c: &mut Corpus, rng: &mut XorShift) {
     c.file("empty-file", "empty.jpg", b"", not_image.clone());
     c.file("text-named-jpg", "notes.jpg", b"This is not a picture, only a note with a .jpg name.\n", not_image.clone());
     // what a failed download leaves behind
-    c.file(
-        "html-named-jpg",
-        "download.jpg",
-        b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>\n",
-        not_image.clone(),
-    );
+    c.file("html-named-jpg", "download.jpg", b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>\n", not_image.clone());
     c.file("pdf-named-png", "scan.png", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n%%EOF\n", not_image.clone());
     c.file(
         "svg-named-png",
@@ -431,23 +407,16 @@ fn skipped(c: &mut Corpus, rng: &mut XorShift) {
     // ends (/dev/zero, /dev/urandom). The scan must look at the file type, not open them.
     let not_regular = Expect::Skipped("not_a_regular_file");
     let fifo = c.folder("fifo-named-jpg").join("pipe.jpg");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap_or_else(|e| panic!("hostile corpus: run mkfifo for {}: {e}", fifo.display()));
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap_or_else(|e| panic!("hostile corpus: run mkfifo for {}: {e}", fifo.display()));
     assert!(status.success(), "hostile corpus: mkfifo {} failed: {status}", fifo.display());
     c.push("fifo-named-jpg", fifo, not_regular.clone());
     // the socket file stays after the listener is dropped
     let sock = c.folder("unix-socket-named-png").join("sock.png");
-    drop(UnixListener::bind(&sock).unwrap_or_else(|e| {
-        panic!("hostile corpus: bind a unix socket at {} (such paths must be under 108 bytes): {e}", sock.display())
-    }));
+    drop(UnixListener::bind(&sock).unwrap_or_else(|e| panic!("hostile corpus: bind a unix socket at {} (such paths must be under 108 bytes): {e}", sock.display())));
     c.push("unix-socket-named-png", sock, not_regular.clone());
-    for (kind, name, target) in [
-        ("symlink-to-dev-zero", "zero.jpg", "/dev/zero"),
-        ("symlink-to-dev-urandom", "random.png", "/dev/urandom"),
-        ("symlink-to-dev-null", "null.gif", "/dev/null"),
-    ] {
+    for (kind, name, target) in
+        [("symlink-to-dev-zero", "zero.jpg", "/dev/zero"), ("symlink-to-dev-urandom", "random.png", "/dev/urandom"), ("symlink-to-dev-null", "null.gif", "/dev/null")]
+    {
         let link = c.folder(kind).join(name);
         symlink(target, &link).unwrap_or_else(|e| panic!("hostile corpus: link {} -> {target}: {e}", link.display()));
         c.push(kind, link, not_regular.clone());
@@ -591,7 +560,7 @@ fn gif_animated(seed: u32) -> Vec<u8> {
 /// at a few hundred KB in milliseconds, where the `image` encoder would run unoptimized here.
 /// `ycc(bx, by)` gives block (bx, by) its Y, Cb, Cr (0..=255).
 fn blocky_jpeg(width: u16, height: u16, ycc: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
-    assert!(width % 8 == 0 && height % 8 == 0, "blocky_jpeg takes whole blocks");
+    assert!(width.is_multiple_of(8) && height.is_multiple_of(8), "blocky_jpeg takes whole blocks");
     let mut out = vec![0xFF, 0xD8];
     // APP0: JFIF 1.01, no density, no thumbnail
     out.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]);
@@ -857,7 +826,7 @@ fn png_one_bit(seed: u32) -> Vec<u8> {
     let mut raw = Vec::new();
     for y in 0..8u32 {
         raw.push(0);
-        raw.extend((0..4u32).map(|x| if (x + y + seed % 2) % 2 == 0 { 0xF0 } else { 0x3C }));
+        raw.extend((0..4u32).map(|x| if (x + y + seed % 2).is_multiple_of(2) { 0xF0 } else { 0x3C }));
     }
     png_file(&ihdr(32, 8, 1, 0, 0), &[(*b"IDAT", zlib_stored(&raw, true))])
 }
@@ -898,16 +867,7 @@ fn png_apng(seed: u32) -> Vec<u8> {
     actl.extend_from_slice(&0u32.to_be_bytes()); // loop forever
     let mut fdat = 2u32.to_be_bytes().to_vec();
     fdat.extend_from_slice(&zlib_stored(&grey_rows(w, h, seed ^ 0x5A5A), true));
-    png_file(
-        &ihdr(w, h, 8, 0, 0),
-        &[
-            (*b"acTL", actl),
-            (*b"fcTL", fctl(0)),
-            (*b"IDAT", zlib_stored(&grey_rows(w, h, seed), true)),
-            (*b"fcTL", fctl(1)),
-            (*b"fdAT", fdat),
-        ],
-    )
+    png_file(&ihdr(w, h, 8, 0, 0), &[(*b"acTL", actl), (*b"fcTL", fctl(0)), (*b"IDAT", zlib_stored(&grey_rows(w, h, seed), true)), (*b"fcTL", fctl(1)), (*b"fdAT", fdat)])
 }
 
 /// Flips the CRC of the first chunk of this type.

@@ -141,7 +141,12 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(deletes_count_log_and_unindex_in_that_order, broad_deletes_and_reset_need_confirmation, cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog, cleanup_scrolls_past_the_first_page);
+on_both_backends!(
+    deletes_count_log_and_unindex_in_that_order,
+    broad_deletes_and_reset_need_confirmation,
+    cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog,
+    cleanup_scrolls_past_the_first_page
+);
 
 async fn deletes_count_log_and_unindex_in_that_order(x: Indexed) {
     assert_eq!((x.count().await, x.indexed_assets().await), (240, 240));
@@ -168,7 +173,10 @@ async fn deletes_count_log_and_unindex_in_that_order(x: Indexed) {
 
     // the log has all three, newest first; the next scan embeds the assets again
     let logs = c.list_deletion_logs(Page::new(0, 10)).await.unwrap();
-    assert_eq!(logs.items.iter().map(|l| (l.deletion_type, l.vector_count)).collect::<Vec<_>>(), vec![(DeletionType::Category, 120), (DeletionType::Directory, 119), (DeletionType::Asset, 1)]);
+    assert_eq!(
+        logs.items.iter().map(|l| (l.deletion_type, l.vector_count)).collect::<Vec<_>>(),
+        vec![(DeletionType::Category, 120), (DeletionType::Directory, 119), (DeletionType::Asset, 1)]
+    );
     let rescan = ingest::scan(c, &[x.images.path().to_owned()], &[], ingest::ScanOptions::default()).await.unwrap();
     assert_eq!(rescan.assets.iter().filter(|(_, needs)| *needs).count(), 240);
     x.done().await;
@@ -203,7 +211,12 @@ async fn cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog(x: In
     assert_eq!(v.delete_ids(COLLECTION, &victims).await.unwrap(), 5);
     // and a vector whose asset is gone
     let stray = Uuid::new_v4();
-    v.upsert(COLLECTION, vec![AssetPoint { asset_id: stray, vector: unit_vector(7), path: "/gone/x.jpg".into(), created_at: chrono::Utc::now(), category_id: None, model_version: "test".into() }]).await.unwrap();
+    v.upsert(
+        COLLECTION,
+        vec![AssetPoint { asset_id: stray, vector: unit_vector(7), path: "/gone/x.jpg".into(), created_at: chrono::Utc::now(), category_id: None, model_version: "test".into() }],
+    )
+    .await
+    .unwrap();
     assert_eq!((x.count().await, x.indexed_assets().await), (236, 240));
 
     let dry = manage::cleanup_orphans(c, v, COLLECTION, true).await.unwrap();
@@ -230,7 +243,14 @@ async fn cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog(x: In
 async fn cleanup_scrolls_past_the_first_page(x: Indexed) {
     let v = &*x.vectors;
     let strays: Vec<AssetPoint> = (0..1500u128)
-        .map(|i| AssetPoint { asset_id: Uuid::new_v4(), vector: unit_vector(i * 7919), path: format!("/gone/{i}.jpg"), created_at: chrono::Utc::now(), category_id: None, model_version: "test".into() })
+        .map(|i| AssetPoint {
+            asset_id: Uuid::new_v4(),
+            vector: unit_vector(i * 7919),
+            path: format!("/gone/{i}.jpg"),
+            created_at: chrono::Utc::now(),
+            category_id: None,
+            model_version: "test".into(),
+        })
         .collect();
     v.upsert(COLLECTION, strays).await.unwrap();
     let done = manage::cleanup_orphans(&x.catalog, v, COLLECTION, false).await.unwrap();
@@ -299,7 +319,8 @@ async fn model_upgrade(server: bool) {
     let prepared = coordinator::prepare(&x.catalog, &[x.images.path().to_owned()], None, None, false).await.unwrap();
     let jobs = coordinator::open_jobs(&x.catalog, &prepared.session).await.unwrap();
     let writer = std::sync::Arc::new(Writer { catalog: x.catalog.clone(), vectors: x.vectors.clone(), collection: a_collection.clone() });
-    let stats = imgsearch::pipeline::run(jobs, std::sync::Arc::new(embedder::Embedder::new(a.clone(), 0, false)), writer, Default::default(), Default::default(), |_| {}).await.unwrap();
+    let stats =
+        imgsearch::pipeline::run(jobs, std::sync::Arc::new(embedder::Embedder::new(a.clone(), 0, false)), writer, Default::default(), Default::default(), |_| {}).await.unwrap();
     assert_eq!(stats.completed, 240);
 
     // a stream of searches runs through the upgrade
