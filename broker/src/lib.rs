@@ -201,6 +201,15 @@ pub struct Consumer {
     tag: String,
 }
 
+/// A consumer feeds the workers' batches (`Batcher::next_batch`); an error is an item too, so the
+/// worker sees it in the batch it ends.
+impl protocol::batch::Source for Consumer {
+    type Item = Result<Delivery>;
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send {
+        Consumer::next(self)
+    }
+}
+
 impl Consumer {
     /// The next message; `None` when the consumer was cancelled or the connection closed.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {

@@ -118,11 +118,10 @@ async fn consume(
 ) -> Result<(), BrokerError> {
     let mut jobs = broker.consume(Queue::Jobs, &options.tag, options.prefetch()).await?;
     let mut control = broker.subscribe_control(&format!("{}-control", options.tag)).await?;
-    let mut batcher: Batcher<Taken> = Batcher::new(options.batch_size, options.max_wait);
+    let mut batcher: Batcher<Result<Delivery, BrokerError>> = Batcher::new(options.batch_size, options.max_wait);
     let mut stage = Inference::start(&broker, embedder, options.overlap_decode);
     let lost = |what: &str| BrokerError::Unavailable { url: broker.config().url.clone(), reason: format!("the {what} consumer ended") };
     loop {
-        let deadline = batcher.deadline();
         let flushed = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -130,7 +129,10 @@ async fn consume(
                 // yet in a batch go back to the queue when the channel closes
                 jobs.cancel().await?;
                 if let Some((batch, reason)) = batcher.drain() {
-                    stage.run(&broker, embedder, batch, reason, stats).await?;
+                    let batch = take_batch(&broker, batch, controls, stats).await?;
+                    if !batch.is_empty() {
+                        stage.run(&broker, embedder, batch, reason, stats).await?;
+                    }
                 }
                 stage.finish(stats).await?;
                 jobs.close().await?;
@@ -151,17 +153,28 @@ async fn consume(
                 Some(Err(e)) => return Err(e),
                 None => return Err(lost("control")),
             },
-            d = jobs.next() => match d {
-                Some(Ok(delivery)) => take(&broker, delivery, controls, &mut batcher, stats).await?,
-                Some(Err(e)) => return Err(e),
+            b = batcher.next_batch(&mut jobs) => match b {
+                Some(flushed) => Some(flushed),
                 None => return Err(lost("jobs")),
             },
-            _ = sleep_until(deadline), if deadline.is_some() => batcher.poll(Instant::now()),
         };
         if let Some((batch, reason)) = flushed {
-            stage.run(&broker, embedder, batch, reason, stats).await?;
+            let batch = take_batch(&broker, batch, controls, stats).await?;
+            if !batch.is_empty() {
+                stage.run(&broker, embedder, batch, reason, stats).await?;
+            }
         }
     }
+}
+
+/// The jobs of a batch of deliveries, each looked at by `take`; a lost connection among them ends
+/// the batch (its unacked jobs come again).
+async fn take_batch(broker: &Broker, batch: Vec<Result<Delivery, BrokerError>>, controls: &Controls, stats: &mut WorkerStats) -> Result<Vec<Taken>, BrokerError> {
+    let mut taken = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        taken.extend(take(broker, delivery?, controls, stats).await?);
+    }
+    Ok(taken)
 }
 
 /// Where a decoded batch goes: inference right here, or (overlap) a task of its own, one batch
@@ -230,22 +243,9 @@ impl Inference {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Looks at one delivery: a job goes into the batch; a poison message, a job of a dropped session
-/// or one delivered too often is settled here. Returns a batch when this job filled it.
-async fn take(
-    broker: &Broker,
-    delivery: Delivery,
-    controls: &Controls,
-    batcher: &mut Batcher<Taken>,
-    stats: &mut WorkerStats,
-) -> Result<Option<(Vec<Taken>, protocol::batch::FlushReason)>, BrokerError> {
+/// Looks at one delivery: a job is kept for the batch; a poison message, a job of a dropped session
+/// or one delivered too often is settled here (`None`).
+async fn take(broker: &Broker, delivery: Delivery, controls: &Controls, stats: &mut WorkerStats) -> Result<Option<Taken>, BrokerError> {
     METRICS.jobs_consumed.inc();
     METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
     let job: EmbedJob = match delivery.decode::<EmbedJob>("embed job") {
@@ -277,7 +277,7 @@ async fn take(
     }
     let span = tracing::info_span!(parent: None, "embed_job", job_id = %job.job_id, asset_id = %job.asset_id, session_id = %job.session_id);
     broker::trace::set_parent(&span, delivery.traceparent().as_deref());
-    Ok(batcher.push(Taken { delivery, job, span }, Instant::now()))
+    Ok(Some(Taken { delivery, job, span }))
 }
 
 async fn poison(broker: &Broker, delivery: &Delivery, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use embedder::{Batcher, DecodedBatch, Embedder, FlushReason};
+use embedder::{Batcher, DecodedBatch, Embedder};
 use protocol::{EmbedJob, EmbedResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -88,35 +88,6 @@ pub async fn run(
     Ok(stats)
 }
 
-/// The next batch from a channel: full, past its deadline, or the rest once the channel closed.
-/// `None` when the channel is closed and nothing is left.
-async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batcher: &mut Batcher<T>, closed: &mut bool) -> Option<(Vec<T>, FlushReason)> {
-    loop {
-        if *closed {
-            return batcher.drain();
-        }
-        let flushed = match batcher.deadline() {
-            Some(deadline) => tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(item) => batcher.push(item, Instant::now()),
-                    None => { *closed = true; batcher.drain() }
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => batcher.poll(Instant::now()),
-            },
-            None => match rx.recv().await {
-                Some(item) => batcher.push(item, Instant::now()),
-                None => {
-                    *closed = true;
-                    None
-                }
-            },
-        };
-        if flushed.is_some() {
-            return flushed;
-        }
-    }
-}
-
 /// Batches jobs and decodes each batch on the decode pool; the decoded batch goes to `infer_stage`
 /// through a channel of one, so the next batch decodes while the current one runs the model.
 async fn embed_stage(mut rx: mpsc::Receiver<EmbedJob>, tx: mpsc::Sender<EmbedResult>, embedder: Arc<Embedder>, options: PipelineOptions) -> Result<BTreeMap<&'static str, usize>> {
@@ -125,8 +96,7 @@ async fn embed_stage(mut rx: mpsc::Receiver<EmbedJob>, tx: mpsc::Sender<EmbedRes
     let (infer, sequential_tx) = if options.overlap_decode { (Some(tokio::spawn(infer_stage(decoded_rx, tx, embedder.clone()))), None) } else { (None, Some(tx)) };
     let mut batcher = Batcher::new(options.embed_batch, options.max_wait);
     let mut flushes = BTreeMap::new();
-    let mut closed = false;
-    while let Some((batch, reason)) = next_batch(&mut rx, &mut batcher, &mut closed).await {
+    while let Some((batch, reason)) = batcher.next_batch(&mut rx).await {
         *flushes.entry(reason.as_str()).or_default() += 1;
         embedder::count_batch(reason, batch.len());
         let e = embedder.clone();
@@ -169,8 +139,7 @@ async fn infer_stage(mut rx: mpsc::Receiver<DecodedBatch>, tx: mpsc::Sender<Embe
 async fn write_stage(mut rx: mpsc::Receiver<EmbedResult>, writer: Arc<Writer>, options: PipelineOptions, on_write: impl Fn(&WriteReport)) -> Result<RunStats> {
     let mut batcher = Batcher::new(options.write_batch, options.max_wait);
     let mut stats = RunStats::default();
-    let mut closed = false;
-    while let Some((batch, _reason)) = next_batch(&mut rx, &mut batcher, &mut closed).await {
+    while let Some((batch, _reason)) = batcher.next_batch(&mut rx).await {
         let report = writer.write_batch(&batch).await.context("cannot write a batch of results")?;
         stats.completed += report.completed;
         stats.failed += report.failed.len();

@@ -10,7 +10,7 @@
 //! - A lost broker connection: connect again with backoff; the unacked results come again.
 //! - SIGTERM (`shutdown`): stop consuming, write and ack the batch in hand, close.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use backon::Retryable;
 use broker::{Broker, BrokerConfig, BrokerError, Delivery, Queue};
@@ -85,52 +85,49 @@ pub async fn run(config: &BrokerConfig, writer: Arc<Writer>, options: WorkerOpti
 
 async fn consume(broker: &Broker, writer: &Writer, options: &WorkerOptions, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), WorkerError> {
     let mut results = broker.consume(Queue::Embeddings, &options.tag, options.prefetch()).await?;
-    let mut batcher: Batcher<(Delivery, EmbedResult)> = Batcher::new(options.batch_size, options.max_wait);
+    let mut batcher: Batcher<Result<Delivery, BrokerError>> = Batcher::new(options.batch_size, options.max_wait);
     // (each result's span, a child of the embedder's, is made when its batch is written)
     loop {
-        let deadline = batcher.deadline();
         let flushed = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
+                // the batch in hand is written and acked; prefetched results not yet in it go back
+                // to the queue when the channel closes
                 results.cancel().await?;
                 if let Some((batch, reason)) = batcher.drain() {
+                    let batch = decode_batch(broker, batch, stats).await?;
                     write(writer, batch, reason.as_str(), shutdown, stats).await?;
                 }
                 results.close().await?;
                 return Ok(());
             }
-            d = results.next() => match d {
-                Some(Ok(delivery)) => {
-                    METRICS.results_consumed.inc();
-                    METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
-                    match delivery.decode::<EmbedResult>("embedding result") {
-                        Ok(r) if r.v == protocol::VERSION => batcher.push((delivery, r), Instant::now()),
-                        Ok(r) => {
-                            dead_letter(broker, &delivery, &format!("malformed: result version {} is not the version this writer reads ({})", r.v, protocol::VERSION), stats).await?;
-                            None
-                        }
-                        Err(e) => {
-                            dead_letter(broker, &delivery, &format!("malformed: {e}"), stats).await?;
-                            None
-                        }
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(BrokerError::Unavailable { url: broker.config().url.clone(), reason: "the embeddings consumer ended".into() }.into()),
-            },
-            _ = sleep_until(deadline), if deadline.is_some() => batcher.poll(Instant::now()),
+            b = batcher.next_batch(&mut results) => b,
         };
-        if let Some((batch, reason)) = flushed {
+        let Some((batch, reason)) = flushed else {
+            return Err(BrokerError::Unavailable { url: broker.config().url.clone(), reason: "the embeddings consumer ended".into() }.into());
+        };
+        let batch = decode_batch(broker, batch, stats).await?;
+        if !batch.is_empty() {
             write(writer, batch, reason.as_str(), shutdown, stats).await?;
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+/// The results of a batch of deliveries; a lost connection among them ends the batch (its unacked
+/// messages come again), a message that is not a result this version reads is dead-lettered.
+async fn decode_batch(broker: &Broker, batch: Vec<Result<Delivery, BrokerError>>, stats: &mut WorkerStats) -> Result<Vec<(Delivery, EmbedResult)>, WorkerError> {
+    let mut results = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        let delivery = delivery?;
+        METRICS.results_consumed.inc();
+        METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
+        match delivery.decode::<EmbedResult>("embedding result") {
+            Ok(r) if r.v == protocol::VERSION => results.push((delivery, r)),
+            Ok(r) => dead_letter(broker, &delivery, &format!("malformed: result version {} is not the version this writer reads ({})", r.v, protocol::VERSION), stats).await?,
+            Err(e) => dead_letter(broker, &delivery, &format!("malformed: {e}"), stats).await?,
+        }
     }
+    Ok(results)
 }
 
 async fn dead_letter(broker: &Broker, delivery: &Delivery, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
@@ -157,15 +154,24 @@ async fn write(writer: &Writer, batch: Vec<(Delivery, EmbedResult)>, reason: &st
             span
         })
         .collect();
-    let attempt = || writer.write_batch(&results);
-    let retried = attempt.retry(broker::reconnect_backoff()).when(WriteError::is_unavailable).notify(|e, wait| {
-        METRICS.store_retries.inc();
-        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "a store is unavailable; holding the batch");
-    });
-    let report = tokio::select! {
-        r = retried => r,
-        // stopping while a store is away: the unacked batch comes again to the next writer
-        _ = shutdown.cancelled() => return Ok(()),
+    // the first attempt always runs (a SIGTERM drain writes the batch in hand); only waiting out an
+    // unavailable store gives way to shutdown
+    let report = match writer.write_batch(&results).await {
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "a store is unavailable; holding the batch");
+            METRICS.store_retries.inc();
+            let attempt = || writer.write_batch(&results);
+            let retried = attempt.retry(broker::reconnect_backoff()).when(WriteError::is_unavailable).notify(|e, wait| {
+                METRICS.store_retries.inc();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "a store is unavailable; holding the batch");
+            });
+            tokio::select! {
+                r = retried => r,
+                // stopping while a store is away: the unacked batch comes again to the next writer
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        other => other,
     };
     let report = match report {
         Ok(r) => r,

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use writer::Writer;
 
-use super::{ApiResult, ApiState, PageParams, error::*};
+use super::{ApiResult, ApiState, crud::PageParams, error::*};
 use crate::pipeline::{self, PipelineOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{ApiResult, ApiState, PageParams, error::*};
+use super::{ApiResult, ApiState, crud::PageParams, error::*};
 use crate::manage::{self, Cleanup, Deletion, DirectoryStats, Target};
 
 #[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]

@@ -1,0 +1,102 @@
+//! What every handler shares: the stores, the models, the allowed roots, the sessions running in
+//! this process, the metrics.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use catalog::Catalog;
+use clip::ClipModel;
+use uuid::Uuid;
+use vectors::VectorStore;
+
+use super::{metrics, sessions, vector_admin};
+
+/// Everything a handler needs; cheap to share.
+pub struct ApiState {
+    pub catalog: Catalog,
+    pub vectors: Arc<VectorStore>,
+    /// The model indexing embeds with, and the collection it writes to (the alias `image_assets`
+    /// points at it); a model upgrade through the API replaces both once the alias moved.
+    pub(crate) active: std::sync::RwLock<(Arc<ClipModel>, String)>,
+    /// Every model this server can embed queries with: a search uses the one that built the
+    /// collection the alias points at, so searches keep answering across an upgrade.
+    pub(crate) search_models: std::sync::RwLock<Vec<Arc<ClipModel>>>,
+    /// The model upgrade running or last run in this process.
+    pub(crate) upgrade: Mutex<vector_admin::UpgradeState>,
+    /// Sessions may only index directories under these.
+    pub allowed_roots: Vec<PathBuf>,
+    /// Sessions running in this process, with the token that stops them.
+    pub(crate) runs: Mutex<HashMap<Uuid, sessions::Run>>,
+    pub(crate) metrics: metrics::Metrics,
+    /// Where thumbnails are cached; none: made on every request.
+    pub thumbnail_dir: Option<PathBuf>,
+    /// The distributed wiring: sessions are published to this broker for the embedder and writer
+    /// processes instead of running in this process. None: the embedded pipeline runs them here.
+    pub broker: Option<broker::BrokerConfig>,
+}
+
+impl ApiState {
+    /// `thumbnail_dir`: where thumbnails are cached (none: made on every request).
+    pub fn new(catalog: Catalog, vectors: Arc<VectorStore>, model: Arc<ClipModel>, collection: String, allowed_roots: Vec<PathBuf>, thumbnail_dir: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(ApiState {
+            catalog,
+            vectors,
+            search_models: std::sync::RwLock::new(vec![model.clone()]),
+            active: std::sync::RwLock::new((model, collection)),
+            upgrade: Mutex::new(Default::default()),
+            allowed_roots,
+            runs: Mutex::new(HashMap::new()),
+            metrics: metrics::Metrics::new(),
+            thumbnail_dir,
+            broker: None,
+        })
+    }
+
+    /// Like `new`, for the distributed wiring: started sessions go to the broker's jobs queue.
+    pub fn distributed(
+        catalog: Catalog,
+        vectors: Arc<VectorStore>,
+        model: Arc<ClipModel>,
+        collection: String,
+        allowed_roots: Vec<PathBuf>,
+        broker: broker::BrokerConfig,
+    ) -> Arc<Self> {
+        let mut state = Arc::into_inner(Self::new(catalog, vectors, model, collection, allowed_roots, None)).expect("a new state has one owner");
+        state.broker = Some(broker);
+        Arc::new(state)
+    }
+
+    /// The model indexing embeds with.
+    pub fn model(&self) -> Arc<ClipModel> {
+        self.active.read().expect("active lock").0.clone()
+    }
+
+    /// The collection indexing writes to.
+    pub fn collection(&self) -> String {
+        self.active.read().expect("active lock").1.clone()
+    }
+
+    pub(crate) fn set_active(&self, model: Arc<ClipModel>, collection: String) {
+        *self.active.write().expect("active lock") = (model, collection);
+    }
+
+    /// Lets searches embed queries with this model too (when a collection it built is searched).
+    pub fn add_search_model(&self, model: Arc<ClipModel>) {
+        let mut models = self.search_models.write().expect("models lock");
+        if !models.iter().any(|m| m.version == model.version) {
+            models.push(model);
+        }
+    }
+
+    /// Stops every running session (pausing it) and waits until their batches are written.
+    pub async fn shutdown(&self) {
+        let runs: Vec<sessions::Run> = self.runs.lock().expect("runs lock").drain().map(|(_, r)| r).collect();
+        for r in runs {
+            // a distributed session keeps running in the workers; only its watch stops here
+            r.stop(if self.broker.is_some() { sessions::StopAs::Detach } else { sessions::StopAs::Pause }).await;
+        }
+    }
+}
