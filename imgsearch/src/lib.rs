@@ -9,5 +9,6 @@ pub mod manage;
 pub mod pipeline;
 pub mod roles;
 pub mod search;
+pub mod sessions;
 
 pub use app::App;

@@ -79,6 +79,20 @@ impl From<clip::ImageError> for ApiError {
     }
 }
 
+impl From<crate::sessions::RunnerError> for ApiError {
+    fn from(e: crate::sessions::RunnerError) -> Self {
+        use crate::sessions::RunnerError as R;
+        match e {
+            R::Conflict(m) => ApiError::conflict(m),
+            R::Unavailable(m) => ApiError::unavailable(m),
+            R::Unprocessable(m) => ApiError::unprocessable(m),
+            R::Catalog(c) => c.into(),
+            R::Vectors(v) => v.into(),
+            R::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
 impl From<VectorError> for ApiError {
     fn from(e: VectorError) -> Self {
         match &e {

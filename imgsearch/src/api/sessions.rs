@@ -1,48 +1,17 @@
 //! `/api/v1/training/sessions`: create (root validated), list, get, start, pause, cancel, progress.
-//! A started session runs the embedded pipeline in this process, or, in the distributed wiring
-//! (`serve --config`), has its jobs published to RabbitMQ for the embedder and writer processes
-//! while this process keeps its progress; pause and cancel then reach the embedders as controls.
-//! Only valid transitions are accepted (409 otherwise).
+//! Starting, pausing and cancelling are the session runner's (`crate::sessions`): these handlers
+//! only translate HTTP. Only valid transitions are accepted (409 otherwise).
 
 use std::{path::PathBuf, sync::Arc};
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use catalog::{NewSession, Session, SessionStatus};
 use chrono::Utc;
-use embedder::Embedder;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use writer::Writer;
 
 use super::{ApiResult, ApiState, crud::PageParams, error::*};
-use crate::pipeline::{self, PipelineOptions};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopAs {
-    Pause,
-    Cancel,
-    /// Stop watching; the session goes on elsewhere (the distributed workers).
-    Detach,
-}
-
-/// A session running in this process.
-pub(crate) struct Run {
-    cancel: CancellationToken,
-    stop_as: Arc<std::sync::Mutex<StopAs>>,
-    task: JoinHandle<()>,
-}
-
-impl Run {
-    /// Stops the feed; the batches in flight are written; the session ends paused or cancelled.
-    pub(crate) async fn stop(self, how: StopAs) {
-        *self.stop_as.lock().expect("stop lock") = how;
-        self.cancel.cancel();
-        let _ = self.task.await;
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -99,166 +68,30 @@ pub(crate) async fn get(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uui
 #[utoipa::path(post, path = "/api/v1/training/sessions/{id}/start", params(("id" = Uuid, Path)),
     responses((status = 202, body = Session), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn start(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<impl IntoResponse> {
-    let session = s.catalog.get_session(id).await?;
-    if !matches!(session.status, SessionStatus::Pending | SessionStatus::Paused) || s.runs.lock().expect("runs lock").contains_key(&id) {
-        return Err(ApiError::conflict(format!("cannot start session {id}: it is {}", session.status)));
-    }
-    if let Some(config) = s.broker.clone() {
-        return start_distributed(&s, session, config).await.map(|x| (StatusCode::ACCEPTED, Json(x)));
-    }
-    let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
-    let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false, false).await.map_err(|e| match e {
-        coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
-        other => ApiError::unprocessable(other.to_string()),
-    })?;
-    crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection(), &prepared.scan.missing).await?;
-    let jobs = coordinator::open_jobs(&s.catalog, &prepared.session).await.map_err(|e| ApiError::internal(e.to_string()))?;
-    let cancel = CancellationToken::new();
-    let stop_as = Arc::new(std::sync::Mutex::new(StopAs::Pause));
-    let task = tokio::spawn(run_session(s.clone(), id, jobs, cancel.clone(), stop_as.clone()));
-    s.runs.lock().expect("runs lock").insert(id, Run { cancel, stop_as, task });
-    Ok((StatusCode::ACCEPTED, Json(prepared.session)))
-}
-
-fn coordinator_error(e: coordinator::CoordinatorError) -> ApiError {
-    match e {
-        coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
-        coordinator::CoordinatorError::Broker(b) if b.is_connection_lost() => ApiError::unavailable(b.to_string()),
-        other => ApiError::unprocessable(other.to_string()),
-    }
-}
-
-async fn connect_broker(config: &broker::BrokerConfig) -> ApiResult<broker::Broker> {
-    broker::Broker::connect(config.clone()).await.map_err(|e| ApiError::unavailable(e.to_string()))
-}
-
-/// The distributed start: a paused session is resumed (its dropped jobs published again), a new
-/// one scanned and its jobs published; a watch task here completes it once every job is done.
-async fn start_distributed(s: &Arc<ApiState>, session: Session, config: broker::BrokerConfig) -> ApiResult<Session> {
-    let id = session.id;
-    let broker = connect_broker(&config).await?;
-    let session = if session.status == SessionStatus::Paused {
-        coordinator::resume_session(&s.catalog, &broker, id).await.map_err(coordinator_error)?.0
-    } else {
-        let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
-        let prepared = coordinator::prepare_session(&s.catalog, session, &roots, false, false).await.map_err(coordinator_error)?;
-        crate::manage::forget_missing(&s.catalog, &s.vectors, &s.collection(), &prepared.scan.missing).await?;
-        coordinator::publish_pending(&s.catalog, &broker, &prepared.session).await.map_err(coordinator_error)?;
-        prepared.session
-    };
-    let _ = broker.close().await;
-    let cancel = CancellationToken::new();
-    let stop_as = Arc::new(std::sync::Mutex::new(StopAs::Detach));
-    let (state, token) = (s.clone(), cancel.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = coordinator::watch(&state.catalog, id, std::time::Duration::from_secs(1), &token, |_| {}).await {
-            tracing::error!(session = %id, error = %e, "cannot keep the session's progress");
-        }
-        state.runs.lock().expect("runs lock").remove(&id);
-    });
-    s.runs.lock().expect("runs lock").insert(id, Run { cancel, stop_as, task });
-    Ok(session)
-}
-
-/// The distributed pause or cancel: the watch stops, the catalog changes, the embedders are told.
-async fn stop_distributed(s: &ApiState, id: Uuid, config: &broker::BrokerConfig, cancel: bool) -> ApiResult<()> {
-    if let Some(run) = take_run(s, id) {
-        run.stop(StopAs::Detach).await;
-    }
-    let broker = connect_broker(config).await?;
-    coordinator::stop_session(&s.catalog, &broker, id, cancel).await.map_err(coordinator_error)?;
-    let _ = broker.close().await;
-    Ok(())
-}
-
-async fn run_session(s: Arc<ApiState>, id: Uuid, jobs: Vec<protocol::EmbedJob>, cancel: CancellationToken, stop_as: Arc<std::sync::Mutex<StopAs>>) {
-    let (model, collection) = (s.model(), s.collection());
-    let embedder = Arc::new(Embedder::new(model.clone(), 0, false));
-    let writer = Arc::new(Writer { catalog: s.catalog.clone(), vectors: s.vectors.clone(), collection });
-    let options = PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };
-    // the stages count their own batches and jobs (imgsearch_embedder_*, imgsearch_writer_*)
-    let result = pipeline::run(jobs, embedder, writer, options, cancel, |_| {}).await;
-    let end = match &result {
-        Ok(stats) => {
-            if stats.interrupted {
-                let how = *stop_as.lock().expect("stop lock");
-                match how {
-                    StopAs::Pause => s.catalog.transition_session(id, SessionStatus::Paused).await.map(|_| ()),
-                    StopAs::Cancel => cancel_session(&s, id).await,
-                    StopAs::Detach => Ok(()),
-                }
-            } else {
-                coordinator::finish_if_done(&s.catalog, id).await.map(|_| ()).map_err(|e| catalog::CatalogError::Database(e.to_string()))
-            }
-        }
-        Err(e) => {
-            tracing::error!(session = %id, error = %format!("{e:#}"), "indexing session failed");
-            s.catalog.transition_session(id, SessionStatus::Failed).await.map(|_| ())
-        }
-    };
-    if let Err(e) = end {
-        tracing::error!(session = %id, error = %e, "cannot record the end of a session");
-    }
-    s.runs.lock().expect("runs lock").remove(&id);
-}
-
-async fn cancel_session(s: &ApiState, id: Uuid) -> Result<(), catalog::CatalogError> {
-    coordinator::cancel_open_jobs(&s.catalog, id).await.map_err(|e| catalog::CatalogError::Database(e.to_string()))?;
-    s.catalog.transition_session(id, SessionStatus::Cancelled).await.map(|_| ())
+    let session = s.sessions.start(id, s.model(), s.collection()).await?;
+    Ok((StatusCode::ACCEPTED, Json(session)))
 }
 
 /// A session indexing in this process cannot be deleted or restarted under its own feet.
 fn refuse_if_running(s: &ApiState, id: Uuid) -> ApiResult<()> {
-    if s.runs.lock().expect("runs lock").contains_key(&id) {
+    if s.sessions.is_running(id) {
         return Err(ApiError::conflict(format!("session {id} is running; pause or cancel it first")));
     }
     Ok(())
-}
-
-fn take_run(s: &ApiState, id: Uuid) -> Option<Run> {
-    s.runs.lock().expect("runs lock").remove(&id)
 }
 
 /// Pauses a running session once the images in flight are written.
 #[utoipa::path(post, path = "/api/v1/training/sessions/{id}/pause", params(("id" = Uuid, Path)),
     responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
 pub(crate) async fn pause(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
-    let session = s.catalog.get_session(id).await?;
-    if let Some(config) = &s.broker {
-        if session.status != SessionStatus::Running {
-            return Err(ApiError::conflict(format!("cannot pause session {id}: it is {}", session.status)));
-        }
-        stop_distributed(&s, id, config, false).await?;
-        return Ok(Json(s.catalog.get_session(id).await?));
-    }
-    match take_run(&s, id) {
-        Some(run) => run.stop(StopAs::Pause).await,
-        None if session.status == SessionStatus::Running => {
-            s.catalog.transition_session(id, SessionStatus::Paused).await?;
-        }
-        None => return Err(ApiError::conflict(format!("cannot pause session {id}: it is {}", session.status))),
-    }
-    Ok(Json(s.catalog.get_session(id).await?))
+    Ok(Json(s.sessions.pause(id).await?))
 }
 
 /// Cancels a session that has not finished; its open jobs are cancelled.
 #[utoipa::path(post, path = "/api/v1/training/sessions/{id}/cancel", params(("id" = Uuid, Path)),
     responses((status = 200, body = Session), (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Session>> {
-    let session = s.catalog.get_session(id).await?;
-    if let Some(config) = &s.broker {
-        if session.status.is_terminal() {
-            return Err(ApiError::conflict(format!("cannot cancel session {id}: it is {}", session.status)));
-        }
-        stop_distributed(&s, id, config, true).await?;
-        return Ok(Json(s.catalog.get_session(id).await?));
-    }
-    match take_run(&s, id) {
-        Some(run) => run.stop(StopAs::Cancel).await,
-        None if !session.status.is_terminal() => cancel_session(&s, id).await?,
-        None => return Err(ApiError::conflict(format!("cannot cancel session {id}: it is {}", session.status))),
-    }
-    Ok(Json(s.catalog.get_session(id).await?))
+    Ok(Json(s.sessions.cancel(id).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

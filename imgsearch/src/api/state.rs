@@ -2,17 +2,15 @@
 //! this process, the metrics.
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
 
 use catalog::Catalog;
 use clip::ClipModel;
-use uuid::Uuid;
 use vectors::VectorStore;
 
-use super::{metrics, sessions, vector_admin};
+use super::{metrics, vector_admin};
 
 /// Everything a handler needs; cheap to share.
 pub struct ApiState {
@@ -28,30 +26,26 @@ pub struct ApiState {
     pub(crate) upgrade: Mutex<vector_admin::UpgradeState>,
     /// Sessions may only index directories under these.
     pub allowed_roots: Vec<PathBuf>,
-    /// Sessions running in this process, with the token that stops them.
-    pub(crate) runs: Mutex<HashMap<Uuid, sessions::Run>>,
+    /// Starts, pauses and cancels sessions (here, or on the distributed workers).
+    pub sessions: Arc<crate::sessions::SessionRunner>,
     pub(crate) metrics: metrics::Metrics,
     /// Where thumbnails are cached; none: made on every request.
     pub thumbnail_dir: Option<PathBuf>,
-    /// The distributed wiring: sessions are published to this broker for the embedder and writer
-    /// processes instead of running in this process. None: the embedded pipeline runs them here.
-    pub broker: Option<broker::BrokerConfig>,
 }
 
 impl ApiState {
     /// `thumbnail_dir`: where thumbnails are cached (none: made on every request).
     pub fn new(catalog: Catalog, vectors: Arc<VectorStore>, model: Arc<ClipModel>, collection: String, allowed_roots: Vec<PathBuf>, thumbnail_dir: Option<PathBuf>) -> Arc<Self> {
         Arc::new(ApiState {
+            sessions: crate::sessions::SessionRunner::new(catalog.clone(), vectors.clone(), None),
             catalog,
             vectors,
             search_models: std::sync::RwLock::new(vec![model.clone()]),
             active: std::sync::RwLock::new((model, collection)),
             upgrade: Mutex::new(Default::default()),
             allowed_roots,
-            runs: Mutex::new(HashMap::new()),
             metrics: metrics::Metrics::new(),
             thumbnail_dir,
-            broker: None,
         })
     }
 
@@ -64,8 +58,8 @@ impl ApiState {
         allowed_roots: Vec<PathBuf>,
         broker: broker::BrokerConfig,
     ) -> Arc<Self> {
-        let mut state = Arc::into_inner(Self::new(catalog, vectors, model, collection, allowed_roots, None)).expect("a new state has one owner");
-        state.broker = Some(broker);
+        let mut state = Arc::into_inner(Self::new(catalog.clone(), vectors.clone(), model, collection, allowed_roots, None)).expect("a new state has one owner");
+        state.sessions = crate::sessions::SessionRunner::new(catalog, vectors, Some(broker));
         Arc::new(state)
     }
 
@@ -93,10 +87,6 @@ impl ApiState {
 
     /// Stops every running session (pausing it) and waits until their batches are written.
     pub async fn shutdown(&self) {
-        let runs: Vec<sessions::Run> = self.runs.lock().expect("runs lock").drain().map(|(_, r)| r).collect();
-        for r in runs {
-            // a distributed session keeps running in the workers; only its watch stops here
-            r.stop(if self.broker.is_some() { sessions::StopAs::Detach } else { sessions::StopAs::Pause }).await;
-        }
+        self.sessions.shutdown().await;
     }
 }
