@@ -446,6 +446,14 @@ pub struct ControlListener {
     consumer: Consumer,
 }
 
+/// The embedder takes session controls as a `Source` too (its fakes feed them from a channel).
+impl protocol::batch::Source for ControlListener {
+    type Item = Result<(String, ControlAction)>;
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send {
+        ControlListener::next(self)
+    }
+}
+
 impl ControlListener {
     /// The next control; `None` when the connection closed. A malformed control is skipped.
     pub async fn next(&mut self) -> Option<Result<(String, ControlAction)>> {

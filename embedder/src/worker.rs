@@ -20,16 +20,103 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use broker::{Broker, BrokerConfig, BrokerError, ControlAction, Delivery, Queue};
-use protocol::{EmbedJob, EmbedResult, FailureKind, Outcome, batch::Batcher};
+use protocol::{
+    EmbedJob, EmbedResult, FailureKind, Outcome,
+    batch::{Batcher, Source},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{DecodedBatch, Embedder, metrics::METRICS};
+use crate::{BatchTimings, DecodedBatch, Embedder, metrics::METRICS};
+
+/// A job message as the embedder settles it (a RabbitMQ delivery; an in-memory fake in tests).
+pub trait JobMessage: Send + Sync + 'static {
+    fn decode(&self) -> Result<EmbedJob, BrokerError>;
+    /// Earlier deliveries of this message (0 the first time).
+    fn delivery_count(&self) -> i64;
+    fn queue_lag(&self) -> Duration;
+    fn traceparent(&self) -> Option<String>;
+    fn ack(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// Back to the queue for another try.
+    fn retry(&self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+}
+
+/// The jobs queue (a `Source` of messages; `None` when the connection is gone).
+pub trait JobInbox<M: JobMessage>: Source<Item = Result<M, BrokerError>> + Send {
+    /// Stop taking jobs (shutdown); those prefetched and not yet taken go back to the queue.
+    fn stop_consuming(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
+}
+
+/// Where results go (confirmed), and where a job that can never succeed goes.
+pub trait Outbox<M: JobMessage>: Send + Sync + 'static {
+    /// Deliveries after which a job is given up.
+    fn delivery_limit(&self) -> i64;
+    fn publish_results(&self, results: &[(EmbedResult, Option<String>)]) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    fn dead_letter(&self, job: &M, reason: &str) -> impl Future<Output = Result<(), BrokerError>> + Send;
+}
+
+/// Decode, then inference: the two halves of embedding a batch (blocking; run on blocking threads).
+pub trait EmbedStage: Send + Sync + 'static {
+    type Decoded: Send + 'static;
+    fn decode(&self, jobs: Vec<EmbedJob>) -> Self::Decoded;
+    /// One result per job, in order.
+    fn infer(&self, decoded: Self::Decoded) -> (Vec<EmbedResult>, BatchTimings);
+}
+
+impl JobMessage for Delivery {
+    fn decode(&self) -> Result<EmbedJob, BrokerError> {
+        Delivery::decode(self, "embed job")
+    }
+    fn delivery_count(&self) -> i64 {
+        Delivery::delivery_count(self)
+    }
+    fn queue_lag(&self) -> Duration {
+        Delivery::queue_lag(self)
+    }
+    fn traceparent(&self) -> Option<String> {
+        Delivery::traceparent(self)
+    }
+    fn ack(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        Delivery::ack(self)
+    }
+    fn retry(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        Delivery::retry(self)
+    }
+}
+
+impl JobInbox<Delivery> for broker::Consumer {
+    fn stop_consuming(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        self.cancel()
+    }
+}
+
+impl Outbox<Delivery> for Broker {
+    fn delivery_limit(&self) -> i64 {
+        self.config().delivery_limit
+    }
+    fn publish_results(&self, results: &[(EmbedResult, Option<String>)]) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        self.publish_batch(Queue::Embeddings, results)
+    }
+    fn dead_letter(&self, job: &Delivery, reason: &str) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        Broker::dead_letter(self, Queue::Jobs, job, reason)
+    }
+}
+
+impl EmbedStage for Embedder {
+    type Decoded = DecodedBatch;
+    fn decode(&self, jobs: Vec<EmbedJob>) -> DecodedBatch {
+        Embedder::decode(self, jobs)
+    }
+    fn infer(&self, decoded: DecodedBatch) -> (Vec<EmbedResult>, BatchTimings) {
+        Embedder::infer(self, decoded)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -68,7 +155,8 @@ pub struct WorkerStats {
     pub connections: u64,
 }
 
-type Controls = Arc<std::sync::Mutex<HashMap<Uuid, ControlAction>>>;
+/// The sessions this worker drops jobs of (paused or cancelled), from the control exchange.
+pub type Controls = Arc<std::sync::Mutex<HashMap<Uuid, ControlAction>>>;
 
 /// Runs until `shutdown` fires; reconnects while the broker is away.
 pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: WorkerOptions, shutdown: CancellationToken) -> Result<WorkerStats, BrokerError> {
@@ -85,7 +173,7 @@ pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: Worker
         }
         tracing::info!(queue = %config.queue_name(Queue::Jobs), prefetch = options.prefetch(), "embedder consuming");
         let broker = Arc::new(broker);
-        match consume(broker.clone(), &embedder, &options, &controls, &shutdown, &mut stats).await {
+        match consume_rabbit(broker.clone(), &embedder, &options, &controls, &shutdown, &mut stats).await {
             Ok(()) => {
                 let _ = broker.close().await;
                 return Ok(stats);
@@ -98,17 +186,17 @@ pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: Worker
 
 /// One job in hand: its delivery (to ack), what it asks, and its span (a child of the span that
 /// published it, so the asset's trace goes on here).
-struct Taken {
-    delivery: Delivery,
+struct Taken<M> {
+    delivery: M,
     job: EmbedJob,
     span: tracing::Span,
 }
 
 /// A job's delivery and span, kept until the job is settled.
-type InFlight = (Delivery, tracing::Span);
+type InFlight<M> = (M, tracing::Span);
 
-/// Consumes on one connection until shutdown (`Ok`) or until the connection fails (`Err`).
-async fn consume(
+/// Consumes on one broker connection until shutdown (`Ok`) or until the connection fails (`Err`).
+async fn consume_rabbit(
     broker: Arc<Broker>,
     embedder: &Arc<Embedder>,
     options: &WorkerOptions,
@@ -118,24 +206,45 @@ async fn consume(
 ) -> Result<(), BrokerError> {
     let mut jobs = broker.consume(Queue::Jobs, &options.tag, options.prefetch()).await?;
     let mut control = broker.subscribe_control(&format!("{}-control", options.tag)).await?;
-    let mut batcher: Batcher<Result<Delivery, BrokerError>> = Batcher::new(options.batch_size, options.max_wait);
-    let mut stage = Inference::start(&broker, embedder, options.overlap_decode);
-    let lost = |what: &str| BrokerError::Unavailable { url: broker.config().url.clone(), reason: format!("the {what} consumer ended") };
+    consume(&mut jobs, &mut control, &broker, embedder, options, controls, shutdown, stats).await?;
+    jobs.close().await
+}
+
+/// The embedder's decisions: batch the jobs, settle what cannot run (poison, dropped session,
+/// delivery limit), embed the rest, publish every result before acking its job, retry or
+/// dead-letter transient failures, follow session controls, and on shutdown stop consuming and
+/// finish the batch in hand. `Ok` on shutdown; an error when a source ends or fails.
+#[allow(clippy::too_many_arguments)]
+pub async fn consume<M: JobMessage, I: JobInbox<M>, C, O: Outbox<M>, E: EmbedStage>(
+    jobs: &mut I,
+    control: &mut C,
+    outbox: &Arc<O>,
+    embedder: &Arc<E>,
+    options: &WorkerOptions,
+    controls: &Controls,
+    shutdown: &CancellationToken,
+    stats: &mut WorkerStats,
+) -> Result<(), BrokerError>
+where
+    C: Source<Item = Result<(String, ControlAction), BrokerError>> + Send,
+{
+    let mut batcher: Batcher<Result<M, BrokerError>> = Batcher::new(options.batch_size, options.max_wait);
+    let mut stage = Inference::start(outbox, embedder, options.overlap_decode);
+    let lost = |what: &str| BrokerError::Unavailable { url: "the broker".into(), reason: format!("the {what} consumer ended") };
     loop {
         let flushed = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 // stop taking jobs; the batch in hand is finished and acked; prefetched jobs not
                 // yet in a batch go back to the queue when the channel closes
-                jobs.cancel().await?;
+                jobs.stop_consuming().await?;
                 if let Some((batch, reason)) = batcher.drain() {
-                    let batch = take_batch(&broker, batch, controls, stats).await?;
+                    let batch = take_batch(outbox.as_ref(), batch, controls, stats).await?;
                     if !batch.is_empty() {
-                        stage.run(&broker, embedder, batch, reason, stats).await?;
+                        stage.run(outbox.as_ref(), embedder, batch, reason, stats).await?;
                     }
                 }
                 stage.finish(stats).await?;
-                jobs.close().await?;
                 return Ok(());
             }
             c = control.next() => match c {
@@ -153,15 +262,15 @@ async fn consume(
                 Some(Err(e)) => return Err(e),
                 None => return Err(lost("control")),
             },
-            b = batcher.next_batch(&mut jobs) => match b {
+            b = batcher.next_batch(jobs) => match b {
                 Some(flushed) => Some(flushed),
                 None => return Err(lost("jobs")),
             },
         };
         if let Some((batch, reason)) = flushed {
-            let batch = take_batch(&broker, batch, controls, stats).await?;
+            let batch = take_batch(outbox.as_ref(), batch, controls, stats).await?;
             if !batch.is_empty() {
-                stage.run(&broker, embedder, batch, reason, stats).await?;
+                stage.run(outbox.as_ref(), embedder, batch, reason, stats).await?;
             }
         }
     }
@@ -169,32 +278,37 @@ async fn consume(
 
 /// The jobs of a batch of deliveries, each looked at by `take`; a lost connection among them ends
 /// the batch (its unacked jobs come again).
-async fn take_batch(broker: &Broker, batch: Vec<Result<Delivery, BrokerError>>, controls: &Controls, stats: &mut WorkerStats) -> Result<Vec<Taken>, BrokerError> {
+async fn take_batch<M: JobMessage, O: Outbox<M>>(
+    outbox: &O,
+    batch: Vec<Result<M, BrokerError>>,
+    controls: &Controls,
+    stats: &mut WorkerStats,
+) -> Result<Vec<Taken<M>>, BrokerError> {
     let mut taken = Vec::with_capacity(batch.len());
     for delivery in batch {
-        taken.extend(take(broker, delivery?, controls, stats).await?);
+        taken.extend(take(outbox, delivery?, controls, stats).await?);
     }
     Ok(taken)
 }
 
 /// Where a decoded batch goes: inference right here, or (overlap) a task of its own, one batch
 /// behind, so the next batch decodes while this one runs the model.
-enum Inference {
+enum Inference<M, D> {
     Inline,
-    Overlapped { tx: tokio::sync::mpsc::Sender<(Vec<InFlight>, DecodedBatch)>, task: tokio::task::JoinHandle<Result<WorkerStats, BrokerError>> },
+    Overlapped { tx: tokio::sync::mpsc::Sender<(Vec<InFlight<M>>, D)>, task: tokio::task::JoinHandle<Result<WorkerStats, BrokerError>> },
 }
 
-impl Inference {
-    fn start(broker: &Arc<Broker>, embedder: &Arc<Embedder>, overlap: bool) -> Self {
+impl<M: JobMessage, D: Send + 'static> Inference<M, D> {
+    fn start<O: Outbox<M>, E: EmbedStage<Decoded = D>>(outbox: &Arc<O>, embedder: &Arc<E>, overlap: bool) -> Self {
         if !overlap {
             return Inference::Inline;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<InFlight>, DecodedBatch)>(1);
-        let (broker, embedder) = (broker.clone(), embedder.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<InFlight<M>>, D)>(1);
+        let (outbox, embedder) = (outbox.clone(), embedder.clone());
         let task = tokio::spawn(async move {
             let mut stats = WorkerStats::default();
             while let Some((deliveries, decoded)) = rx.recv().await {
-                finish(&broker, &embedder, deliveries, decoded, &mut stats).await?;
+                finish(outbox.as_ref(), &embedder, deliveries, decoded, &mut stats).await?;
             }
             Ok(stats)
         });
@@ -202,22 +316,22 @@ impl Inference {
     }
 
     /// Decodes a batch, then infers, publishes and acks it (here, or in the inference task).
-    async fn run(
+    async fn run<O: Outbox<M>, E: EmbedStage<Decoded = D>>(
         &mut self,
-        broker: &Broker,
-        embedder: &Arc<Embedder>,
-        batch: Vec<Taken>,
+        outbox: &O,
+        embedder: &Arc<E>,
+        batch: Vec<Taken<M>>,
         reason: protocol::batch::FlushReason,
         stats: &mut WorkerStats,
     ) -> Result<(), BrokerError> {
         crate::count_batch(reason, batch.len());
         let reason = reason.as_str();
-        let (deliveries, jobs): (Vec<InFlight>, Vec<EmbedJob>) = batch.into_iter().map(|t| ((t.delivery, t.span), t.job)).unzip();
+        let (deliveries, jobs): (Vec<InFlight<M>>, Vec<EmbedJob>) = batch.into_iter().map(|t| ((t.delivery, t.span), t.job)).unzip();
         let e = embedder.clone();
         let span = tracing::info_span!("decode_batch", images = jobs.len(), reason);
         let decoded = tokio::task::spawn_blocking(move || span.in_scope(|| e.decode(jobs))).await.expect("decoding does not panic");
         match self {
-            Inference::Inline => finish(broker, embedder, deliveries, decoded, stats).await,
+            Inference::Inline => finish(outbox, embedder, deliveries, decoded, stats).await,
             Inference::Overlapped { tx, .. } => {
                 if tx.send((deliveries, decoded)).await.is_err() {
                     // the inference task stopped: its error says why
@@ -245,15 +359,15 @@ impl Inference {
 
 /// Looks at one delivery: a job is kept for the batch; a poison message, a job of a dropped session
 /// or one delivered too often is settled here (`None`).
-async fn take(broker: &Broker, delivery: Delivery, controls: &Controls, stats: &mut WorkerStats) -> Result<Option<Taken>, BrokerError> {
+async fn take<M: JobMessage, O: Outbox<M>>(outbox: &O, delivery: M, controls: &Controls, stats: &mut WorkerStats) -> Result<Option<Taken<M>>, BrokerError> {
     METRICS.jobs_consumed.inc();
     METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
-    let job: EmbedJob = match delivery.decode::<EmbedJob>("embed job") {
+    let job: EmbedJob = match delivery.decode() {
         Ok(job) if job.v == protocol::VERSION => job,
         Ok(job) => {
-            return poison(broker, &delivery, &format!("embed job version {} is not the version this embedder reads ({})", job.v, protocol::VERSION), stats).await.map(|_| None);
+            return poison(outbox, &delivery, &format!("embed job version {} is not the version this embedder reads ({})", job.v, protocol::VERSION), stats).await.map(|_| None);
         }
-        Err(e) => return poison(broker, &delivery, &e.to_string(), stats).await.map(|_| None),
+        Err(e) => return poison(outbox, &delivery, &e.to_string(), stats).await.map(|_| None),
     };
     let dropped = controls.lock().expect("controls lock").get(&job.session_id).copied();
     if let Some(action) = dropped {
@@ -263,13 +377,13 @@ async fn take(broker: &Broker, delivery: Delivery, controls: &Controls, stats: &
         stats.dropped += 1;
         return Ok(None);
     }
-    let limit = broker.config().delivery_limit;
+    let limit = outbox.delivery_limit();
     if delivery.delivery_count() >= limit {
         // every earlier delivery ended without an ack: a worker died on this job each time
         let message = format!("the job was delivered {} times without finishing; a worker may crash on this file", delivery.delivery_count());
         let result = failed_result(&job, "delivery_limit", &message);
-        broker.publish(Queue::Embeddings, &result, delivery.traceparent().as_deref()).await?;
-        broker.dead_letter(Queue::Jobs, &delivery, &format!("delivery_limit: {message}")).await?;
+        outbox.publish_results(&[(result, delivery.traceparent())]).await?;
+        outbox.dead_letter(&delivery, &format!("delivery_limit: {message}")).await?;
         METRICS.jobs_failed.with_label_values(&["delivery_limit"]).inc();
         METRICS.jobs_acked.with_label_values(&["dead_lettered"]).inc();
         stats.dead_lettered += 1;
@@ -280,9 +394,9 @@ async fn take(broker: &Broker, delivery: Delivery, controls: &Controls, stats: &
     Ok(Some(Taken { delivery, job, span }))
 }
 
-async fn poison(broker: &Broker, delivery: &Delivery, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
+async fn poison<M: JobMessage, O: Outbox<M>>(outbox: &O, delivery: &M, reason: &str, stats: &mut WorkerStats) -> Result<(), BrokerError> {
     tracing::warn!(reason, "dead-lettering a message that is not a job");
-    broker.dead_letter(Queue::Jobs, delivery, &format!("malformed: {reason}")).await?;
+    outbox.dead_letter(delivery, &format!("malformed: {reason}")).await?;
     METRICS.jobs_failed.with_label_values(&["malformed"]).inc();
     METRICS.jobs_acked.with_label_values(&["dead_lettered"]).inc();
     stats.dead_lettered += 1;
@@ -300,7 +414,13 @@ fn failed_result(job: &EmbedJob, reason: &str, message: &str) -> EmbedResult {
 
 /// Inference, then the results published (confirmed), then the jobs acked or given back.
 #[tracing::instrument(name = "infer_batch", skip_all, fields(images = deliveries.len()))]
-async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<InFlight>, decoded: DecodedBatch, stats: &mut WorkerStats) -> Result<(), BrokerError> {
+async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
+    outbox: &O,
+    embedder: &Arc<E>,
+    deliveries: Vec<InFlight<M>>,
+    decoded: E::Decoded,
+    stats: &mut WorkerStats,
+) -> Result<(), BrokerError> {
     let e = embedder.clone();
     let (results, timings) = tokio::task::spawn_blocking(move || e.infer(decoded)).await.expect("inference does not panic");
     METRICS.stage_seconds.with_label_values(&["decode"]).observe(timings.decode_ms / 1e3);
@@ -308,7 +428,7 @@ async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<InFli
     // test hook: the kill -9 test stops an embedder here, mid-batch, before anything is published
     fail::fail_point!("embedder.after_inference", |_| -> Result<(), BrokerError> { protocol::hang_at_failpoint("embedder.after_inference") });
 
-    let limit = broker.config().delivery_limit;
+    let limit = outbox.delivery_limit();
     let mut publish = Vec::new();
     let mut settle = Vec::new();
     for (result, (delivery, span)) in results.into_iter().zip(deliveries) {
@@ -327,7 +447,7 @@ async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<InFli
         settle.push((delivery, action, span));
     }
     let t = Instant::now();
-    broker.publish_batch(Queue::Embeddings, &publish).await?;
+    outbox.publish_results(&publish).await?;
     METRICS.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());
     // each job's span ends once the job is settled
     for (delivery, action, _span) in settle {
@@ -349,7 +469,7 @@ async fn finish(broker: &Broker, embedder: &Arc<Embedder>, deliveries: Vec<InFli
                 stats.retried += 1;
             }
             Settle::DeadLetter(reason) => {
-                broker.dead_letter(Queue::Jobs, &delivery, &reason).await?;
+                outbox.dead_letter(&delivery, &reason).await?;
                 METRICS.jobs_failed.with_label_values(&[reason.split(':').next().unwrap_or("transient")]).inc();
                 METRICS.jobs_acked.with_label_values(&["dead_lettered"]).inc();
                 stats.dead_lettered += 1;
@@ -365,4 +485,323 @@ enum Settle {
     Failed(String),
     Retry,
     DeadLetter(String),
+}
+
+/// The embedder's decisions, driven with in-memory fakes of the jobs queue, the control exchange,
+/// the outbox and the model: no broker, no ONNX Runtime, no process. Tests wait on conditions the
+/// fakes signal, never on time.
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use tokio::sync::{Notify, mpsc};
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Acked(u32),
+        Retried(u32),
+        DeadLettered(u32, String),
+        /// A result published: the job's path and its outcome (`embedded` or `failed:<reason>`).
+        Published(String, String),
+        StoppedConsuming,
+    }
+
+    /// Everything that happened, in order, with a signal on each change.
+    #[derive(Default)]
+    struct Log {
+        events: Mutex<Vec<Event>>,
+        changed: Notify,
+    }
+
+    impl Log {
+        fn push(&self, e: Event) {
+            self.events.lock().unwrap().push(e);
+            self.changed.notify_waiters();
+        }
+        fn events(&self) -> Vec<Event> {
+            self.events.lock().unwrap().clone()
+        }
+        async fn until(&self, done: impl Fn(&[Event]) -> bool) {
+            loop {
+                let changed = self.changed.notified();
+                if done(&self.events()) {
+                    return;
+                }
+                changed.await;
+            }
+        }
+    }
+
+    struct FakeJob {
+        id: u32,
+        body: Result<EmbedJob, String>,
+        deliveries: i64,
+        log: Arc<Log>,
+    }
+
+    impl JobMessage for FakeJob {
+        fn decode(&self) -> Result<EmbedJob, BrokerError> {
+            self.body.clone().map_err(|reason| BrokerError::Malformed { what: "embed job", reason })
+        }
+        fn delivery_count(&self) -> i64 {
+            self.deliveries
+        }
+        fn queue_lag(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn traceparent(&self) -> Option<String> {
+            None
+        }
+        async fn ack(&self) -> Result<(), BrokerError> {
+            self.log.push(Event::Acked(self.id));
+            Ok(())
+        }
+        async fn retry(&self) -> Result<(), BrokerError> {
+            self.log.push(Event::Retried(self.id));
+            Ok(())
+        }
+    }
+
+    struct FakeInbox {
+        rx: mpsc::Receiver<Result<FakeJob, BrokerError>>,
+        log: Arc<Log>,
+        taken: Arc<AtomicUsize>,
+    }
+
+    impl Source for FakeInbox {
+        type Item = Result<FakeJob, BrokerError>;
+        /// Counts the calls as they start: once the n+1th waits, n items were handed out.
+        async fn next(&mut self) -> Option<Self::Item> {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+            self.log.changed.notify_waiters();
+            self.rx.recv().await
+        }
+    }
+
+    impl JobInbox<FakeJob> for FakeInbox {
+        async fn stop_consuming(&mut self) -> Result<(), BrokerError> {
+            self.log.push(Event::StoppedConsuming);
+            Ok(())
+        }
+    }
+
+    struct FakeOutbox {
+        limit: i64,
+        log: Arc<Log>,
+    }
+
+    impl Outbox<FakeJob> for FakeOutbox {
+        fn delivery_limit(&self) -> i64 {
+            self.limit
+        }
+        async fn publish_results(&self, results: &[(EmbedResult, Option<String>)]) -> Result<(), BrokerError> {
+            for (r, _) in results {
+                let outcome = match &r.outcome {
+                    Outcome::Embedded { .. } => "embedded".to_owned(),
+                    Outcome::Failed { reason, .. } => format!("failed:{reason}"),
+                };
+                self.log.push(Event::Published(r.path.clone(), outcome));
+            }
+            Ok(())
+        }
+        async fn dead_letter(&self, job: &FakeJob, reason: &str) -> Result<(), BrokerError> {
+            self.log.push(Event::DeadLettered(job.id, reason.to_owned()));
+            Ok(())
+        }
+    }
+
+    /// A model by file name: `io` fails transiently, `corrupt` for good, anything else embeds.
+    #[derive(Default)]
+    struct FakeModel {
+        inferred: AtomicUsize,
+    }
+
+    impl EmbedStage for FakeModel {
+        type Decoded = Vec<EmbedJob>;
+        fn decode(&self, jobs: Vec<EmbedJob>) -> Vec<EmbedJob> {
+            jobs
+        }
+        fn infer(&self, jobs: Vec<EmbedJob>) -> (Vec<EmbedResult>, BatchTimings) {
+            self.inferred.fetch_add(jobs.len(), Ordering::SeqCst);
+            let results = jobs
+                .iter()
+                .map(|job| {
+                    let outcome = if job.path.ends_with("io") {
+                        Outcome::Failed { reason: "io".into(), message: "cannot read image".into(), kind: FailureKind::Transient }
+                    } else if job.path.ends_with("corrupt") {
+                        Outcome::Failed { reason: "corrupt".into(), message: "bad huffman code".into(), kind: FailureKind::Permanent }
+                    } else {
+                        Outcome::Embedded { vector: protocol::vector_to_bytes(&[1.0]), checksum: "c".into() }
+                    };
+                    failed_result(job, "x", "y").with_outcome(outcome)
+                })
+                .collect();
+            (results, BatchTimings { images: jobs.len(), ..Default::default() })
+        }
+    }
+
+    trait WithOutcome {
+        fn with_outcome(self, outcome: Outcome) -> Self;
+    }
+
+    impl WithOutcome for EmbedResult {
+        fn with_outcome(mut self, outcome: Outcome) -> Self {
+            self.outcome = outcome;
+            self
+        }
+    }
+
+    fn job(session: Uuid, path: &str) -> EmbedJob {
+        EmbedJob {
+            v: protocol::VERSION,
+            job_id: Uuid::new_v4(),
+            asset_id: Uuid::new_v4(),
+            session_id: session,
+            path: path.into(),
+            created_at: Default::default(),
+            category_id: None,
+            attempt: 1,
+        }
+    }
+
+    struct Harness {
+        jobs: mpsc::Sender<Result<FakeJob, BrokerError>>,
+        controls: mpsc::Sender<Result<(String, ControlAction), BrokerError>>,
+        log: Arc<Log>,
+        taken: Arc<AtomicUsize>,
+        model: Arc<FakeModel>,
+        shutdown: CancellationToken,
+    }
+
+    impl Harness {
+        async fn job(&self, id: u32, body: Result<EmbedJob, String>, deliveries: i64) {
+            self.jobs.send(Ok(FakeJob { id, body, deliveries, log: self.log.clone() })).await.unwrap();
+        }
+    }
+
+    /// Starts `consume` on fakes (delivery limit 5) in a task; the harness feeds it.
+    type Running = tokio::task::JoinHandle<(Result<(), BrokerError>, WorkerStats)>;
+
+    fn start(batch_size: usize, max_wait: Duration) -> (Harness, Running) {
+        let (jobs_tx, jobs_rx) = mpsc::channel(64);
+        let (controls_tx, mut controls_rx) = mpsc::channel(64);
+        let log = Arc::new(Log::default());
+        let taken = Arc::new(AtomicUsize::new(0));
+        let model = Arc::new(FakeModel::default());
+        let shutdown = CancellationToken::new();
+        let mut inbox = FakeInbox { rx: jobs_rx, log: log.clone(), taken: taken.clone() };
+        let outbox = Arc::new(FakeOutbox { limit: 5, log: log.clone() });
+        let options = WorkerOptions { batch_size, max_wait, overlap_decode: false, tag: "test".into() };
+        let (m, stop) = (model.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            let mut stats = WorkerStats::default();
+            let controls = Controls::default();
+            let done = consume(&mut inbox, &mut controls_rx, &outbox, &m, &options, &controls, &stop, &mut stats).await;
+            (done, stats)
+        });
+        (Harness { jobs: jobs_tx, controls: controls_tx, log, taken, model, shutdown }, task)
+    }
+
+    #[tokio::test]
+    async fn every_result_is_published_before_its_job_is_acked_and_poison_is_dead_lettered() {
+        let (h, task) = start(3, Duration::from_secs(3600));
+        let s = Uuid::new_v4();
+        h.job(1, Ok(job(s, "1-ok")), 0).await;
+        h.job(2, Ok(job(s, "2-corrupt")), 0).await;
+        h.job(3, Err("expected value at line 1 column 1".into()), 0).await;
+        h.log.until(|e| e.contains(&Event::Acked(2))).await;
+        assert_eq!(
+            h.log.events(),
+            [
+                Event::DeadLettered(3, "malformed: message is not a valid embed job: expected value at line 1 column 1".into()),
+                Event::Published("1-ok".into(), "embedded".into()),
+                Event::Published("2-corrupt".into(), "failed:corrupt".into()),
+                Event::Acked(1),
+                Event::Acked(2),
+            ]
+        );
+        h.shutdown.cancel();
+        let (done, stats) = task.await.unwrap();
+        assert!(done.is_ok());
+        assert_eq!((stats.embedded, stats.failed, stats.dead_lettered), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_then_dead_lettered_on_its_last_delivery() {
+        let (h, task) = start(2, Duration::from_secs(3600));
+        let s = Uuid::new_v4();
+        h.job(1, Ok(job(s, "1-io")), 0).await;
+        h.job(2, Ok(job(s, "2-io")), 4).await;
+        h.log.until(|e| e.len() >= 3).await;
+        assert_eq!(
+            h.log.events(),
+            [Event::Published("2-io".into(), "failed:io".into()), Event::Retried(1), Event::DeadLettered(2, "io: cannot read image".into())],
+            "job 1 goes back for another try; job 2, on its fifth delivery, is recorded failed and dead-lettered"
+        );
+        h.shutdown.cancel();
+        assert_eq!(task.await.unwrap().1.retried, 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_delivered_past_the_limit_is_failed_without_running() {
+        let (h, task) = start(1, Duration::from_secs(3600));
+        h.job(1, Ok(job(Uuid::new_v4(), "1-ok")), 5).await;
+        h.log.until(|e| e.len() >= 2).await;
+        assert_eq!(
+            h.log.events(),
+            [
+                Event::Published("1-ok".into(), "failed:delivery_limit".into()),
+                Event::DeadLettered(1, "delivery_limit: the job was delivered 5 times without finishing; a worker may crash on this file".into()),
+            ]
+        );
+        assert_eq!(h.model.inferred.load(Ordering::SeqCst), 0, "the file is not tried again");
+        h.shutdown.cancel();
+        task.await.unwrap().0.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_paused_session_drops_its_jobs_until_it_is_resumed() {
+        let (h, task) = start(1, Duration::from_secs(3600));
+        let (paused, other) = (Uuid::new_v4(), Uuid::new_v4());
+        // a control ready together with a job is always taken first
+        h.controls.send(Ok((paused.to_string(), ControlAction::Pause))).await.unwrap();
+        h.job(1, Ok(job(paused, "1-ok")), 0).await;
+        h.log.until(|e| e.contains(&Event::Acked(1))).await;
+        h.job(2, Ok(job(other, "2-ok")), 0).await;
+        h.log.until(|e| e.contains(&Event::Acked(2))).await;
+        h.controls.send(Ok((paused.to_string(), ControlAction::Resume))).await.unwrap();
+        h.job(3, Ok(job(paused, "3-ok")), 0).await;
+        h.log.until(|e| e.contains(&Event::Acked(3))).await;
+        assert_eq!(
+            h.log.events(),
+            [Event::Acked(1), Event::Published("2-ok".into(), "embedded".into()), Event::Acked(2), Event::Published("3-ok".into(), "embedded".into()), Event::Acked(3),],
+            "job 1 is dropped without work: acked, no result"
+        );
+        h.shutdown.cancel();
+        assert_eq!(task.await.unwrap().1.dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_the_batch_in_hand() {
+        let (h, task) = start(10, Duration::from_secs(3600));
+        let s = Uuid::new_v4();
+        h.job(1, Ok(job(s, "1-ok")), 0).await;
+        h.job(2, Ok(job(s, "2-ok")), 0).await;
+        // both taken into a batch that would wait an hour for more: the third call is waiting
+        let taken = h.taken.clone();
+        h.log.until(|_| taken.load(Ordering::SeqCst) >= 3).await;
+        h.shutdown.cancel();
+        let (done, stats) = task.await.unwrap();
+        assert!(done.is_ok());
+        assert_eq!(
+            h.log.events(),
+            [Event::StoppedConsuming, Event::Published("1-ok".into(), "embedded".into()), Event::Published("2-ok".into(), "embedded".into()), Event::Acked(1), Event::Acked(2),]
+        );
+        assert_eq!(stats.embedded, 2);
+    }
 }
