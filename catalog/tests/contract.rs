@@ -239,6 +239,11 @@ async fn failed_results_are_counted_as_failures(c: Catalog) {
     assert_eq!((s.processed_images, s.failed_images), (1, 2));
     // a transient failure leaves its asset to the next run; a permanent one marks it failed
     assert_eq!(c.get_asset(jobs[2].asset_id).await.unwrap().training_status, TrainingStatus::Pending);
+    // asked for again in the same (resumed) session, a failed job opens again; a completed one stays
+    assert_eq!(c.create_jobs(session.id, &[jobs[0].asset_id, jobs[2].asset_id]).await.unwrap(), 1);
+    let reopened = c.get_job(jobs[2].id).await.unwrap();
+    assert_eq!((reopened.status, reopened.error_message), (JobStatus::Pending, None));
+    assert_eq!(c.get_job(jobs[0].id).await.unwrap().status, JobStatus::Completed);
     let job = c.get_job(jobs[1].id).await.unwrap();
     assert_eq!((job.status, job.error_message.as_deref()), (JobStatus::Failed, Some("corrupt or truncated image")));
     let asset = c.get_asset(jobs[1].asset_id).await.unwrap();

@@ -18,8 +18,12 @@
 use std::{
     io::Read,
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
-    path::Path,
-    sync::{Condvar, Mutex, mpsc},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::Duration,
 };
 
@@ -139,36 +143,49 @@ pub fn read_file(path: &Path, limits: &Limits) -> Result<Vec<u8>, ImageError> {
 /// Guarded decode threads alive at once, abandoned (timed-out) ones included.
 pub const MAX_LIVE_DECODES: usize = 32;
 
-static LIVE: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+/// A counting semaphore over the guarded threads.
+struct Slots {
+    live: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+static SLOTS: Slots = Slots { live: Mutex::new(0), freed: Condvar::new(), max: MAX_LIVE_DECODES };
 
 /// A slot among the live guarded threads; freed when the thread ends, however it ends.
-struct Slot;
+struct Slot(&'static Slots);
 
-impl Slot {
-    fn take() -> Slot {
-        let (count, freed) = &LIVE;
-        let mut live = count.lock().unwrap_or_else(|p| p.into_inner());
-        while *live >= MAX_LIVE_DECODES {
-            live = freed.wait(live).unwrap_or_else(|p| p.into_inner());
+impl Slots {
+    /// A slot, waiting at most `timeout` for one: threads stuck on a stalled mount must not make
+    /// every later caller wait forever.
+    fn take(&'static self, timeout: Duration) -> Option<Slot> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut live, waited) = self.freed.wait_timeout_while(live, timeout, |n| *n >= self.max).unwrap_or_else(|p| p.into_inner());
+        if waited.timed_out() && *live >= self.max {
+            return None;
         }
         *live += 1;
-        Slot
+        Some(Slot(self))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let (count, freed) = &LIVE;
-        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        freed.notify_one();
+        *self.0.live.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
     }
 }
 
 /// Runs `decode` on a thread of its own and waits at most `timeout` for it. A panic inside is
 /// `ImageError::DecoderPanic` with its message; no answer in time is `DecodeTimeout`, and the thread
-/// is left to finish on its own (its slot is held until it does).
+/// is left to finish on its own (its slot is held until it does). No slot free within `timeout`
+/// is `Busy` (transient).
 pub fn run_guarded<T: Send + 'static>(timeout: Duration, decode: impl FnOnce() -> Result<T, ImageError> + Send + 'static) -> Result<T, ImageError> {
-    let slot = Slot::take();
+    run_guarded_in(&SLOTS, timeout, decode)
+}
+
+fn run_guarded_in<T: Send + 'static>(slots: &'static Slots, timeout: Duration, decode: impl FnOnce() -> Result<T, ImageError> + Send + 'static) -> Result<T, ImageError> {
+    let slot = slots.take(timeout).ok_or_else(|| ImageError::Busy(format!("all {} decode threads are busy; try again", slots.max)))?;
     let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("decode-guarded".into())
@@ -188,6 +205,24 @@ pub fn run_guarded<T: Send + 'static>(timeout: Duration, decode: impl FnOnce() -
         }
         Err(mpsc::RecvTimeoutError::Timeout) => Err(ImageError::DecodeTimeout(timeout)),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(ImageError::DecoderPanic("the decode thread ended without an answer".into())),
+    }
+}
+
+/// Reads a file (within the limits) and decodes its bytes, both guarded. A deadline that passes
+/// while the file is still being read (a stalled network mount) is an I/O error, transient: the
+/// file is tried again later; one that passes while decoding is `DecodeTimeout`.
+pub fn read_and_decode<T: Send + 'static>(path: &Path, limits: Limits, decode: impl FnOnce(Vec<u8>) -> Result<T, ImageError> + Send + 'static) -> Result<T, ImageError> {
+    let read = Arc::new(AtomicBool::new(false));
+    let (flag, owned): (Arc<AtomicBool>, PathBuf) = (read.clone(), path.to_owned());
+    match run_guarded(limits.decode_timeout, move || {
+        let bytes = read_file(&owned, &limits)?;
+        flag.store(true, Ordering::SeqCst);
+        decode(bytes)
+    }) {
+        Err(ImageError::DecodeTimeout(t)) if !read.load(Ordering::SeqCst) => {
+            Err(ImageError::Io { path: path.to_owned(), source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("reading took longer than {t:?}")) })
+        }
+        other => other,
     }
 }
 
@@ -254,5 +289,23 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.reason(), "decode_timeout");
         drop(release);
+    }
+
+    #[test]
+    fn no_free_slot_within_the_deadline_is_busy_not_a_hang() {
+        let slots: &'static Slots = Box::leak(Box::new(Slots { live: Mutex::new(0), freed: Condvar::new(), max: 1 }));
+        // the one slot is held by a decode stuck until the test releases it
+        let (release, stuck) = mpsc::channel::<()>();
+        let err = run_guarded_in::<()>(slots, Duration::from_millis(10), move || {
+            let _ = stuck.recv();
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.reason(), "decode_timeout");
+        let err = run_guarded_in::<()>(slots, Duration::from_millis(10), || Ok(())).unwrap_err();
+        assert_eq!((err.reason(), err.is_transient()), ("busy", true), "{err}");
+        // once the stuck decode ends, its slot is free again
+        drop(release);
+        assert_eq!(run_guarded_in(slots, Duration::from_secs(60), || Ok(1)).unwrap(), 1);
     }
 }

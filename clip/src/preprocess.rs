@@ -130,11 +130,8 @@ impl Preprocessor {
 
     /// Reads (a regular file only, within the size limit) and prepares one image, guarded.
     pub fn prepare_file(&self, path: &Path) -> Result<PreparedImage, ImageError> {
-        let (this, path) = (self.clone(), path.to_owned());
-        guard::run_guarded(self.limits.decode_timeout, move || {
-            let bytes = guard::read_file(&path, &this.limits)?;
-            this.prepare_unguarded(&bytes)
-        })
+        let this = self.clone();
+        guard::read_and_decode(path, self.limits, move |bytes| this.prepare_unguarded(&bytes))
     }
 
     /// Prepares image bytes (an upload), guarded.
@@ -149,11 +146,8 @@ impl Preprocessor {
     /// Decodes a file for display (thumbnails): RGB, EXIF orientation applied, JPEGs at the smallest
     /// DCT scale whose longer side still has `longest` pixels. Same limits and guard as `prepare`.
     pub fn decode_file_for_display(&self, path: &Path, longest: u32) -> Result<RgbImage, ImageError> {
-        let (this, path) = (self.clone(), path.to_owned());
-        guard::run_guarded(self.limits.decode_timeout, move || {
-            let bytes = guard::read_file(&path, &this.limits)?;
-            Ok(this.decode(&bytes, Scale::Longest(longest))?.rgb)
-        })
+        let this = self.clone();
+        guard::read_and_decode(path, self.limits, move |bytes| Ok(this.decode(&bytes, Scale::Longest(longest))?.rgb))
     }
 
     fn prepare_unguarded(&self, bytes: &[u8]) -> Result<PreparedImage, ImageError> {

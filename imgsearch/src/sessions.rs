@@ -44,7 +44,7 @@ pub enum RunnerError {
 impl From<coordinator::CoordinatorError> for RunnerError {
     fn from(e: coordinator::CoordinatorError) -> Self {
         match e {
-            coordinator::CoordinatorError::Catalog(c) => RunnerError::Catalog(c),
+            coordinator::CoordinatorError::Catalog(c) | coordinator::CoordinatorError::Scan(ingest::ScanError::Catalog(c)) => RunnerError::Catalog(c),
             coordinator::CoordinatorError::Broker(b) if b.is_connection_lost() => RunnerError::Unavailable(b.to_string()),
             other => RunnerError::Unprocessable(other.to_string()),
         }

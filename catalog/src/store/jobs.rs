@@ -9,8 +9,10 @@ use super::{Catalog, JOB_COLUMNS, Result, rows::*, sql};
 use crate::{error::CatalogError, model::*};
 
 impl Catalog {
-    /// One `pending` job per (session, asset); assets that already have a job in this session are
-    /// skipped. Returns how many jobs were created; the session's total is recounted.
+    /// One `pending` job per (session, asset). A job of the session that failed is opened again (its
+    /// asset is asked for again: a retry of failures, or a transient failure, in a resumed session);
+    /// any other existing job is left as it is. Returns how many jobs were made pending; the
+    /// session's total is recounted.
     pub async fn create_jobs(&self, session_id: Uuid, asset_ids: &[Uuid]) -> Result<u64> {
         let now = Utc::now();
         let mut created = 0;
@@ -19,7 +21,10 @@ impl Catalog {
             for asset_id in asset_ids {
                 created += sqlx::query(
                     "INSERT INTO training_jobs (id, session_id, asset_id, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT (session_id, asset_id) DO NOTHING")
+                     VALUES ($1, $2, $3, 'pending', $4, $4)
+                     ON CONFLICT (session_id, asset_id) DO UPDATE SET status = 'pending', error_message = NULL,
+                         completed_at = NULL, updated_at = excluded.updated_at
+                     WHERE training_jobs.status = 'failed'")
                     .bind(Uuid::new_v4()).bind(session_id).bind(*asset_id).bind(now)
                     .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "job", &asset_id.to_string()))?.rows_affected();
             }

@@ -73,7 +73,10 @@ impl From<clip::ImageError> for ApiError {
     fn from(e: clip::ImageError) -> Self {
         match &e {
             clip::ImageError::FileTooLarge { .. } => ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "payload_too_large", message: e.to_string() },
-            clip::ImageError::Busy(_) => ApiError::unavailable(e.to_string()),
+            // the server's trouble, not the file's: try again later
+            clip::ImageError::Busy(_) | clip::ImageError::DecodeTimeout(_) => ApiError::unavailable(e.to_string()),
+            clip::ImageError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+            clip::ImageError::Io { .. } => ApiError::unavailable(e.to_string()),
             _ => ApiError::bad_request(format!("not a usable image ({}): {e}", e.reason())),
         }
     }

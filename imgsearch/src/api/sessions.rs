@@ -257,7 +257,8 @@ pub(crate) async fn scan_directories(State(s): State<Arc<ApiState>>, ApiJson(b):
 
 /// A path that exists, is a directory and lies inside the allowed roots, canonical.
 pub(crate) fn allowed_dir(s: &ApiState, path: &str) -> ApiResult<PathBuf> {
-    let canonical = PathBuf::from(path).canonicalize().map_err(|_| ApiError::unprocessable(format!("rootPath {path} does not exist")))?;
+    // paths come back to the API as they were given out: in the stored (lossless) form
+    let canonical = protocol::paths::from_stored(path).canonicalize().map_err(|_| ApiError::unprocessable(format!("rootPath {path} does not exist")))?;
     if !canonical.is_dir() {
         return Err(ApiError::unprocessable(format!("rootPath {path} is not a directory")));
     }
