@@ -104,15 +104,6 @@ impl Preprocessor {
         self
     }
 
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     pub fn config(&self) -> &PreprocessConfig {
         &self.cfg
     }
@@ -235,7 +226,7 @@ impl Preprocessor {
     }
 
     fn turbo_decode(&self, dec: &mut turbojpeg::Decompressor, bytes: &[u8], w: u32, h: u32, colorspace: turbojpeg::Colorspace, wanted: Scale) -> Result<Decoded, ImageError> {
-        self.limits.check_dimensions(w, h)?;
+        // the dimensions were checked on the frame header (`decode`); the RGB buffer is what it costs
         self.limits.check_decode_bytes(u64::from(w) * u64::from(h) * 3)?;
         let covered = |denom: u32| match wanted {
             Scale::Full => false,

@@ -85,19 +85,17 @@ fn open_failure(e: &clip::ImageError) -> &'static str {
     }
 }
 
-/// The first bytes of a regular file (a FIFO or device is never opened blocking).
-fn head_of(path: &Path) -> Result<([u8; 32], usize), &'static str> {
+/// A regular file, opened, and its first bytes (a FIFO or device is never opened blocking).
+fn open_with_head(path: &Path) -> Result<(std::fs::File, [u8; 32], usize), &'static str> {
     let mut file = clip::guard::open_regular(path).map_err(|e| open_failure(&e))?;
     let mut head = [0u8; 32];
     let n = file.read(&mut head).map_err(|_| "unreadable")?;
-    Ok((head, n))
+    Ok((file, head, n))
 }
 
 fn read_file(path: &Path) -> Result<Option<ScannedFile>, &'static str> {
-    let mut file = clip::guard::open_regular(path).map_err(|e| open_failure(&e))?;
+    let (mut file, head, n) = open_with_head(path)?;
     let meta = file.metadata().map_err(|_| "unreadable")?;
-    let mut head = [0u8; 32];
-    let n = file.read(&mut head).map_err(|_| "unreadable")?;
     let Some(mime) = sniff(&head[..n]) else { return Ok(None) };
     let mut hasher = Sha256::new();
     hasher.update(&head[..n]);
@@ -285,8 +283,8 @@ pub fn subdirectories(root: &Path) -> Result<DirectoryScan, ScanError> {
     let skipped = std::cell::RefCell::new(BTreeMap::<&'static str, usize>::new());
     let skip = |reason: &'static str| *skipped.borrow_mut().entry(reason).or_default() += 1;
     let is_image = |p: &Path| {
-        let reason = match head_of(p) {
-            Ok((head, n)) if sniff(&head[..n]).is_some() => return true,
+        let reason = match open_with_head(p) {
+            Ok((_, head, n)) if sniff(&head[..n]).is_some() => return true,
             Ok(_) => "not_an_image",
             Err(reason) => reason,
         };
