@@ -15,6 +15,9 @@ pub enum CatalogError {
     Config(String),
     #[error("catalog migration failed: {0}")]
     Migration(String),
+    /// Made by an earlier version whose ids this one does not read; the text says how to re-index.
+    #[error("{0}")]
+    Outdated(String),
     #[error("catalog holds a value this version does not know: {0}")]
     Corrupt(String),
     #[error("catalog query failed: {0}")]

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
+pub use protocol::{AssetId, JobId, SessionId};
 
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -83,6 +83,8 @@ pub struct Category {
     pub is_default: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Sessions in this category.
+    pub session_count: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,7 +107,7 @@ pub struct CategoryPatch {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Asset {
-    pub id: Uuid,
+    pub id: AssetId,
     pub path: String,
     pub created_at: DateTime<Utc>,
     pub indexed_at: Option<DateTime<Utc>>,
@@ -123,7 +125,7 @@ pub struct Asset {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// What a scan learned about a file. The asset id is derived from the path when none is given.
+/// What a scan learned about a file. The catalog gives a new path its id.
 #[derive(Debug, Clone, Default)]
 pub struct NewAsset {
     pub path: String,
@@ -150,7 +152,7 @@ pub enum AssetChange {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
-    pub id: Uuid,
+    pub id: SessionId,
     pub name: String,
     pub status: SessionStatus,
     pub root_path: String,
@@ -178,7 +180,7 @@ pub struct NewSession {
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subdirectory {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub path: String,
     pub name: String,
     pub selected: bool,
@@ -189,9 +191,9 @@ pub struct Subdirectory {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
-    pub id: Uuid,
-    pub session_id: Uuid,
-    pub asset_id: Uuid,
+    pub id: JobId,
+    pub session_id: SessionId,
+    pub asset_id: AssetId,
     pub status: JobStatus,
     pub broker_message_id: Option<String>,
     pub progress: f64,
@@ -208,8 +210,8 @@ pub struct Job {
 #[serde(rename_all = "camelCase")]
 pub struct Evidence {
     pub id: i64,
-    pub asset_id: Uuid,
-    pub session_id: Uuid,
+    pub asset_id: AssetId,
+    pub session_id: SessionId,
     pub model_name: String,
     pub model_version: String,
     pub embedding_checksum: Option<String>,
@@ -234,7 +236,7 @@ pub struct NewEvidence {
 /// The end of one job, as the writer records it.
 #[derive(Debug, Clone)]
 pub struct JobResult {
-    pub job_id: Uuid,
+    pub job_id: JobId,
     pub outcome: JobOutcome,
     pub processing_time_ms: Option<i64>,
     pub evidence: NewEvidence,
@@ -255,11 +257,11 @@ pub enum JobOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordReport {
     /// Jobs moved to completed or failed, with evidence written.
-    pub applied: Vec<Uuid>,
+    pub applied: Vec<JobId>,
     /// Jobs already in the state the result asks for: a redelivery, nothing changed.
-    pub already_done: Vec<Uuid>,
+    pub already_done: Vec<JobId>,
     /// Jobs in another terminal state (e.g. cancelled), or unknown: nothing changed.
-    pub refused: Vec<(Uuid, String)>,
+    pub refused: Vec<(JobId, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -282,7 +284,7 @@ pub enum AssetSelection {
     Indexed,
     Category(i64),
     /// The assets of a session's jobs.
-    Session(Uuid),
+    Session(SessionId),
 }
 
 #[derive(Debug, Clone)]
@@ -335,36 +337,4 @@ impl Page {
 pub struct Listing<T> {
     pub items: Vec<T>,
     pub total: i64,
-}
-
-/// The asset id for a path: a UUID v5 of the path, so re-scanning the same file on any machine gives
-/// the same point id, and a crash between recording an asset and upserting its vector cannot leave
-/// two ids for one file.
-pub fn asset_id_for_path(path: &str) -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("imgsearch:asset:{path}").as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_transitions() {
-        use SessionStatus::*;
-        let check = |from: SessionStatus, to: SessionStatus, ok: bool| assert_eq!(from.can_move_to(to), ok, "{from} -> {to}");
-        check(Pending, Running, true);
-        check(Running, Paused, true);
-        check(Paused, Running, true);
-        check(Running, Completed, true);
-        check(Completed, Running, false);
-        check(Cancelled, Running, false);
-        check(Pending, Paused, false);
-        check(Running, Running, false);
-    }
-
-    #[test]
-    fn asset_ids_are_stable_per_path() {
-        assert_eq!(asset_id_for_path("/a/b.jpg"), asset_id_for_path("/a/b.jpg"));
-        assert_ne!(asset_id_for_path("/a/b.jpg"), asset_id_for_path("/a/c.jpg"));
-    }
 }

@@ -78,7 +78,7 @@ fn evidence(checksum: &str) -> NewEvidence {
     }
 }
 
-fn completed(job: Uuid, checksum: &str) -> JobResult {
+fn completed(job: JobId, checksum: &str) -> JobResult {
     JobResult { job_id: job, outcome: JobOutcome::Completed, processing_time_ms: Some(12), evidence: evidence(checksum) }
 }
 
@@ -100,7 +100,7 @@ async fn categories_have_unique_names_and_full_crud(c: Catalog) {
     let err = c.create_category(NewCategory { name: "holidays".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.to_string(), "category \"holidays\" already exists");
     c.create_category(NewCategory { name: "animals".into(), ..Default::default() }).await.unwrap();
-    let names: Vec<_> = c.list_categories().await.unwrap().into_iter().map(|c| c.name).collect();
+    let names: Vec<_> = c.list_categories(Page::new(0, 100)).await.unwrap().items.into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["animals", "holidays"]);
     let updated = c.update_category(cat.id, CategoryPatch { description: Some("summer".into()), ..Default::default() }).await.unwrap();
     assert_eq!((updated.name.as_str(), updated.description.as_deref(), updated.color.as_deref()), ("holidays", Some("summer"), Some("#ff0000")));
@@ -115,7 +115,9 @@ async fn categories_have_unique_names_and_full_crud(c: Catalog) {
 async fn assets_are_keyed_by_path_and_changes_are_noticed(c: Catalog) {
     let (a, change) = c.upsert_asset(asset("/p/a.jpg", "h1")).await.unwrap();
     assert_eq!(change, AssetChange::Inserted);
-    assert_eq!(a.id, asset_id_for_path("/p/a.jpg"));
+    assert!(a.id > 0, "catalog ids are positive: they are the vector point ids");
+    let (b, _) = c.upsert_asset(asset("/p/b.jpg", "h1")).await.unwrap();
+    assert_ne!(a.id, b.id);
     assert_eq!(a.training_status, TrainingStatus::Pending);
     let (again, change) = c.upsert_asset(asset("/p/a.jpg", "h1")).await.unwrap();
     assert_eq!((again.id, change), (a.id, AssetChange::Unchanged));
@@ -130,7 +132,7 @@ async fn assets_are_keyed_by_path_and_changes_are_noticed(c: Catalog) {
     assert_eq!(changed.content_hash.as_deref(), Some("h2"));
     let listing = c.list_assets(Page::new(0, 10)).await.unwrap();
     assert_eq!((listing.total, listing.items.len()), (1, 1));
-    assert!(matches!(c.get_asset(Uuid::new_v4()).await.unwrap_err(), CatalogError::NotFound { .. }));
+    assert!(matches!(c.get_asset(987_654_321).await.unwrap_err(), CatalogError::NotFound { .. }));
 }
 
 async fn assets_hydrate_by_ids_in_one_call(c: Catalog) {
@@ -138,7 +140,7 @@ async fn assets_hydrate_by_ids_in_one_call(c: Catalog) {
     for i in 0..5 {
         ids.push(c.upsert_asset(asset(&format!("/p/{i}.jpg"), "h")).await.unwrap().0.id);
     }
-    let unknown = Uuid::new_v4();
+    let unknown: AssetId = 987_654_321;
     let got = c.assets_by_ids(&[ids[3], unknown, ids[0]]).await.unwrap();
     let mut paths: Vec<_> = got.iter().map(|a| a.path.as_str()).collect();
     paths.sort();
@@ -163,7 +165,7 @@ async fn sessions_move_only_along_their_state_machine(c: Catalog) {
     assert!(done.completed_at.is_some());
     let err = c.transition_session(s.id, SessionStatus::Running).await.unwrap_err();
     assert!(matches!(err, CatalogError::InvalidTransition { .. }), "starting a completed session is refused: {err}");
-    assert!(matches!(c.get_session(Uuid::new_v4()).await.unwrap_err(), CatalogError::NotFound { .. }));
+    assert!(matches!(c.get_session(987_654_321).await.unwrap_err(), CatalogError::NotFound { .. }));
 }
 
 async fn sessions_list_by_status_and_page(c: Catalog) {
@@ -184,7 +186,7 @@ async fn sessions_list_by_status_and_page(c: Catalog) {
 
 async fn one_job_per_session_and_asset(c: Catalog) {
     let (session, jobs) = session_with_jobs(&c, 3).await;
-    let assets: Vec<Uuid> = jobs.iter().map(|j| j.asset_id).collect();
+    let assets: Vec<AssetId> = jobs.iter().map(|j| j.asset_id).collect();
     assert_eq!(c.create_jobs(session.id, &assets).await.unwrap(), 0, "creating again adds nothing");
     assert_eq!(c.get_session(session.id).await.unwrap().total_images, 3);
     let queued = c.mark_jobs_queued(&jobs.iter().map(|j| (j.id, format!("msg-{}", j.id))).collect::<Vec<_>>()).await.unwrap();
@@ -255,7 +257,7 @@ async fn failed_results_are_counted_as_failures(c: Catalog) {
 async fn a_cancelled_job_cannot_complete(c: Catalog) {
     let (session, jobs) = session_with_jobs(&c, 2).await;
     c.cancel_job(jobs[0].id).await.unwrap();
-    let report = c.record_results(&[completed(jobs[0].id, "x"), completed(Uuid::new_v4(), "y")]).await.unwrap();
+    let report = c.record_results(&[completed(jobs[0].id, "x"), completed(987_654_321, "y")]).await.unwrap();
     assert!(report.applied.is_empty());
     assert_eq!(report.refused.len(), 2);
     assert_eq!(report.refused[0], (jobs[0].id, "job is cancelled".to_owned()));
@@ -312,18 +314,33 @@ async fn an_unreachable_database_is_unavailable() {
 
 async fn a_session_restarts_renames_and_deletes(c: Catalog) {
     let (session, jobs) = session_with_jobs(&c, 3).await;
-    let err = c.restart_session(session.id, None).await.unwrap_err();
+    let err = c.restart_session(session.id, None, false).await.unwrap_err();
     assert!(matches!(err, CatalogError::InvalidTransition { .. }), "a pending session has nothing to restart: {err}");
     c.transition_session(session.id, SessionStatus::Running).await.unwrap();
-    c.record_results(&jobs.iter().map(|j| completed(j.id, "c")).collect::<Vec<_>>()).await.unwrap();
+    let mut results: Vec<JobResult> = jobs[..2].iter().map(|j| completed(j.id, "c")).collect();
+    results.push(JobResult { outcome: JobOutcome::Failed { error: "corrupt: no".into(), permanent: true }, ..completed(jobs[2].id, "f") });
+    c.record_results(&results).await.unwrap();
     assert!(matches!(c.delete_session(session.id).await.unwrap_err(), CatalogError::InvalidTransition { .. }), "running");
     c.transition_session(session.id, SessionStatus::Completed).await.unwrap();
     assert_eq!(c.evidence_for_session(session.id, Page::new(0, 10)).await.unwrap().total, 3);
 
+    // the failed image only: its evidence goes and its asset is asked for again; the rest stays
+    let (again, count) = c.restart_session(session.id, Some("retry"), true).await.unwrap();
+    assert_eq!((again.status, again.total_images, again.processed_images, again.failed_images, count), (SessionStatus::Pending, 3, 2, 0, 1));
+    assert_eq!(c.evidence_for_session(session.id, Page::new(0, 10)).await.unwrap().total, 2);
+    assert_eq!(c.get_asset(jobs[2].asset_id).await.unwrap().training_status, TrainingStatus::Pending);
+    assert_eq!(c.get_asset(jobs[0].asset_id).await.unwrap().training_status, TrainingStatus::Trained);
+    c.create_jobs(session.id, &[jobs[2].asset_id]).await.unwrap();
+    c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+    c.record_results(&[completed(jobs[2].id, "c")]).await.unwrap();
+    c.transition_session(session.id, SessionStatus::Completed).await.unwrap();
+    assert_eq!(c.evidence_for_session(session.id, Page::new(0, 10)).await.unwrap().total, 3, "the retry's evidence is written");
+
     let renamed = c.update_session(session.id, Some("holidays"), Some(None)).await.unwrap();
     assert_eq!((renamed.name.as_str(), renamed.category_id), ("holidays", None));
 
-    let again = c.restart_session(session.id, Some("new model")).await.unwrap();
+    let (again, count) = c.restart_session(session.id, Some("new model"), false).await.unwrap();
+    assert_eq!(count, 3);
     assert_eq!((again.status, again.total_images, again.processed_images), (SessionStatus::Pending, 0, 0));
     assert_eq!(again.reset_reason.as_deref(), Some("new model"));
     assert!(again.reset_at.is_some() && again.started_at.is_none() && again.completed_at.is_none());

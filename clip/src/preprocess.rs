@@ -108,6 +108,11 @@ impl Preprocessor {
         &self.cfg
     }
 
+    /// The limits every file read through this preprocessor is held to.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// (height, width) of the output.
     pub fn output_hw(&self) -> (u32, u32) {
         self.cfg.size.hw()

@@ -13,7 +13,6 @@ use std::{path::PathBuf, time::Duration};
 use catalog::{Catalog, CatalogError, JobStatus, NewSession, Page, Session, SessionStatus};
 use ingest::{ScanError, ScanReport};
 use protocol::EmbedJob;
-use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -76,7 +75,7 @@ pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i
 pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathBuf], resumed: bool, retry_failed: bool) -> Result<Prepared> {
     let exclude: Vec<PathBuf> = catalog.list_subdirectories(session.id).await?.into_iter().filter(|d| !d.selected).map(|d| protocol::paths::from_stored(&d.path)).collect();
     let scan = ingest::scan(catalog, roots, &exclude, ingest::ScanOptions { category_id: session.category_id, retry_failed }).await?;
-    let needs: Vec<Uuid> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
+    let needs: Vec<i64> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
     let jobs_created = catalog.create_jobs(session.id, &needs).await?;
     let session = match session.status {
         SessionStatus::Pending | SessionStatus::Paused => catalog.transition_session(session.id, SessionStatus::Running).await?,
@@ -87,7 +86,7 @@ pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathB
 }
 
 /// Cancels every job of the session that has not finished; returns how many.
-pub async fn cancel_open_jobs(catalog: &Catalog, session_id: Uuid) -> Result<u64> {
+pub async fn cancel_open_jobs(catalog: &Catalog, session_id: i64) -> Result<u64> {
     let mut cancelled = 0;
     for status in [JobStatus::Pending, JobStatus::Queued, JobStatus::Running] {
         loop {
@@ -138,7 +137,7 @@ async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, ses
         broker.publish_batch(broker::Queue::Jobs, &messages).await?;
         drop(spans);
         metrics::METRICS.publish_seconds.observe(started.elapsed().as_secs_f64());
-        let marks: Vec<(Uuid, String)> = chunk.iter().map(|j| (j.job_id, j.job_id.to_string())).collect();
+        let marks: Vec<(i64, String)> = chunk.iter().map(|j| (j.job_id, j.job_id.to_string())).collect();
         catalog.mark_jobs_queued(&marks).await?;
         metrics::METRICS.jobs_published.inc_by(chunk.len() as u64);
         *published += chunk.len() as u64;
@@ -154,7 +153,7 @@ async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -
         loop {
             let page = catalog.list_jobs(session.id, Some(status), Page::new(offset, 1000)).await?;
             let n = page.items.len() as i64;
-            let ids: Vec<Uuid> = page.items.iter().map(|j| j.asset_id).collect();
+            let ids: Vec<i64> = page.items.iter().map(|j| j.asset_id).collect();
             let assets = catalog.assets_by_ids(&ids).await?;
             for job in page.items {
                 let Some(asset) = assets.iter().find(|a| a.id == job.asset_id) else { continue };
@@ -179,7 +178,7 @@ async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -
 }
 
 /// Ends a session whose jobs are all finished: completed (failed files are counted, not fatal).
-pub async fn finish_if_done(catalog: &Catalog, session_id: Uuid) -> Result<Session> {
+pub async fn finish_if_done(catalog: &Catalog, session_id: i64) -> Result<Session> {
     let session = catalog.get_session(session_id).await?;
     if job_counts(catalog, session_id).await?.open() == 0 && session.status == SessionStatus::Running {
         return Ok(catalog.transition_session(session_id, SessionStatus::Completed).await?);
@@ -193,7 +192,7 @@ pub async fn subdirectories(catalog: &Catalog, session: &Session) -> Result<Vec<
     let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
     let mut found = Vec::new();
     for root in roots {
-        let scan = tokio::task::spawn_blocking(move || ingest::subdirectories(&root)).await.expect("counting does not panic")?;
+        let scan = tokio::task::spawn_blocking(move || ingest::subdirectories(&root, true)).await.expect("counting does not panic")?;
         found.extend(scan.directories.into_iter().map(|d| (d.path, d.name, d.image_count)));
     }
     catalog.upsert_subdirectories(session.id, &found).await?;
@@ -240,7 +239,7 @@ impl JobCounts {
     }
 }
 
-pub async fn job_counts(catalog: &Catalog, session_id: Uuid) -> Result<JobCounts> {
+pub async fn job_counts(catalog: &Catalog, session_id: i64) -> Result<JobCounts> {
     let mut c = JobCounts::default();
     for (status, n) in catalog.count_jobs(session_id).await? {
         *match status {
@@ -260,7 +259,7 @@ pub async fn job_counts(catalog: &Catalog, session_id: Uuid) -> Result<JobCounts
 /// no job is open. Returns the session when it is no longer running, or when `shutdown` fires.
 pub async fn watch(
     catalog: &Catalog,
-    session_id: Uuid,
+    session_id: i64,
     interval: Duration,
     shutdown: &tokio_util::sync::CancellationToken,
     mut on_progress: impl FnMut(&JobCounts),
@@ -283,7 +282,7 @@ pub async fn watch(
 /// Pauses or cancels a running session for the distributed wiring: the catalog first (cancel also
 /// cancels its open jobs), then a control to every embedder, which drops the session's queued jobs
 /// without work.
-pub async fn stop_session(catalog: &Catalog, broker: &broker::Broker, session_id: Uuid, cancel: bool) -> Result<Session> {
+pub async fn stop_session(catalog: &Catalog, broker: &broker::Broker, session_id: i64, cancel: bool) -> Result<Session> {
     let (to, action) = if cancel { (SessionStatus::Cancelled, broker::ControlAction::Cancel) } else { (SessionStatus::Paused, broker::ControlAction::Pause) };
     let session = catalog.transition_session(session_id, to).await?;
     if cancel {
@@ -296,7 +295,7 @@ pub async fn stop_session(catalog: &Catalog, broker: &broker::Broker, session_id
 /// Resumes a paused session for the distributed wiring: a control tells the embedders to take its
 /// jobs again, and the jobs they dropped meanwhile (queued, not finished) are published again.
 /// A job that was still in the queue then comes twice; the writer skips the second.
-pub async fn resume_session(catalog: &Catalog, broker: &broker::Broker, session_id: Uuid) -> Result<(Session, u64)> {
+pub async fn resume_session(catalog: &Catalog, broker: &broker::Broker, session_id: i64) -> Result<(Session, u64)> {
     broker.publish_control(&session_id.to_string(), broker::ControlAction::Resume).await?;
     let session = catalog.transition_session(session_id, SessionStatus::Running).await?;
     catalog.requeue_queued_jobs(session_id).await?;

@@ -32,9 +32,9 @@ fn main() {
         .iter()
         .map(|p| EmbedJob {
             v: protocol::VERSION,
-            job_id: uuid::Uuid::new_v4(),
-            asset_id: uuid::Uuid::new_v4(),
-            session_id: uuid::Uuid::nil(),
+            job_id: protocol::next_test_id(),
+            asset_id: protocol::next_test_id(),
+            session_id: 0,
             path: p.to_string_lossy().into_owned(),
             created_at: chrono::Utc::now(),
             category_id: None,

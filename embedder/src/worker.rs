@@ -31,7 +31,6 @@ use protocol::{
     batch::{Batcher, Source},
 };
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{BatchTimings, DecodedBatch, Embedder, metrics::METRICS};
 
@@ -156,7 +155,7 @@ pub struct WorkerStats {
 }
 
 /// The sessions this worker drops jobs of (paused or cancelled), from the control exchange.
-pub type Controls = Arc<std::sync::Mutex<HashMap<Uuid, ControlAction>>>;
+pub type Controls = Arc<std::sync::Mutex<HashMap<i64, ControlAction>>>;
 
 /// Runs until `shutdown` fires; reconnects while the broker is away.
 pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: WorkerOptions, shutdown: CancellationToken) -> Result<WorkerStats, BrokerError> {
@@ -249,7 +248,7 @@ where
             }
             c = control.next() => match c {
                 Some(Ok((session, action))) => {
-                    if let Ok(id) = session.parse::<Uuid>() {
+                    if let Ok(id) = session.parse::<i64>() {
                         tracing::info!(session = %id, ?action, "session control");
                         let mut map = controls.lock().expect("controls lock");
                         match action {
@@ -656,11 +655,11 @@ mod tests {
         }
     }
 
-    fn job(session: Uuid, path: &str) -> EmbedJob {
+    fn job(session: i64, path: &str) -> EmbedJob {
         EmbedJob {
             v: protocol::VERSION,
-            job_id: Uuid::new_v4(),
-            asset_id: Uuid::new_v4(),
+            job_id: protocol::next_test_id(),
+            asset_id: protocol::next_test_id(),
             session_id: session,
             path: path.into(),
             created_at: Default::default(),
@@ -710,7 +709,7 @@ mod tests {
     #[tokio::test]
     async fn every_result_is_published_before_its_job_is_acked_and_poison_is_dead_lettered() {
         let (h, task) = start(3, Duration::from_secs(3600));
-        let s = Uuid::new_v4();
+        let s = protocol::next_test_id();
         h.job(1, Ok(job(s, "1-ok")), 0).await;
         h.job(2, Ok(job(s, "2-corrupt")), 0).await;
         h.job(3, Err("expected value at line 1 column 1".into()), 0).await;
@@ -734,7 +733,7 @@ mod tests {
     #[tokio::test]
     async fn a_transient_failure_is_retried_then_dead_lettered_on_its_last_delivery() {
         let (h, task) = start(2, Duration::from_secs(3600));
-        let s = Uuid::new_v4();
+        let s = protocol::next_test_id();
         h.job(1, Ok(job(s, "1-io")), 0).await;
         h.job(2, Ok(job(s, "2-io")), 4).await;
         h.log.until(|e| e.len() >= 3).await;
@@ -750,7 +749,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_delivered_past_the_limit_is_failed_without_running() {
         let (h, task) = start(1, Duration::from_secs(3600));
-        h.job(1, Ok(job(Uuid::new_v4(), "1-ok")), 5).await;
+        h.job(1, Ok(job(protocol::next_test_id(), "1-ok")), 5).await;
         h.log.until(|e| e.len() >= 2).await;
         assert_eq!(
             h.log.events(),
@@ -767,7 +766,7 @@ mod tests {
     #[tokio::test]
     async fn a_paused_session_drops_its_jobs_until_it_is_resumed() {
         let (h, task) = start(1, Duration::from_secs(3600));
-        let (paused, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (paused, other) = (protocol::next_test_id(), protocol::next_test_id());
         // a control ready together with a job is always taken first
         h.controls.send(Ok((paused.to_string(), ControlAction::Pause))).await.unwrap();
         h.job(1, Ok(job(paused, "1-ok")), 0).await;
@@ -789,7 +788,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_finishes_the_batch_in_hand() {
         let (h, task) = start(10, Duration::from_secs(3600));
-        let s = Uuid::new_v4();
+        let s = protocol::next_test_id();
         h.job(1, Ok(job(s, "1-ok")), 0).await;
         h.job(2, Ok(job(s, "2-ok")), 0).await;
         // both taken into a batch that would wait an hour for more: the third call is waiting

@@ -66,7 +66,7 @@ pub(crate) enum VectorsCommand {
     Restore {
         /// Asset ids (repeatable)
         #[arg(long = "asset", required = true)]
-        assets: Vec<uuid::Uuid>,
+        assets: Vec<i64>,
         #[command(flatten)]
         store: VectorsStoreArgs,
     },
@@ -146,13 +146,13 @@ impl VectorsCommand {
 pub(crate) struct VectorsDeleteArgs {
     /// Asset ids (repeatable)
     #[arg(long = "asset", group = "target")]
-    pub(crate) assets: Vec<uuid::Uuid>,
+    pub(crate) assets: Vec<i64>,
     /// Every asset under this directory
     #[arg(long, group = "target")]
     pub(crate) dir: Option<PathBuf>,
     /// The assets of this session
     #[arg(long, group = "target")]
-    pub(crate) session: Option<uuid::Uuid>,
+    pub(crate) session: Option<i64>,
     /// The assets of this category (by name)
     #[arg(long, group = "target")]
     pub(crate) category: Option<String>,
@@ -173,7 +173,7 @@ pub(crate) struct VectorsDeleteArgs {
 pub(crate) struct VectorsReindexArgs {
     /// Asset ids (repeatable)
     #[arg(long = "asset", group = "target")]
-    pub(crate) assets: Vec<uuid::Uuid>,
+    pub(crate) assets: Vec<i64>,
     /// Every asset under this directory
     #[arg(long, group = "target")]
     pub(crate) dir: Option<PathBuf>,
@@ -237,6 +237,10 @@ pub(crate) struct ServeArgs {
     /// Directories sessions may index (repeatable); default: the home directory
     #[arg(long = "allow-root")]
     pub(crate) allow_roots: Vec<PathBuf>,
+    /// An origin whose pages may call the API from a browser, e.g. the web UI's
+    /// http://localhost:3000 (repeatable; none by default)
+    #[arg(long = "cors-origin", env = "IMGSEARCH_CORS_ORIGINS", value_delimiter = ',')]
+    pub(crate) cors_origins: Vec<String>,
     /// Keep the vectors in this Qdrant server (gRPC, e.g. http://127.0.0.1:6334) instead of the data dir
     #[arg(long, env = "IMGSEARCH_QDRANT_URL")]
     pub(crate) qdrant_url: Option<String>,

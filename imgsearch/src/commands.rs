@@ -207,7 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let state =
         imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
-    run_api(state, args.addr, &format!("data in {}", app.data_dir.display())).await?;
+    run_api(state, args.addr, &args.cors_origins, &format!("data in {}", app.data_dir.display())).await?;
     app.catalog.close().await;
     Ok(())
 }
@@ -229,8 +229,11 @@ fn cancel_on_ctrl_c() -> CancellationToken {
     token
 }
 
-/// Listens on `addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C.
-async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net::SocketAddr, about: &str) -> Result<()> {
+/// Listens on `--addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C.
+async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net::SocketAddr, cors_origins: &[String], about: &str) -> Result<()> {
+    let mut state = std::sync::Arc::into_inner(state).context("a new state has one owner")?;
+    state.cors = imgsearch::api::cors(cors_origins)?;
+    let state = std::sync::Arc::new(state);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("serving http://{} ({about})", listener.local_addr()?);
     imgsearch::api::serve(state, listener, cancel_on_ctrl_c()).await
@@ -245,7 +248,7 @@ pub async fn serve_distributed(args: ServeArgs, config: imgsearch::config::Confi
     let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
     let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
     let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed_roots(&args.allow_roots)?, config.broker.broker_config());
-    run_api(state, args.addr, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
+    run_api(state, args.addr, &args.cors_origins, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
     catalog.close().await;
     Ok(())
 }
@@ -437,7 +440,7 @@ async fn reindex(args: crate::cli::VectorsReindexArgs) -> Result<()> {
     if assets.is_empty() {
         bail!("no asset to embed again there");
     }
-    let ids: Vec<uuid::Uuid> = assets.iter().map(|a| a.id).collect();
+    let ids: Vec<i64> = assets.iter().map(|a| a.id).collect();
     // the folders to scan: the given one, else the folders holding the assets (outermost only)
     let mut dirs: Vec<std::path::PathBuf> = match &args.dir {
         Some(d) => vec![d.canonicalize()?],

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use catalog::{AssetSelection, Catalog, CatalogError, DeletionLog, DeletionType, NewDeletionLog};
 use serde::Serialize;
-use uuid::Uuid;
 use vectors::{PointFilter, VectorError, VectorStore};
 
 /// What a reset must be confirmed with.
@@ -34,10 +33,10 @@ type Result<T> = std::result::Result<T, ManageError>;
 /// What to delete the vectors of.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Assets(Vec<Uuid>),
+    Assets(Vec<i64>),
     /// Every asset under this directory (its whole subtree).
     Directory(String),
-    Session(Uuid),
+    Session(i64),
     Category(i64),
 }
 
@@ -48,7 +47,7 @@ impl Target {
 
     fn describe(&self) -> (DeletionType, String) {
         match self {
-            Target::Assets(ids) => (DeletionType::Asset, ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",")),
+            Target::Assets(ids) => (DeletionType::Asset, ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
             Target::Directory(d) => (DeletionType::Directory, d.clone()),
             Target::Session(s) => (DeletionType::Session, s.to_string()),
             Target::Category(c) => (DeletionType::Category, c.to_string()),
@@ -73,7 +72,7 @@ pub async fn delete_vectors(catalog: &Catalog, vectors: &VectorStore, collection
         let (kind, what) = target.describe();
         return Err(ManageError::ConfirmationRequired(format!("deleting the vectors of a {} ({what}) needs confirm: true", kind.as_str().to_lowercase())));
     }
-    let ids: Vec<Uuid> = match &target {
+    let ids: Vec<i64> = match &target {
         Target::Assets(ids) => ids.clone(),
         Target::Directory(dir) => catalog.assets_under(dir).await?.into_iter().map(|a| a.id).collect(),
         Target::Session(s) => {
@@ -109,7 +108,7 @@ pub async fn delete_vectors(catalog: &Catalog, vectors: &VectorStore, collection
 
 /// What a scan found gone from disk: their vectors are deleted (logged, reason "file deleted on
 /// disk") and the assets marked deleted. Returns how many vectors went.
-pub async fn forget_missing(catalog: &Catalog, vectors: &VectorStore, collection: &str, missing: &[Uuid]) -> Result<u64> {
+pub async fn forget_missing(catalog: &Catalog, vectors: &VectorStore, collection: &str, missing: &[i64]) -> Result<u64> {
     if missing.is_empty() {
         return Ok(0);
     }
@@ -117,7 +116,7 @@ pub async fn forget_missing(catalog: &Catalog, vectors: &VectorStore, collection
     catalog
         .log_deletion(NewDeletionLog {
             deletion_type: DeletionType::Asset,
-            target: Some(missing.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",")),
+            target: Some(missing.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
             vector_count: deleted as i64,
             reason: Some("file deleted on disk".into()),
             metadata: serde_json::json!({"collection": collection, "assets": missing.len()}),
@@ -130,10 +129,10 @@ pub async fn forget_missing(catalog: &Catalog, vectors: &VectorStore, collection
 /// Soft-deletes (or, with `deleted: false`, restores) assets' vectors: searches stop (or start
 /// again) returning them; the vectors stay until a hard delete. A soft delete is logged with
 /// `{"soft": true}`; the assets stay indexed. Returns how many vectors changed.
-pub async fn soft_delete(catalog: &Catalog, vectors: &VectorStore, collection: &str, ids: &[Uuid], reason: Option<String>, deleted: bool) -> Result<u64> {
+pub async fn soft_delete(catalog: &Catalog, vectors: &VectorStore, collection: &str, ids: &[i64], reason: Option<String>, deleted: bool) -> Result<u64> {
     let changed = vectors.set_deleted(collection, ids, deleted).await?;
     if deleted {
-        let target = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        let target = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         catalog
             .log_deletion(NewDeletionLog {
                 deletion_type: DeletionType::Asset,
@@ -147,7 +146,7 @@ pub async fn soft_delete(catalog: &Catalog, vectors: &VectorStore, collection: &
     Ok(changed)
 }
 
-async fn delete_ids(vectors: &VectorStore, collection: &str, ids: &[Uuid]) -> Result<u64> {
+async fn delete_ids(vectors: &VectorStore, collection: &str, ids: &[i64]) -> Result<u64> {
     let mut deleted = 0;
     for chunk in ids.chunks(1000) {
         deleted += vectors.delete_ids(collection, chunk).await?;
@@ -167,18 +166,18 @@ pub struct Cleanup {
     /// Assets marked indexed whose vector is missing: marked pending, embedded by the next scan.
     pub assets_requeued: u64,
     /// Up to 20 of each, for a look.
-    pub orphan_vector_examples: Vec<Uuid>,
-    pub requeued_asset_examples: Vec<Uuid>,
+    pub orphan_vector_examples: Vec<i64>,
+    pub requeued_asset_examples: Vec<i64>,
 }
 
 /// Compares every vector of the collection (the whole scroll, every page) with the catalog.
 pub async fn cleanup_orphans(catalog: &Catalog, vectors: &VectorStore, collection: &str, dry_run: bool) -> Result<Cleanup> {
-    let in_store: HashSet<Uuid> = vectors.scroll_ids(collection).await?.into_iter().collect();
-    let assets: HashSet<Uuid> = catalog.asset_ids(AssetSelection::All).await?.into_iter().collect();
+    let in_store: HashSet<i64> = vectors.scroll_ids(collection).await?.into_iter().collect();
+    let assets: HashSet<i64> = catalog.asset_ids(AssetSelection::All).await?.into_iter().collect();
     let indexed = catalog.asset_ids(AssetSelection::Indexed).await?;
-    let mut orphans: Vec<Uuid> = in_store.iter().filter(|id| !assets.contains(id)).copied().collect();
+    let mut orphans: Vec<i64> = in_store.iter().filter(|id| !assets.contains(id)).copied().collect();
     orphans.sort();
-    let missing: Vec<Uuid> = indexed.into_iter().filter(|id| !in_store.contains(id)).collect();
+    let missing: Vec<i64> = indexed.into_iter().filter(|id| !in_store.contains(id)).collect();
     let mut report = Cleanup {
         dry_run,
         vectors_scanned: in_store.len() as u64,
@@ -234,10 +233,12 @@ pub struct DirectoryStats {
     pub directory: String,
     pub assets: u64,
     pub indexed: u64,
+    /// When the last of its assets was indexed.
+    pub last_indexed: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn directory_stats(catalog: &Catalog) -> Result<Vec<DirectoryStats>> {
-    let mut by_dir: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut by_dir: BTreeMap<String, (u64, u64, Option<chrono::DateTime<chrono::Utc>>)> = BTreeMap::new();
     let mut offset = 0;
     loop {
         let page = catalog.list_assets(catalog::Page::new(offset, 1000)).await?;
@@ -247,13 +248,14 @@ pub async fn directory_stats(catalog: &Catalog) -> Result<Vec<DirectoryStats>> {
             let e = by_dir.entry(dir).or_default();
             e.0 += 1;
             e.1 += a.indexed_at.is_some() as u64;
+            e.2 = e.2.max(a.indexed_at);
         }
         offset += n;
         if n == 0 || offset >= page.total {
             break;
         }
     }
-    Ok(by_dir.into_iter().map(|(directory, (assets, indexed))| DirectoryStats { directory, assets, indexed }).collect())
+    Ok(by_dir.into_iter().map(|(directory, (assets, indexed, last_indexed))| DirectoryStats { directory, assets, indexed, last_indexed }).collect())
 }
 
 /// What a model upgrade did.
@@ -265,7 +267,7 @@ pub struct Upgrade {
     /// The collection built with the new model.
     pub collection: String,
     pub model_version: String,
-    pub session: Uuid,
+    pub session: i64,
     pub indexed: usize,
     pub failed: usize,
     /// Whether the alias now points at the new collection.

@@ -15,7 +15,6 @@ use clip::ClipModel;
 use embedder::Embedder;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 use vectors::{VectorError, VectorStore};
 use writer::Writer;
 
@@ -93,7 +92,7 @@ pub struct SessionRunner {
     vectors: Arc<VectorStore>,
     /// The distributed wiring: sessions are published to this broker. None: they run here.
     broker: Option<broker::BrokerConfig>,
-    runs: Mutex<HashMap<Uuid, Run>>,
+    runs: Mutex<HashMap<i64, Run>>,
 }
 
 impl SessionRunner {
@@ -102,17 +101,17 @@ impl SessionRunner {
     }
 
     /// Whether the session runs (or is watched) in this process: it cannot be deleted or restarted.
-    pub fn is_running(&self, id: Uuid) -> bool {
+    pub fn is_running(&self, id: i64) -> bool {
         self.runs.lock().expect("runs lock").contains_key(&id)
     }
 
-    fn take_run(&self, id: Uuid) -> Option<Run> {
+    fn take_run(&self, id: i64) -> Option<Run> {
         self.runs.lock().expect("runs lock").remove(&id)
     }
 
     /// Starts (or resumes) a pending or paused session: scans its roots and indexes in the
     /// background with this model into this collection (or publishes its jobs, distributed).
-    pub async fn start(self: &Arc<Self>, id: Uuid, model: Arc<ClipModel>, collection: String) -> Result<Session> {
+    pub async fn start(self: &Arc<Self>, id: i64, model: Arc<ClipModel>, collection: String) -> Result<Session> {
         let session = self.catalog.get_session(id).await?;
         if !matches!(session.status, SessionStatus::Pending | SessionStatus::Paused) || self.is_running(id) {
             return Err(RunnerError::Conflict(format!("cannot start session {id}: it is {}", session.status)));
@@ -164,7 +163,7 @@ impl SessionRunner {
     }
 
     /// The embedded run: the pipeline over the session's open jobs, then the session's end.
-    async fn run_here(self: Arc<Self>, id: Uuid, jobs: Vec<protocol::EmbedJob>, model: Arc<ClipModel>, collection: String, cancel: CancellationToken, stop_as: Arc<Mutex<StopAs>>) {
+    async fn run_here(self: Arc<Self>, id: i64, jobs: Vec<protocol::EmbedJob>, model: Arc<ClipModel>, collection: String, cancel: CancellationToken, stop_as: Arc<Mutex<StopAs>>) {
         let embedder = Arc::new(Embedder::new(model.clone(), 0, false));
         let writer = Arc::new(Writer { catalog: self.catalog.clone(), vectors: self.vectors.clone(), collection });
         let options = PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };
@@ -191,13 +190,13 @@ impl SessionRunner {
         self.runs.lock().expect("runs lock").remove(&id);
     }
 
-    async fn cancel_in_catalog(&self, id: Uuid) -> std::result::Result<(), CatalogError> {
+    async fn cancel_in_catalog(&self, id: i64) -> std::result::Result<(), CatalogError> {
         coordinator::cancel_open_jobs(&self.catalog, id).await.map_err(|e| CatalogError::Database(e.to_string()))?;
         self.catalog.transition_session(id, SessionStatus::Cancelled).await.map(|_| ())
     }
 
     /// The distributed pause or cancel: the watch stops, the catalog changes, the embedders are told.
-    async fn stop_distributed(&self, id: Uuid, config: &broker::BrokerConfig, cancel: bool) -> Result<()> {
+    async fn stop_distributed(&self, id: i64, config: &broker::BrokerConfig, cancel: bool) -> Result<()> {
         if let Some(run) = self.take_run(id) {
             run.stop(StopAs::Detach).await;
         }
@@ -208,7 +207,7 @@ impl SessionRunner {
     }
 
     /// Pauses a running session once the images in flight are written.
-    pub async fn pause(&self, id: Uuid) -> Result<Session> {
+    pub async fn pause(&self, id: i64) -> Result<Session> {
         let session = self.catalog.get_session(id).await?;
         let refuse = || RunnerError::Conflict(format!("cannot pause session {id}: it is {}", session.status));
         if let Some(config) = &self.broker {
@@ -229,7 +228,7 @@ impl SessionRunner {
     }
 
     /// Cancels a session that has not finished; its open jobs are cancelled.
-    pub async fn cancel(&self, id: Uuid) -> Result<Session> {
+    pub async fn cancel(&self, id: i64) -> Result<Session> {
         let session = self.catalog.get_session(id).await?;
         let refuse = || RunnerError::Conflict(format!("cannot cancel session {id}: it is {}", session.status));
         if let Some(config) = &self.broker {

@@ -23,7 +23,6 @@ use chrono::{DateTime, SubsecRound, Utc};
 use protocol::paths::{from_stored, to_stored};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -91,6 +90,37 @@ fn open_with_head(path: &Path) -> Result<(std::fs::File, [u8; 32], usize), &'sta
     let mut head = [0u8; 32];
     let n = file.read(&mut head).map_err(|_| "unreadable")?;
     Ok((file, head, n))
+}
+
+/// An image file directly in a directory, as `images_in` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+    pub mime: &'static str,
+}
+
+/// The image files directly in `dir` (not below it), by name: regular files whose content is an
+/// image, whatever their extension.
+pub fn images_in(dir: &Path) -> Result<Vec<ImageFile>, ScanError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| ScanError::Root(dir.to_owned(), e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .filter_map(|path| {
+            let (file, head, n) = open_with_head(&path).ok()?;
+            let mime = sniff(&head[..n])?;
+            let meta = file.metadata().ok()?;
+            Some(ImageFile { size: meta.len(), modified: meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from), mime, path })
+        })
+        .collect())
+}
+
+/// The media type of an image file by its content, or `None` if it holds no image this system reads.
+pub fn image_type(path: &Path) -> Option<&'static str> {
+    let (_, head, n) = open_with_head(path).ok()?;
+    sniff(&head[..n])
 }
 
 fn read_file(path: &Path) -> Result<Option<ScannedFile>, &'static str> {
@@ -183,13 +213,13 @@ pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
 #[derive(Debug, Default)]
 pub struct ScanReport {
     /// Every image found, with its asset id and whether it needs embedding.
-    pub assets: Vec<(Uuid, bool)>,
+    pub assets: Vec<(i64, bool)>,
     pub inserted: usize,
     pub changed: usize,
     pub unchanged: usize,
     pub skipped: Vec<Skipped>,
     /// Assets the catalog has under the roots whose file is gone.
-    pub missing: Vec<Uuid>,
+    pub missing: Vec<i64>,
 }
 
 /// What a scan records, besides the files.
@@ -274,8 +304,9 @@ pub struct DirectoryScan {
 }
 
 /// The directories directly under `root` and the images each holds (sniffed, not hashed), plus the
-/// images directly in `root` (blocking). Only regular files are opened.
-pub fn subdirectories(root: &Path) -> Result<DirectoryScan, ScanError> {
+/// images directly in `root` (blocking). `recursive`: a directory counts the images below it too;
+/// otherwise only those directly in it. Only regular files are opened.
+pub fn subdirectories(root: &Path, recursive: bool) -> Result<DirectoryScan, ScanError> {
     let root = root.canonicalize().map_err(|e| ScanError::Root(root.to_owned(), e))?;
     if !root.is_dir() {
         return Err(ScanError::NotADirectory(root));
@@ -305,7 +336,7 @@ pub fn subdirectories(root: &Path) -> Result<DirectoryScan, ScanError> {
         } else if meta.is_dir() {
             // a file reached twice through links counts once
             let mut files: HashSet<PathBuf> = HashSet::new();
-            for e in walkdir::WalkDir::new(&child).follow_links(true).into_iter().filter_map(Result::ok) {
+            for e in walkdir::WalkDir::new(&child).follow_links(true).max_depth(if recursive { usize::MAX } else { 1 }).into_iter().filter_map(Result::ok) {
                 if e.file_type().is_file() {
                     files.extend(e.path().canonicalize().ok());
                 } else if !e.file_type().is_dir() {
@@ -356,7 +387,7 @@ mod tests {
         assert_eq!(reasons, ["not_an_image", "symlink_loop"]);
 
         let canonical = root.canonicalize().unwrap();
-        let found = subdirectories(root).unwrap();
+        let found = subdirectories(root, true).unwrap();
         assert_eq!(found.root_image_count, 0);
         assert_eq!(found.directories, [DirectoryCount { path: to_stored(&canonical.join("sub")), name: "sub".into(), image_count: 1 }]);
         // notes.jpg counts in the root and again in sub/, which reaches it through the link
@@ -389,7 +420,7 @@ mod tests {
         assert_eq!(paths, [latin1.canonicalize().unwrap(), root.join("red.png").canonicalize().unwrap()]);
         assert!(w.files[0].path.ends_with("caf\\xe9.png"), "{}", w.files[0].path);
 
-        let found = subdirectories(root).unwrap();
+        let found = subdirectories(root, true).unwrap();
         assert_eq!(found.root_image_count, 2);
         assert_eq!(found.skipped, BTreeMap::from([("not_a_regular_file", 4)]));
     }

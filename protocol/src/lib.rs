@@ -10,18 +10,25 @@ pub mod paths;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-/// The message version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The message version this build writes and reads. Version 2: integer ids (version 1 had UUIDs).
+pub const VERSION: u32 = 2;
+
+/// An asset's id: the catalog's integer key, which is also its Qdrant point id (and, as a string,
+/// the point's `asset_id` payload field), as in the service this replaces. Never reused.
+pub type AssetId = i64;
+/// A training session's id.
+pub type SessionId = i64;
+/// A training job's id: one per (session, asset).
+pub type JobId = i64;
 
 /// One asset to embed, for one session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbedJob {
     pub v: u32,
-    pub job_id: Uuid,
-    pub asset_id: Uuid,
-    pub session_id: Uuid,
+    pub job_id: JobId,
+    pub asset_id: AssetId,
+    pub session_id: SessionId,
     pub path: String,
     /// Copied to the vector payload so the writer needs no catalog read.
     pub created_at: DateTime<Utc>,
@@ -73,9 +80,9 @@ pub struct EvidenceInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbedResult {
     pub v: u32,
-    pub job_id: Uuid,
-    pub asset_id: Uuid,
-    pub session_id: Uuid,
+    pub job_id: JobId,
+    pub asset_id: AssetId,
+    pub session_id: SessionId,
     pub path: String,
     pub created_at: DateTime<Utc>,
     pub category_id: Option<i64>,
@@ -124,6 +131,14 @@ impl EmbedResult {
             evidence,
         }
     }
+}
+
+/// A fresh id for a message made up by a test or a bench (a process-wide counter); a catalog gives
+/// the real ones.
+#[doc(hidden)]
+pub fn next_test_id() -> i64 {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Test hook behind a `fail` failpoint (compiled in only with the `failpoints` features): says on

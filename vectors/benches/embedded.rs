@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use uuid::Uuid;
 use vectors::*;
 
 /// A small deterministic generator, so every run measures the same data.
@@ -44,7 +43,7 @@ async fn main() {
     for batch in 0..points.div_ceil(1000) {
         let pts: Vec<AssetPoint> = (batch * 1000..((batch + 1) * 1000).min(points))
             .map(|i| AssetPoint {
-                asset_id: Uuid::from_u128(i as u128 + 1),
+                asset_id: i as i64 + 1,
                 vector: rng.unit_vector(dim),
                 path: format!("/photos/dir{:03}/img{i}.jpg", rng.next() % 100),
                 created_at: start + chrono::Duration::minutes((rng.next() % (2 * 365 * 24 * 60)) as i64),

@@ -22,7 +22,7 @@ use qdrant_edge::{
     RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use protocol::AssetId;
 
 use crate::{error::VectorError, model::*};
 
@@ -191,7 +191,7 @@ impl EdgeStore {
                         serde_json::Value::Object(map) => Payload(map),
                         _ => unreachable!("payload is an object"),
                     };
-                    PointStructPersisted { id: PointId::Uuid(p.asset_id), vector: VectorStructInternal::Single(p.vector).into(), payload: Some(payload) }
+                    PointStructPersisted { id: point_id(p.asset_id), vector: VectorStructInternal::Single(p.vector).into(), payload: Some(payload) }
                 })
                 .collect();
             shard.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)))).map_err(edge_err("upsert points"))?;
@@ -247,13 +247,13 @@ impl EdgeStore {
     }
 
     /// Sets payload keys on these points (the others keep theirs); returns how many exist.
-    pub(crate) async fn set_payload(&self, name: &str, ids: &[Uuid], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
+    pub(crate) async fn set_payload(&self, name: &str, ids: &[AssetId], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
         let Some(c) = self.collection(name)? else {
             return Ok(0);
         };
         let _w = c.write_lock.lock().await;
         // setting a payload on a point that does not exist is an error: only the ones there
-        let points: Vec<PointId> = self.retrieve(name, ids, false).await?.into_iter().map(|p| PointId::Uuid(p.asset_id)).collect();
+        let points: Vec<PointId> = self.retrieve(name, ids, false).await?.into_iter().map(|p| point_id(p.asset_id)).collect();
         let existing = points.len() as u64;
         if existing == 0 {
             return Ok(0);
@@ -268,11 +268,11 @@ impl EdgeStore {
         Ok(existing)
     }
 
-    pub(crate) async fn retrieve(&self, name: &str, ids: &[Uuid], with_vectors: bool) -> Result<Vec<StoredPoint>> {
+    pub(crate) async fn retrieve(&self, name: &str, ids: &[AssetId], with_vectors: bool) -> Result<Vec<StoredPoint>> {
         let Some(c) = self.collection(name)? else {
             return Ok(Vec::new());
         };
-        let req = RetrieveRequestBuilder::new(ids.iter().map(|id| PointId::Uuid(*id)).collect())
+        let req = RetrieveRequestBuilder::new(ids.iter().map(|id| point_id(*id)).collect())
             .with_payload(WithPayloadInterface::Bool(true))
             .with_vector(WithVector::Bool(with_vectors))
             .build();
@@ -289,7 +289,7 @@ impl EdgeStore {
                     },
                     _ => None,
                 };
-                Ok(StoredPoint { asset_id: point_uuid(r.id)?, vector, payload: payload_json(r.payload) })
+                Ok(StoredPoint { asset_id: asset_id_of(r.id)?, vector, payload: payload_json(r.payload) })
             })
             .collect()
     }
@@ -307,14 +307,14 @@ impl EdgeStore {
         blocking(move || shard.count(req).map(|n| n as u64).map_err(edge_err("count points"))).await
     }
 
-    pub(crate) async fn delete_ids(&self, name: &str, ids: &[Uuid]) -> Result<u64> {
+    pub(crate) async fn delete_ids(&self, name: &str, ids: &[AssetId]) -> Result<u64> {
         let Some(c) = self.collection(name)? else {
             return Ok(0);
         };
         let _w = c.write_lock.lock().await;
         let present = self.retrieve(name, ids, false).await?.len() as u64;
         let shard = c.shard.clone();
-        let ids: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(*id)).collect();
+        let ids: Vec<PointId> = ids.iter().map(|id| point_id(*id)).collect();
         blocking(move || {
             shard.update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids })).map_err(edge_err("delete points"))?;
             shard.flush().map_err(edge_err("flush"))
@@ -342,7 +342,7 @@ impl EdgeStore {
     }
 
     /// Every point id, page by page until the end (not only the first page).
-    pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<Uuid>> {
+    pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<AssetId>> {
         let Some(c) = self.collection(name)? else {
             return Ok(Vec::new());
         };
@@ -357,7 +357,7 @@ impl EdgeStore {
             let shard = c.shard.clone();
             let (records, next) = blocking(move || shard.scroll(req).map_err(edge_err("scroll points"))).await?;
             for r in records {
-                ids.push(point_uuid(r.id)?);
+                ids.push(asset_id_of(r.id)?);
             }
             match next {
                 Some(n) => offset = Some(n),
@@ -429,10 +429,15 @@ fn edge_filter(filter: &PointFilter) -> Result<Option<Filter>> {
     serde_json::from_value(filter.to_qdrant_json()).map(Some).map_err(|e| VectorError::InvalidRequest(format!("filter: {e}")))
 }
 
-fn point_uuid(id: PointId) -> Result<Uuid> {
+/// An asset's point id: the asset id (catalog ids are positive).
+fn point_id(id: AssetId) -> PointId {
+    PointId::NumId(id as u64)
+}
+
+fn asset_id_of(id: PointId) -> Result<AssetId> {
     match id {
-        PointId::Uuid(u) => Ok(u),
-        PointId::NumId(n) => Err(VectorError::Backend { action: "read a point id", reason: format!("numeric id {n} in a collection of asset ids") }),
+        PointId::NumId(n) if n <= i64::MAX as u64 => Ok(n as AssetId),
+        other => Err(VectorError::Backend { action: "read a point id", reason: format!("{other:?} in a collection of asset ids (a collection from before 0.2 holds UUIDs: index again)") }),
     }
 }
 
@@ -443,7 +448,7 @@ fn payload_json(payload: Option<Payload>) -> serde_json::Value {
 fn hit(id: PointId, score: f32, payload: Option<Payload>) -> Result<Hit> {
     let p = payload_json(payload);
     Ok(Hit {
-        asset_id: point_uuid(id)?,
+        asset_id: asset_id_of(id)?,
         score,
         path: p["path"].as_str().map(str::to_owned),
         created_at: p["created_at"].as_str().map(str::to_owned),

@@ -14,7 +14,7 @@ use std::{collections::HashMap, path::Path};
 
 pub use error::VectorError;
 pub use model::*;
-use uuid::Uuid;
+use protocol::AssetId;
 
 type Result<T> = std::result::Result<T, VectorError>;
 
@@ -87,7 +87,7 @@ impl VectorStore {
         on_backend!(self, b => b.search(collection, vector.to_vec(), filter, limit, offset).await)
     }
 
-    pub async fn retrieve(&self, collection: &str, ids: &[Uuid], with_vectors: bool) -> Result<Vec<StoredPoint>> {
+    pub async fn retrieve(&self, collection: &str, ids: &[AssetId], with_vectors: bool) -> Result<Vec<StoredPoint>> {
         on_backend!(self, b => b.retrieve(collection, ids, with_vectors).await)
     }
 
@@ -96,7 +96,7 @@ impl VectorStore {
     }
 
     /// Deletes these points; returns how many existed.
-    pub async fn delete_ids(&self, collection: &str, ids: &[Uuid]) -> Result<u64> {
+    pub async fn delete_ids(&self, collection: &str, ids: &[AssetId]) -> Result<u64> {
         on_backend!(self, b => b.delete_ids(collection, ids).await)
     }
 
@@ -108,7 +108,7 @@ impl VectorStore {
     /// Soft delete (`deleted: true`, with `deleted_at`) or restore (`deleted: false`) these points:
     /// searches never return a soft-deleted point, which keeps its vector until a hard delete.
     /// Returns how many of the points exist.
-    pub async fn set_deleted(&self, collection: &str, ids: &[Uuid], deleted: bool) -> Result<u64> {
+    pub async fn set_deleted(&self, collection: &str, ids: &[AssetId], deleted: bool) -> Result<u64> {
         let mut payload = serde_json::Map::new();
         payload.insert(model::DELETED_KEY.into(), deleted.into());
         payload.insert("deleted_at".into(), if deleted { chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into() } else { serde_json::Value::Null });
@@ -116,7 +116,7 @@ impl VectorStore {
     }
 
     /// Every point id of the collection, following the scroll to its end.
-    pub async fn scroll_ids(&self, collection: &str) -> Result<Vec<Uuid>> {
+    pub async fn scroll_ids(&self, collection: &str) -> Result<Vec<AssetId>> {
         on_backend!(self, b => b.scroll_ids(collection, SCROLL_PAGE).await)
     }
 

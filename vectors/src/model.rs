@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use protocol::AssetId;
 
 /// The default name searches use: an alias that points at `image_assets_v{N}`.
 pub const DEFAULT_COLLECTION: &str = "image_assets";
@@ -31,7 +31,7 @@ pub struct CollectionInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetPoint {
     /// The point id is the asset id.
-    pub asset_id: Uuid,
+    pub asset_id: AssetId,
     pub vector: Vec<f32>,
     pub path: String,
     pub created_at: DateTime<Utc>,
@@ -122,7 +122,7 @@ pub const DELETED_KEY: &str = "deleted";
 /// A search result: the point and how close it is (cosine similarity).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    pub asset_id: Uuid,
+    pub asset_id: AssetId,
     pub score: f32,
     pub path: Option<String>,
     pub created_at: Option<String>,
@@ -133,7 +133,7 @@ pub struct Hit {
 /// A stored point, as `retrieve` returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredPoint {
-    pub asset_id: Uuid,
+    pub asset_id: AssetId,
     pub vector: Option<Vec<f32>>,
     pub payload: serde_json::Value,
 }

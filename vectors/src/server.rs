@@ -17,7 +17,7 @@ use qdrant_client::{
     },
 };
 use tonic::{Code, transport::Channel};
-use uuid::Uuid;
+use protocol::AssetId;
 
 use crate::{error::VectorError, model::*};
 
@@ -53,10 +53,15 @@ fn is_not_found(e: &QdrantError) -> bool {
     matches!(e, QdrantError::ResponseError { status } if status.code() == Code::NotFound)
 }
 
-fn uuid_of(id: Option<PointId>) -> Result<Uuid> {
+/// An asset's point id: the asset id (catalog ids are positive).
+fn point_id(id: AssetId) -> PointId {
+    PointId::from(id as u64)
+}
+
+fn asset_id_of(id: Option<PointId>) -> Result<AssetId> {
     match id.and_then(|p| p.point_id_options) {
-        Some(PointIdOptions::Uuid(s)) => s.parse().map_err(|_| VectorError::Backend { action: "read a point id", reason: format!("{s:?} is not a UUID") }),
-        other => Err(VectorError::Backend { action: "read a point id", reason: format!("{other:?} in a collection of asset ids") }),
+        Some(PointIdOptions::Num(n)) if n <= i64::MAX as u64 => Ok(n as AssetId),
+        other => Err(VectorError::Backend { action: "read a point id", reason: format!("{other:?} in a collection of asset ids (a collection from before 0.2 holds UUIDs: index again)") }),
     }
 }
 
@@ -146,7 +151,7 @@ impl ServerStore {
             .into_iter()
             .map(|p| {
                 let payload = Payload::try_from(p.payload()).expect("the payload is a JSON object");
-                PointStruct::new(p.asset_id.to_string(), p.vector, payload)
+                PointStruct::new(point_id(p.asset_id), p.vector, payload)
             })
             .collect();
         self.client.upsert_points(UpsertPointsBuilder::new(name, points).wait(true)).await.map(|_| ()).map_err(self.err("upsert points"))
@@ -168,7 +173,7 @@ impl ServerStore {
             .map(|p| {
                 let payload = payload_json(p.payload);
                 Ok(Hit {
-                    asset_id: uuid_of(p.id)?,
+                    asset_id: asset_id_of(p.id)?,
                     score: p.score,
                     path: payload["path"].as_str().map(str::to_owned),
                     created_at: payload["created_at"].as_str().map(str::to_owned),
@@ -179,8 +184,8 @@ impl ServerStore {
             .collect()
     }
 
-    pub(crate) async fn retrieve(&self, name: &str, ids: &[Uuid], with_vectors: bool) -> Result<Vec<StoredPoint>> {
-        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+    pub(crate) async fn retrieve(&self, name: &str, ids: &[AssetId], with_vectors: bool) -> Result<Vec<StoredPoint>> {
+        let ids: Vec<PointId> = ids.iter().map(|id| point_id(*id)).collect();
         let points = match self.client.get_points(GetPointsBuilder::new(name, ids).with_payload(true).with_vectors(with_vectors)).await {
             Ok(r) => r.result,
             Err(e) if is_not_found(&e) => return Ok(Vec::new()),
@@ -196,7 +201,7 @@ impl ServerStore {
                     },
                     _ => None,
                 };
-                Ok(StoredPoint { asset_id: uuid_of(p.id)?, vector, payload: payload_json(p.payload) })
+                Ok(StoredPoint { asset_id: asset_id_of(p.id)?, vector, payload: payload_json(p.payload) })
             })
             .collect()
     }
@@ -215,12 +220,12 @@ impl ServerStore {
 
     /// Deletes these ids; the count is of the ids that existed just before (Qdrant does not return
     /// one), so concurrent deletes of the same ids may both count them.
-    pub(crate) async fn delete_ids(&self, name: &str, ids: &[Uuid]) -> Result<u64> {
+    pub(crate) async fn delete_ids(&self, name: &str, ids: &[AssetId]) -> Result<u64> {
         let present = self.retrieve(name, ids, false).await?;
         if present.is_empty() {
             return Ok(0);
         }
-        let list = PointsIdsList { ids: present.iter().map(|p| PointId::from(p.asset_id.to_string())).collect() };
+        let list = PointsIdsList { ids: present.iter().map(|p| point_id(p.asset_id)).collect() };
         self.client.delete_points(DeletePointsBuilder::new(name).points(list).wait(true)).await.map_err(self.err("delete points"))?;
         Ok(present.len() as u64)
     }
@@ -238,7 +243,7 @@ impl ServerStore {
         Ok(n)
     }
 
-    pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<Uuid>> {
+    pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<AssetId>> {
         let mut ids = Vec::new();
         let mut offset: Option<PointId> = None;
         loop {
@@ -252,7 +257,7 @@ impl ServerStore {
                 Err(e) => return Err(self.err("scroll points")(e)),
             };
             for p in page.result {
-                ids.push(uuid_of(p.id)?);
+                ids.push(asset_id_of(p.id)?);
             }
             match page.next_page_offset {
                 Some(next) => offset = Some(next),
@@ -280,14 +285,14 @@ impl ServerStore {
     }
 
     /// Sets payload keys on these points (the others keep theirs); returns how many exist.
-    pub(crate) async fn set_payload(&self, name: &str, ids: &[Uuid], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
+    pub(crate) async fn set_payload(&self, name: &str, ids: &[AssetId], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
         // setting a payload on a point that does not exist is an error: only the ones there
         let found = self.retrieve(name, ids, false).await?;
         let existing = found.len() as u64;
         if existing == 0 {
             return Ok(0);
         }
-        let selector: Vec<qdrant_client::qdrant::PointId> = found.iter().map(|p| p.asset_id.to_string().into()).collect();
+        let selector: Vec<qdrant_client::qdrant::PointId> = found.iter().map(|p| point_id(p.asset_id)).collect();
         let payload = Payload::try_from(serde_json::Value::Object(payload)).map_err(|e| VectorError::InvalidRequest(format!("payload: {e}")))?;
         let req = qdrant_client::qdrant::SetPayloadPointsBuilder::new(name, payload).points_selector(selector).wait(true);
         self.client.set_payload(req).await.map_err(self.err("set payload"))?;

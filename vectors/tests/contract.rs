@@ -78,7 +78,7 @@ fn at(s: &str) -> DateTime<Utc> {
 
 fn point(path: &str, vector: Vec<f32>, created: &str, category: Option<i64>) -> AssetPoint {
     AssetPoint {
-        asset_id: Uuid::new_v5(&Uuid::NAMESPACE_URL, path.as_bytes()),
+        asset_id: protocol::next_test_id(),
         vector,
         path: path.into(),
         created_at: at(created),
@@ -196,7 +196,7 @@ async fn retrieve_returns_vectors_and_skips_unknown_ids(s: &VectorStore) {
     s.ensure_collection(&spec(&n)).await.unwrap();
     let p = point("/x/1.jpg", unit(2, 0.5), "2024-01-01T00:00:00Z", Some(4));
     s.upsert(&n, vec![p.clone()]).await.unwrap();
-    let got = s.retrieve(&n, &[Uuid::new_v4(), p.asset_id], true).await.unwrap();
+    let got = s.retrieve(&n, &[987_654_321, p.asset_id], true).await.unwrap();
     assert_eq!(got.len(), 1);
     let v = got[0].vector.as_ref().unwrap();
     assert!(v.iter().zip(&p.vector).all(|(a, b)| (a - b).abs() < 1e-5), "{v:?}");
@@ -211,7 +211,7 @@ async fn a_soft_deleted_point_is_never_found_until_restored(s: &VectorStore) {
     s.ensure_collection(&spec(&n)).await.unwrap();
     let pts = vec![point("/soft/a.jpg", unit(0, 0.0), "2024-01-01T00:00:00Z", Some(1)), point("/soft/b.jpg", unit(0, 0.5), "2024-01-01T00:00:00Z", Some(1))];
     s.upsert(&n, pts.clone()).await.unwrap();
-    assert_eq!(s.set_deleted(&n, &[pts[0].asset_id, Uuid::new_v4()], true).await.unwrap(), 1, "one of the two exists");
+    assert_eq!(s.set_deleted(&n, &[pts[0].asset_id, 987_654_321], true).await.unwrap(), 1, "one of the two exists");
     for filter in [PointFilter::default(), PointFilter { category_id: Some(1), ..Default::default() }] {
         let hits = s.search(&n, &unit(0, 0.0), &filter, 10, 0).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.path.as_deref().unwrap()).collect::<Vec<_>>(), ["/soft/b.jpg"], "the soft-deleted point is never found");
@@ -234,7 +234,7 @@ async fn deletes_return_their_counts(s: &VectorStore) {
     s.ensure_collection(&spec(&n)).await.unwrap();
     let pts: Vec<AssetPoint> = (0..10).map(|i| point(&format!("/del/{}/{i}.jpg", i % 2), unit(i, 0.0), "2024-01-01T00:00:00Z", Some(i as i64 % 3))).collect();
     s.upsert(&n, pts.clone()).await.unwrap();
-    assert_eq!(s.delete_ids(&n, &[pts[0].asset_id, pts[1].asset_id, Uuid::new_v4()]).await.unwrap(), 2);
+    assert_eq!(s.delete_ids(&n, &[pts[0].asset_id, pts[1].asset_id, 987_654_321]).await.unwrap(), 2);
     assert_eq!(s.count(&n, &PointFilter::default()).await.unwrap(), 8);
     assert_eq!(s.delete_by_filter(&n, &PointFilter { path_prefix: Some("/del/0".into()), ..Default::default() }).await.unwrap(), 4);
     assert_eq!(s.delete_by_filter(&n, &PointFilter { category_id: Some(2), ..Default::default() }).await.unwrap(), 1, "only /del/1/5.jpg is left with category 2");

@@ -64,8 +64,8 @@ impl Writer {
         let mut points = Vec::new();
         let mut job_results = Vec::with_capacity(results.len());
         let mut report = WriteReport::default();
-        let ids: Vec<uuid::Uuid> = results.iter().map(|r| r.job_id).collect();
-        let open: std::collections::HashSet<uuid::Uuid> = self
+        let ids: Vec<i64> = results.iter().map(|r| r.job_id).collect();
+        let open: std::collections::HashSet<i64> = self
             .catalog
             .job_statuses(&ids)
             .await?

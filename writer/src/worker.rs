@@ -302,7 +302,6 @@ mod tests {
 
     use protocol::{EmbedJob, EvidenceInfo, Outcome};
     use tokio::sync::{Notify, mpsc};
-    use uuid::Uuid;
     use vectors::VectorError;
 
     use super::*;
@@ -380,7 +379,7 @@ mod tests {
         away: usize,
         broken: bool,
         calls: Arc<(AtomicUsize, Notify)>,
-        written: Mutex<Vec<Uuid>>,
+        written: Mutex<Vec<i64>>,
     }
 
     impl FakeStore {
@@ -407,9 +406,9 @@ mod tests {
     fn result() -> EmbedResult {
         let job = EmbedJob {
             v: protocol::VERSION,
-            job_id: Uuid::new_v4(),
-            asset_id: Uuid::new_v4(),
-            session_id: Uuid::new_v4(),
+            job_id: protocol::next_test_id(),
+            asset_id: protocol::next_test_id(),
+            session_id: protocol::next_test_id(),
             path: "/photos/a.jpg".into(),
             created_at: Default::default(),
             category_id: None,

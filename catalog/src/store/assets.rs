@@ -1,7 +1,6 @@
 //! Image assets: one row per file path, its change detection, listings, counts and failures.
 
 use chrono::Utc;
-use uuid::Uuid;
 
 use super::{ASSET_COLUMNS, Catalog, Result, rows::*, sql};
 use crate::{error::CatalogError, model::*};
@@ -11,7 +10,6 @@ impl Catalog {
     /// modification time changed, it goes back to `pending` (it must be embedded again).
     pub async fn upsert_asset(&self, new: NewAsset) -> Result<(Asset, AssetChange)> {
         let now = Utc::now();
-        let id = asset_id_for_path(&new.path);
         let existing = self.asset_by_path(&new.path).await?;
         let change = match &existing {
             None => AssetChange::Inserted,
@@ -25,23 +23,23 @@ impl Catalog {
             return Ok((existing.expect("unchanged implies existing"), change));
         }
         let row: AssetRow = on_pool!(self, p => sqlx::query_as(sql(format!(
-            "INSERT INTO image_assets (id, path, created_at, width, height, file_size, mime_type, file_modified_at,
+            "INSERT INTO image_assets (path, created_at, width, height, file_size, mime_type, file_modified_at,
                  content_hash, category_id, training_status, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)
              ON CONFLICT (path) DO UPDATE SET width = excluded.width, height = excluded.height,
                  file_size = excluded.file_size, mime_type = excluded.mime_type,
                  file_modified_at = excluded.file_modified_at, content_hash = excluded.content_hash,
                  category_id = COALESCE(excluded.category_id, image_assets.category_id),
                  training_status = 'pending', indexed_at = NULL, deleted_at = NULL, updated_at = excluded.updated_at
              RETURNING {ASSET_COLUMNS}")))
-            .bind(id).bind(&new.path).bind(new.created_at.unwrap_or(now)).bind(new.width).bind(new.height)
+            .bind(&new.path).bind(new.created_at.unwrap_or(now)).bind(new.width).bind(new.height)
             .bind(new.file_size).bind(&new.mime_type).bind(new.file_modified_at).bind(&new.content_hash)
             .bind(new.category_id).bind(now)
             .fetch_one(p).await)?;
         Ok((row.try_into()?, change))
     }
 
-    pub async fn get_asset(&self, id: Uuid) -> Result<Asset> {
+    pub async fn get_asset(&self, id: AssetId) -> Result<Asset> {
         let row: Option<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets WHERE id = $1")))
             .bind(id).fetch_optional(p).await)?;
         row.map(TryInto::try_into).transpose()?.ok_or_else(|| CatalogError::not_found("asset", id))
@@ -55,7 +53,7 @@ impl Catalog {
 
     /// The assets with these ids, in one query (search results are hydrated with it); unknown ids
     /// are left out.
-    pub async fn assets_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Asset>> {
+    pub async fn assets_by_ids(&self, ids: &[AssetId]) -> Result<Vec<Asset>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -134,5 +132,18 @@ impl Catalog {
             (rows, total)
         });
         Ok(Listing { items: rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total })
+    }
+
+    /// How many assets under a directory (its whole subtree) have a vector, and when the last one
+    /// was indexed.
+    pub async fn indexed_under(&self, dir: &str) -> Result<(i64, Option<chrono::DateTime<Utc>>)> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let under = "substr(path, 1, length($1)) = $1 AND indexed_at IS NOT NULL AND deleted_at IS NULL";
+        on_pool!(self, p => {
+            let count: i64 = sqlx::query_scalar(sql(format!("SELECT COUNT(*) FROM image_assets WHERE {under}"))).bind(&prefix).fetch_one(p).await?;
+            let last: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(sql(format!("SELECT indexed_at FROM image_assets WHERE {under} ORDER BY indexed_at DESC LIMIT 1")))
+                .bind(&prefix).fetch_optional(p).await?;
+            Ok((count, last))
+        })
     }
 }

@@ -2,7 +2,6 @@
 
 use chrono::Utc;
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use super::{Catalog, Result, rows::*, sql};
 use crate::model::*;
@@ -10,18 +9,18 @@ use crate::model::*;
 impl Catalog {
     /// Marks assets as not indexed (their vectors were deleted): `pending`, no `indexed_at`, so the
     /// next scan embeds them again. Returns how many changed.
-    pub async fn mark_unindexed(&self, ids: &[Uuid]) -> Result<u64> {
+    pub async fn mark_unindexed(&self, ids: &[AssetId]) -> Result<u64> {
         self.unindex_assets(ids, "").await
     }
 
     /// Marks assets whose file is gone from disk: `deleted_at` set, not indexed (their vectors were
     /// removed). A scan that finds the file again clears it. Returns how many changed.
-    pub async fn mark_deleted(&self, ids: &[Uuid]) -> Result<u64> {
+    pub async fn mark_deleted(&self, ids: &[AssetId]) -> Result<u64> {
         self.unindex_assets(ids, "deleted_at = $1, ").await
     }
 
     /// `pending`, no `indexed_at`, plus `also` (more `SET` assignments; `$1` is now), in chunks.
-    async fn unindex_assets(&self, ids: &[Uuid], also: &str) -> Result<u64> {
+    async fn unindex_assets(&self, ids: &[AssetId], also: &str) -> Result<u64> {
         let now = Utc::now();
         let mut changed = 0;
         for chunk in ids.chunks(500) {
@@ -40,8 +39,8 @@ impl Catalog {
 
     /// Ids of the assets a query selects: every one (`All`), the indexed ones (`Indexed`), those of
     /// a category or of a session's jobs.
-    pub async fn asset_ids(&self, which: AssetSelection) -> Result<Vec<Uuid>> {
-        let ids: Vec<Uuid> = match which {
+    pub async fn asset_ids(&self, which: AssetSelection) -> Result<Vec<AssetId>> {
+        let ids: Vec<AssetId> = match which {
             AssetSelection::All => on_pool!(self, p => sqlx::query_scalar("SELECT id FROM image_assets ORDER BY id").fetch_all(p).await)?,
             AssetSelection::Indexed => on_pool!(self, p => sqlx::query_scalar("SELECT id FROM image_assets WHERE indexed_at IS NOT NULL ORDER BY id").fetch_all(p).await)?,
             AssetSelection::Category(c) => on_pool!(self, p => sqlx::query_scalar("SELECT id FROM image_assets WHERE category_id = $1 ORDER BY id").bind(c).fetch_all(p).await)?,

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use super::{Catalog, JOB_COLUMNS, Result, rows::*, sql};
 use crate::{error::CatalogError, model::*};
@@ -13,19 +12,19 @@ impl Catalog {
     /// asset is asked for again: a retry of failures, or a transient failure, in a resumed session);
     /// any other existing job is left as it is. Returns how many jobs were made pending; the
     /// session's total is recounted.
-    pub async fn create_jobs(&self, session_id: Uuid, asset_ids: &[Uuid]) -> Result<u64> {
+    pub async fn create_jobs(&self, session_id: SessionId, asset_ids: &[AssetId]) -> Result<u64> {
         let now = Utc::now();
         let mut created = 0;
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
             for asset_id in asset_ids {
                 created += sqlx::query(
-                    "INSERT INTO training_jobs (id, session_id, asset_id, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, 'pending', $4, $4)
+                    "INSERT INTO training_jobs (session_id, asset_id, status, created_at, updated_at)
+                     VALUES ($1, $2, 'pending', $3, $3)
                      ON CONFLICT (session_id, asset_id) DO UPDATE SET status = 'pending', error_message = NULL,
                          completed_at = NULL, updated_at = excluded.updated_at
                      WHERE training_jobs.status = 'failed'")
-                    .bind(Uuid::new_v4()).bind(session_id).bind(*asset_id).bind(now)
+                    .bind(session_id).bind(*asset_id).bind(now)
                     .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "job", &asset_id.to_string()))?.rows_affected();
             }
             sqlx::query("UPDATE training_sessions SET total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1), updated_at = $2 WHERE id = $1")
@@ -35,21 +34,21 @@ impl Catalog {
         Ok(created)
     }
 
-    pub async fn get_job(&self, id: Uuid) -> Result<Job> {
+    pub async fn get_job(&self, id: JobId) -> Result<Job> {
         let row: Option<JobRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE id = $1")))
             .bind(id).fetch_optional(p).await)?;
         row.map(TryInto::try_into).transpose()?.ok_or_else(|| CatalogError::not_found("job", id))
     }
 
     /// How many of a session's jobs are in each status, in one query (progress and completion).
-    pub async fn count_jobs(&self, session_id: Uuid) -> Result<Vec<(JobStatus, i64)>> {
+    pub async fn count_jobs(&self, session_id: SessionId) -> Result<Vec<(JobStatus, i64)>> {
         let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as("SELECT status, COUNT(*) FROM training_jobs WHERE session_id = $1 GROUP BY status")
             .bind(session_id).fetch_all(p).await)?;
         rows.into_iter().map(|(s, n)| Ok((s.parse().map_err(CatalogError::Corrupt)?, n))).collect()
     }
 
     /// A session's jobs, optionally in one status, oldest first.
-    pub async fn list_jobs(&self, session_id: Uuid, status: Option<JobStatus>, page: Page) -> Result<Listing<Job>> {
+    pub async fn list_jobs(&self, session_id: SessionId, status: Option<JobStatus>, page: Page) -> Result<Listing<Job>> {
         let filter = status.map(|s| s.as_str());
         let (rows, total): (Vec<JobRow>, i64) = on_pool!(self, p => {
             let rows = sqlx::query_as(sql(format!(
@@ -65,13 +64,13 @@ impl Catalog {
 
     /// The status of each of these jobs, in one query; unknown ids are left out. The writer uses it
     /// to skip results whose job is already finished or was cancelled.
-    pub async fn job_statuses(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, JobStatus)>> {
+    pub async fn job_statuses(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
         let text = format!("SELECT id, status FROM training_jobs WHERE id IN ({placeholders})");
-        let rows: Vec<(Uuid, String)> = on_pool!(self, p => {
+        let rows: Vec<(JobId, String)> = on_pool!(self, p => {
             let mut q = sqlx::query_as(sql(text.clone()));
             for id in ids {
                 q = q.bind(*id);
@@ -83,7 +82,7 @@ impl Catalog {
 
     /// Puts a session's queued jobs back to pending, so they are published again: after a pause in
     /// the distributed wiring the embedders dropped them. Returns how many moved.
-    pub async fn requeue_queued_jobs(&self, session_id: Uuid) -> Result<u64> {
+    pub async fn requeue_queued_jobs(&self, session_id: SessionId) -> Result<u64> {
         let now = Utc::now();
         let moved = on_pool!(self, p => sqlx::query("UPDATE training_jobs SET status = 'pending', updated_at = $2 WHERE session_id = $1 AND status = 'queued'")
             .bind(session_id).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
@@ -92,7 +91,7 @@ impl Catalog {
 
     /// Records that jobs were published (with their broker message ids): `pending -> queued`.
     /// Jobs already further along are left alone. Returns how many moved.
-    pub async fn mark_jobs_queued(&self, jobs: &[(Uuid, String)]) -> Result<u64> {
+    pub async fn mark_jobs_queued(&self, jobs: &[(JobId, String)]) -> Result<u64> {
         let now = Utc::now();
         let mut moved = 0;
         on_pool!(self, p => {
@@ -111,7 +110,7 @@ impl Catalog {
     }
 
     /// Cancels a job that has not finished; a finished one is `InvalidTransition`.
-    pub async fn cancel_job(&self, id: Uuid) -> Result<Job> {
+    pub async fn cancel_job(&self, id: JobId) -> Result<Job> {
         let now = Utc::now();
         let row: Option<JobRow> = on_pool!(self, p => sqlx::query_as(sql(format!(
             "UPDATE training_jobs SET status = 'cancelled', completed_at = $2, updated_at = $2
@@ -133,7 +132,7 @@ impl Catalog {
     pub async fn record_results(&self, results: &[JobResult]) -> Result<RecordReport> {
         let now = Utc::now();
         let mut report = RecordReport::default();
-        let mut sessions: Vec<Uuid> = Vec::new();
+        let mut sessions: Vec<SessionId> = Vec::new();
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
             for r in results {
@@ -142,7 +141,7 @@ impl Catalog {
                     JobOutcome::Failed { error, permanent: true } => ("failed", "failed", Some(error.as_str())),
                     JobOutcome::Failed { error, permanent: false } => ("failed", "pending", Some(error.as_str())),
                 };
-                let moved: Option<(Uuid, Uuid)> = sqlx::query_as(
+                let moved: Option<(SessionId, AssetId)> = sqlx::query_as(
                     "UPDATE training_jobs SET status = $2, error_message = $3, processing_time_ms = $4, progress = 1,
                          completed_at = $5, updated_at = $5
                      WHERE id = $1 AND status IN ('pending', 'queued', 'running')

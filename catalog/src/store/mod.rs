@@ -55,6 +55,20 @@ pub(crate) fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(text)
 }
 
+/// Whether the catalog behind `pool` was migrated by a version before 4 (UUID ids): those
+/// migrations are gone from this build, and its rows would be misread. A new database has no
+/// migrations table, which is not an old catalog.
+async fn made_before_integer_ids<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> bool
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let Ok(mut conn) = pool.acquire().await else { return false };
+    sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM _sqlx_migrations WHERE version < 4").fetch_one(&mut *conn).await.map(|(n,)| n > 0).unwrap_or(false)
+}
+
 impl Catalog {
     /// Opens `postgres://...` or `sqlite://PATH` (created if missing) and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -81,6 +95,12 @@ impl Catalog {
             options = options.options([("search_path", schema)]);
         }
         let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(std::time::Duration::from_secs(10)).connect_with(options).await?;
+        if made_before_integer_ids(&pool).await {
+            return Err(CatalogError::Outdated(format!(
+                "this catalog ({}) was made by an imgsearch before 0.2 (UUID ids), which this version does not read; index again into a new database or schema (or drop the old schema's tables) and run the coordinator again",
+                schema.unwrap_or("public")
+            )));
+        }
         sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| CatalogError::Migration(e.to_string()))?;
         Ok(Catalog { pool: Pool::Postgres(pool) })
     }
@@ -104,11 +124,18 @@ impl Catalog {
         let pool = loop {
             let opened = async {
                 let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await.map_err(CatalogError::from)?;
+                if made_before_integer_ids(&pool).await {
+                    return Err(CatalogError::Outdated(format!(
+                        "{} was made by an imgsearch before 0.2 (UUID ids), which this version does not read; move its data dir aside and run `imgsearch index` on your folders again",
+                        path.display()
+                    )));
+                }
                 sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| CatalogError::Migration(e.to_string()))?;
                 Ok::<_, CatalogError>(pool)
             };
             match opened.await {
                 Ok(pool) => break pool,
+                Err(e @ CatalogError::Outdated(_)) => return Err(e),
                 Err(e) if attempt < 5 => {
                     attempt += 1;
                     tracing::debug!(error = %e, attempt, "opening the catalog raced another process; trying again");

@@ -4,7 +4,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, types::Json};
-use uuid::Uuid;
 
 use super::Result;
 use crate::{error::CatalogError, model::*};
@@ -21,11 +20,21 @@ pub(crate) struct CategoryRow {
     pub(crate) is_default: bool,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) session_count: i64,
 }
 
 impl From<CategoryRow> for Category {
     fn from(r: CategoryRow) -> Self {
-        Category { id: r.id, name: r.name, description: r.description, color: r.color, is_default: r.is_default, created_at: r.created_at, updated_at: r.updated_at }
+        Category {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            color: r.color,
+            is_default: r.is_default,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            session_count: r.session_count,
+        }
     }
 }
 
@@ -35,7 +44,7 @@ pub(crate) fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
 
 #[derive(FromRow)]
 pub(crate) struct AssetRow {
-    pub(crate) id: Uuid,
+    pub(crate) id: AssetId,
     pub(crate) path: String,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) indexed_at: Option<DateTime<Utc>>,
@@ -77,7 +86,7 @@ impl TryFrom<AssetRow> for Asset {
 
 #[derive(FromRow)]
 pub(crate) struct SessionRow {
-    pub(crate) id: Uuid,
+    pub(crate) id: SessionId,
     pub(crate) name: String,
     pub(crate) status: String,
     pub(crate) root_path: String,
@@ -119,9 +128,9 @@ impl TryFrom<SessionRow> for Session {
 
 #[derive(FromRow)]
 pub(crate) struct JobRow {
-    pub(crate) id: Uuid,
-    pub(crate) session_id: Uuid,
-    pub(crate) asset_id: Uuid,
+    pub(crate) id: JobId,
+    pub(crate) session_id: SessionId,
+    pub(crate) asset_id: AssetId,
     pub(crate) status: String,
     pub(crate) broker_message_id: Option<String>,
     pub(crate) progress: f64,
@@ -158,8 +167,8 @@ impl TryFrom<JobRow> for Job {
 #[derive(FromRow)]
 pub(crate) struct EvidenceRow {
     pub(crate) id: i64,
-    pub(crate) asset_id: Uuid,
-    pub(crate) session_id: Uuid,
+    pub(crate) asset_id: AssetId,
+    pub(crate) session_id: SessionId,
     pub(crate) model_name: String,
     pub(crate) model_version: String,
     pub(crate) embedding_checksum: Option<String>,

@@ -1,7 +1,6 @@
 //! Training sessions and the subdirectories they index: creation, the state machine, restart.
 
 use chrono::Utc;
-use uuid::Uuid;
 
 use super::{Catalog, Result, SESSION_COLUMNS, rows::*, sql};
 use crate::{error::CatalogError, model::*};
@@ -10,15 +9,15 @@ impl Catalog {
     pub async fn create_session(&self, new: NewSession) -> Result<Session> {
         let now = Utc::now();
         let row: SessionRow = on_pool!(self, p => sqlx::query_as(sql(format!(
-            "INSERT INTO training_sessions (id, name, status, root_path, category_id, created_at, updated_at)
-             VALUES ($1, $2, 'pending', $3, $4, $5, $5) RETURNING {SESSION_COLUMNS}")))
-            .bind(Uuid::new_v4()).bind(&new.name).bind(&new.root_path).bind(new.category_id).bind(now)
+            "INSERT INTO training_sessions (name, status, root_path, category_id, created_at, updated_at)
+             VALUES ($1, 'pending', $2, $3, $4, $4) RETURNING {SESSION_COLUMNS}")))
+            .bind(&new.name).bind(&new.root_path).bind(new.category_id).bind(now)
             .fetch_one(p).await)?;
         row.try_into()
     }
 
     /// Renames a session or changes its category (`None` leaves a field as it is).
-    pub async fn update_session(&self, id: Uuid, name: Option<&str>, category_id: Option<Option<i64>>) -> Result<Session> {
+    pub async fn update_session(&self, id: SessionId, name: Option<&str>, category_id: Option<Option<i64>>) -> Result<Session> {
         let current = self.get_session(id).await?;
         let name = name.unwrap_or(&current.name);
         let category = category_id.unwrap_or(current.category_id);
@@ -30,7 +29,7 @@ impl Catalog {
 
     /// Deletes a session with its jobs, evidence and subdirectories (the assets and their vectors
     /// stay). A running session is refused: pause or cancel it first.
-    pub async fn delete_session(&self, id: Uuid) -> Result<()> {
+    pub async fn delete_session(&self, id: SessionId) -> Result<()> {
         let current = self.get_session(id).await?;
         if current.status == SessionStatus::Running {
             return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: "running".into(), to: "deleted".into() });
@@ -39,35 +38,44 @@ impl Catalog {
         Ok(())
     }
 
-    /// Puts a finished or paused session back to `pending` to embed its images again: its jobs and
-    /// evidence are dropped (the evidence of the new run replaces them), its assets go back to
-    /// `pending`, counters to zero, and `reset_at`/`reset_reason` say when and why. One transaction.
-    pub async fn restart_session(&self, id: Uuid, reason: Option<&str>) -> Result<Session> {
+    /// Puts a finished or paused session back to `pending`, to embed its images again on start.
+    /// All of them: its jobs and evidence are dropped (the evidence of the new run replaces them),
+    /// its assets go back to `pending` and its counters to zero. With `failed_only`, only the
+    /// images whose job failed: their evidence is dropped and their assets go back to `pending`
+    /// (so the next start asks for them again, and reopens their jobs), the rest is kept.
+    /// `reset_at`/`reset_reason` say when and why. One transaction; returns the session and how
+    /// many images will be embedded again.
+    pub async fn restart_session(&self, id: SessionId, reason: Option<&str>, failed_only: bool) -> Result<(Session, i64)> {
         let current = self.get_session(id).await?;
         if matches!(current.status, SessionStatus::Running | SessionStatus::Pending) {
             return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: current.status.to_string(), to: "pending (restart)".into() });
         }
         let now = Utc::now();
-        let row: SessionRow = on_pool!(self, p => {
+        let jobs = if failed_only { "SELECT asset_id FROM training_jobs WHERE session_id = $1 AND status = 'failed'" } else { "SELECT asset_id FROM training_jobs WHERE session_id = $1" };
+        let (row, again): (Option<SessionRow>, i64) = on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            sqlx::query("UPDATE image_assets SET training_status = 'pending', updated_at = $2
-                         WHERE id IN (SELECT asset_id FROM training_jobs WHERE session_id = $1)")
-                .bind(id).bind(now).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM training_evidence WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM training_jobs WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
+            let again = sqlx::query(sql(format!("UPDATE image_assets SET training_status = 'pending', updated_at = $2 WHERE id IN ({jobs})")))
+                .bind(id).bind(now).execute(&mut *tx).await?.rows_affected() as i64;
+            sqlx::query(sql(format!("DELETE FROM training_evidence WHERE session_id = $1 AND asset_id IN ({jobs})"))).bind(id).execute(&mut *tx).await?;
+            if !failed_only {
+                sqlx::query("DELETE FROM training_jobs WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
+            }
             let row: Option<SessionRow> = sqlx::query_as(sql(format!(
-                "UPDATE training_sessions SET status = 'pending', total_images = 0, processed_images = 0, failed_images = 0,
+                "UPDATE training_sessions SET status = 'pending',
+                     total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1),
+                     processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed'),
+                     failed_images = 0,
                      started_at = NULL, paused_at = NULL, completed_at = NULL, reset_at = $2, reset_reason = $3, updated_at = $2
                  WHERE id = $1 AND status = $4 RETURNING {SESSION_COLUMNS}")))
                 .bind(id).bind(now).bind(reason).bind(current.status.as_str()).fetch_optional(&mut *tx).await?;
             tx.commit().await?;
-            row
-        })
-        .ok_or_else(|| CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: "changed meanwhile".into(), to: "pending (restart)".into() })?;
-        row.try_into()
+            (row, again)
+        });
+        let row = row.ok_or_else(|| CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: "changed meanwhile".into(), to: "pending (restart)".into() })?;
+        Ok((row.try_into()?, again))
     }
 
-    pub async fn get_session(&self, id: Uuid) -> Result<Session> {
+    pub async fn get_session(&self, id: SessionId) -> Result<Session> {
         let row: Option<SessionRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {SESSION_COLUMNS} FROM training_sessions WHERE id = $1")))
             .bind(id).fetch_optional(p).await)?;
         row.map(TryInto::try_into).transpose()?.ok_or_else(|| CatalogError::not_found("session", id))
@@ -90,7 +98,7 @@ impl Catalog {
 
     /// Moves a session along its state machine; anything else is `InvalidTransition`. The update is
     /// conditional on the state read, so two concurrent transitions cannot both win.
-    pub async fn transition_session(&self, id: Uuid, to: SessionStatus) -> Result<Session> {
+    pub async fn transition_session(&self, id: SessionId, to: SessionStatus) -> Result<Session> {
         let current = self.get_session(id).await?;
         if !current.status.can_move_to(to) {
             return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: current.status.to_string(), to: to.to_string() });
@@ -117,7 +125,7 @@ impl Catalog {
 
     /// Records the directories a scan found under a session's root. A directory seen before keeps
     /// its selection and gets the new image count.
-    pub async fn upsert_subdirectories(&self, session_id: Uuid, dirs: &[(String, String, i64)]) -> Result<()> {
+    pub async fn upsert_subdirectories(&self, session_id: SessionId, dirs: &[(String, String, i64)]) -> Result<()> {
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
             for (path, name, count) in dirs {
@@ -133,14 +141,14 @@ impl Catalog {
         Ok(())
     }
 
-    pub async fn list_subdirectories(&self, session_id: Uuid) -> Result<Vec<Subdirectory>> {
+    pub async fn list_subdirectories(&self, session_id: SessionId) -> Result<Vec<Subdirectory>> {
         Ok(on_pool!(self, p => sqlx::query_as(
             "SELECT session_id, path, name, selected, image_count, status FROM training_subdirectories WHERE session_id = $1 ORDER BY path")
             .bind(session_id).fetch_all(p).await)?)
     }
 
     /// Selects or deselects one directory of a session; `NotFound` if the scan never saw it.
-    pub async fn set_subdirectory_selected(&self, session_id: Uuid, path: &str, selected: bool) -> Result<Subdirectory> {
+    pub async fn set_subdirectory_selected(&self, session_id: SessionId, path: &str, selected: bool) -> Result<Subdirectory> {
         let row: Option<Subdirectory> = on_pool!(self, p => sqlx::query_as(
             "UPDATE training_subdirectories SET selected = $3 WHERE session_id = $1 AND path = $2
              RETURNING session_id, path, name, selected, image_count, status")

@@ -3,34 +3,64 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
-use catalog::{Asset, Category, CategoryPatch, Evidence, Job, JobStatus, NewCategory, Page};
-use serde::{Deserialize, Serialize};
+use catalog::{Category, CategoryPatch, Evidence, JobStatus, NewCategory};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
-use super::{ApiResult, ApiState, error::*};
+use super::{
+    ApiResult, ApiState,
+    error::*,
+    page::{Paged, page},
+    views::{AssetView, JobView},
+};
 
-#[utoipa::path(get, path = "/api/v1/categories", responses((status = 200, body = [Category])))]
-pub(crate) async fn list_categories(State(s): State<Arc<ApiState>>) -> ApiResult<Json<Vec<Category>>> {
-    Ok(Json(s.catalog.list_categories().await?))
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// 1-based page (default 1).
+    pub(crate) page: Option<i64>,
+    /// Items per page, 1-100 (default 50). `page_size` is read too.
+    pub(crate) page_size: Option<i64>,
+}
+
+/// The categories, by name, a page at a time.
+#[utoipa::path(get, path = "/api/v1/categories", params(PageParams), responses((status = 200, body = Paged<Category>), (status = 422, body = ErrorBody)))]
+pub(crate) async fn list_categories(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<Paged<Category>>> {
+    let page = page(p.page, p.page_size, 50)?;
+    Ok(Json(Paged::new(s.catalog.list_categories(page).await?, page, |c| c)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CategoryBody {
+    /// 1-100 characters, unique.
     name: String,
     description: Option<String>,
+    /// `#RRGGBB`.
     color: Option<String>,
     #[serde(default)]
     is_default: bool,
 }
 
+fn check_category(name: Option<&str>, color: Option<&str>) -> ApiResult<()> {
+    if let Some(name) = name
+        && (name.trim().is_empty() || name.chars().count() > 100)
+    {
+        return Err(ApiError::unprocessable("name must be 1 to 100 characters"));
+    }
+    if let Some(c) = color
+        && !(c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|x| x.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::unprocessable(format!("color must be #RRGGBB, not {c:?}")));
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/api/v1/categories", request_body = CategoryBody,
     responses((status = 201, body = Category), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn create_category(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<CategoryBody>) -> ApiResult<impl IntoResponse> {
-    if b.name.trim().is_empty() {
-        return Err(ApiError::unprocessable("name must not be empty"));
-    }
+    check_category(Some(&b.name), b.color.as_deref())?;
     let c = s.catalog.create_category(NewCategory { name: b.name, description: b.description, color: b.color, is_default: b.is_default }).await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
@@ -50,97 +80,89 @@ pub(crate) struct CategoryPatchBody {
 }
 
 #[utoipa::path(patch, path = "/api/v1/categories/{id}", params(("id" = i64, Path)), request_body = CategoryPatchBody,
-    responses((status = 200, body = Category), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Category), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn update_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiJson(b): ApiJson<CategoryPatchBody>) -> ApiResult<Json<Category>> {
+    check_category(b.name.as_deref(), b.color.as_deref())?;
     let patch = CategoryPatch { name: b.name, description: b.description, color: b.color, is_default: b.is_default };
     Ok(Json(s.catalog.update_category(id, patch).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/categories/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+/// Deletes a category; its sessions and assets stay, without a category. The default category
+/// cannot be deleted (400).
+#[utoipa::path(delete, path = "/api/v1/categories/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn delete_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+    if s.catalog.get_category(id).await?.is_default {
+        return Err(ApiError::bad_request("the default category cannot be deleted"));
+    }
     s.catalog.delete_category(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PageParams {
-    /// 1-based page (default 1).
-    pub(crate) page: Option<i64>,
-    /// Items per page, 1-1000 (default 50).
-    pub(crate) page_size: Option<i64>,
+/// The assets, by path, a page at a time.
+#[utoipa::path(get, path = "/api/v1/assets", params(PageParams), responses((status = 200, body = Paged<AssetView>), (status = 422, body = ErrorBody)))]
+pub(crate) async fn list_assets(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<Paged<AssetView>>> {
+    let page = page(p.page, p.page_size, 50)?;
+    Ok(Json(Paged::new(s.catalog.list_assets(page).await?, page, AssetView::from)))
 }
 
-impl PageParams {
-    pub(crate) fn page(&self) -> ApiResult<Page> {
-        let (page, size) = (self.page.unwrap_or(1), self.page_size.unwrap_or(50));
-        if page < 1 || !(1..=1000).contains(&size) {
-            return Err(ApiError::unprocessable("page must be >= 1 and pageSize between 1 and 1000"));
-        }
-        Ok(Page::new((page - 1) * size, size))
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct AssetPage {
-    items: Vec<Asset>,
-    total: i64,
-}
-
-#[utoipa::path(get, path = "/api/v1/assets", params(PageParams), responses((status = 200, body = AssetPage)))]
-pub(crate) async fn list_assets(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<AssetPage>> {
-    let l = s.catalog.list_assets(p.page()?).await?;
-    Ok(Json(AssetPage { items: l.items, total: l.total }))
-}
-
-#[utoipa::path(get, path = "/api/v1/assets/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = Asset), (status = 404, body = ErrorBody)))]
-pub(crate) async fn get_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<Asset>> {
-    Ok(Json(s.catalog.get_asset(id).await?))
+#[utoipa::path(get, path = "/api/v1/assets/{id}", params(("id" = i64, Path)), responses((status = 200, body = AssetView), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<AssetView>> {
+    Ok(Json(s.catalog.get_asset(id).await?.into()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EvidenceParams {
-    asset_id: Option<Uuid>,
-    session_id: Option<Uuid>,
+    /// Every session's evidence for this asset.
+    asset_id: Option<i64>,
+    /// A session's evidence, a page at a time.
+    session_id: Option<i64>,
     page: Option<i64>,
     page_size: Option<i64>,
 }
 
 /// The evidence of an asset (every session that embedded it) or of a session.
-#[utoipa::path(get, path = "/api/v1/evidence", params(EvidenceParams), responses((status = 200, body = [Evidence]), (status = 400, body = ErrorBody)))]
-pub(crate) async fn list_evidence(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<EvidenceParams>) -> ApiResult<Json<Vec<Evidence>>> {
-    match (p.asset_id, p.session_id) {
-        (Some(a), None) => Ok(Json(s.catalog.evidence_for_asset(a).await?)),
-        (None, Some(sid)) => {
-            let page = PageParams { page: p.page, page_size: p.page_size }.page()?;
-            Ok(Json(s.catalog.evidence_for_session(sid, page).await?.items))
+#[utoipa::path(get, path = "/api/v1/evidence", params(EvidenceParams), responses((status = 200, body = Paged<Evidence>), (status = 422, body = ErrorBody)))]
+pub(crate) async fn list_evidence(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<EvidenceParams>) -> ApiResult<Json<Paged<Evidence>>> {
+    let page = page(p.page, p.page_size, 50)?;
+    let listing = match (p.asset_id, p.session_id) {
+        (Some(a), None) => {
+            let all = s.catalog.evidence_for_asset(a).await?;
+            let total = all.len() as i64;
+            catalog::Listing { items: all.into_iter().skip(page.offset as usize).take(page.limit as usize).collect(), total }
         }
-        _ => Err(ApiError::bad_request("give exactly one of assetId and sessionId")),
-    }
+        (None, Some(sid)) => s.catalog.evidence_for_session(sid, page).await?,
+        _ => return Err(ApiError::unprocessable("give exactly one of asset_id and session_id")),
+    };
+    Ok(Json(Paged::new(listing, page, |e| e)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct JobParams {
-    session_id: Uuid,
+    session_id: i64,
+    /// pending, queued, running, completed, failed, cancelled
     status: Option<String>,
     page: Option<i64>,
     page_size: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct JobPage {
-    items: Vec<Job>,
-    total: i64,
+/// The jobs of a session (also at `/training/sessions/{id}/jobs`).
+#[utoipa::path(get, path = "/api/v1/jobs", params(JobParams), responses((status = 200, body = Paged<JobView>), (status = 422, body = ErrorBody)))]
+pub(crate) async fn list_jobs(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<JobParams>) -> ApiResult<Json<Paged<JobView>>> {
+    Ok(Json(jobs_page(&s, p.session_id, p.status.as_deref(), p.page, p.page_size).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/jobs", params(JobParams), responses((status = 200, body = JobPage), (status = 422, body = ErrorBody)))]
-pub(crate) async fn list_jobs(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<JobParams>) -> ApiResult<Json<JobPage>> {
-    let status = p.status.as_deref().map(|t| t.parse::<JobStatus>()).transpose().map_err(ApiError::unprocessable)?;
-    let page = PageParams { page: p.page, page_size: p.page_size }.page()?;
-    let l = s.catalog.list_jobs(p.session_id, status, page).await?;
-    Ok(Json(JobPage { items: l.items, total: l.total }))
+/// A page of a session's jobs, with their image paths.
+pub(crate) async fn jobs_page(s: &ApiState, session: i64, status: Option<&str>, page_no: Option<i64>, page_size: Option<i64>) -> ApiResult<Paged<JobView>> {
+    let status = status.map(|t| t.parse::<JobStatus>()).transpose().map_err(ApiError::unprocessable)?;
+    let page = page(page_no, page_size, 50)?;
+    s.catalog.get_session(session).await?;
+    let listing = s.catalog.list_jobs(session, status, page).await?;
+    let total = listing.total;
+    let items = JobView::page(&s.catalog, listing.items).await?;
+    Ok(Paged::new(catalog::Listing { items, total }, page, |j| j))
 }

@@ -1,10 +1,15 @@
-//! The one place where errors become HTTP answers: `{"error": code, "message": text}` everywhere.
-//! Invalid input is 400/404/409/422, a store that cannot be reached is 503, never a bare 500 for
-//! something the caller can fix.
+//! The one place where errors become HTTP answers: `{"error": code, "message": text, "detail": text}`
+//! everywhere (`message` is what the web UI of the service this replaces shows; `detail` is where
+//! that service's clients read it). Invalid input is 400/404/409/422, a store that cannot be
+//! reached is 503, never a bare 500 for something the caller can fix.
+//!
+//! Requests are read strictly, and in either spelling: query names and JSON keys may be snake_case
+//! or camelCase (the service took both), and a name this API does not know is a 422 that names it,
+//! never silently ignored.
 
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{JsonRejection, PathRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -17,6 +22,8 @@ pub struct ErrorBody {
     /// A stable code: `bad_request`, `not_found`, `conflict`, `unprocessable`, `unavailable`, `internal`.
     pub error: &'static str,
     pub message: String,
+    /// The same text as `message`.
+    pub detail: String,
 }
 
 #[derive(Debug)]
@@ -52,7 +59,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, message = %self.message, "request failed");
         }
-        (self.status, Json(ErrorBody { error: self.code, message: self.message })).into_response()
+        (self.status, Json(ErrorBody { error: self.code, detail: self.message.clone(), message: self.message })).into_response()
     }
 }
 
@@ -126,27 +133,86 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request(r.body_text())
-    }
-}
-
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::bad_request(r.body_text())
+        ApiError::unprocessable(r.body_text())
     }
 }
 
-/// `Json` whose rejections answer in the error shape.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `snake_case` -> `camelCase`; a camelCase name stays as it is.
+pub(crate) fn camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' && !out.is_empty() {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every object key in `v` (nested too) in camelCase.
+fn camel_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => serde_json::Value::Object(map.into_iter().map(|(k, v)| (camel(&k), camel_keys(v))).collect()),
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(camel_keys).collect()),
+        other => other,
+    }
+}
+
+/// A JSON body, with keys in either spelling (see the module docs); its rejections answer in the
+/// error shape. The types it reads are camelCase and `deny_unknown_fields`.
 pub struct ApiJson<T>(pub T);
 
-#[derive(axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        let value = camel_keys(value);
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
+            let at = e.path().to_string();
+            let what = e.into_inner();
+            if at == "." { ApiError::unprocessable(format!("request body: {what}")) } else { ApiError::unprocessable(format!("request body at {at}: {what}")) }
+        })
+    }
+}
+
+/// Query parameters, with names in either spelling (see the module docs); an unknown one, a
+/// repeated one or a value of the wrong type is a 422 that names it.
 pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| ApiError::bad_request(format!("query string: {e}")))?;
+        let pairs: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (camel(&k), v)).collect();
+        let normalised = serde_urlencoded::to_string(&pairs).map_err(|e| ApiError::internal(e.to_string()))?;
+        serde_urlencoded::from_str(&normalised).map(ApiQuery).map_err(|e| ApiError::unprocessable(format!("query parameters: {e}")))
+    }
+}
 
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::camel;
+
+    #[test]
+    fn names_in_either_spelling_read_the_same() {
+        assert_eq!(camel("page_size"), "pageSize");
+        assert_eq!(camel("pageSize"), "pageSize");
+        assert_eq!(camel("include_training_status"), "includeTrainingStatus");
+        assert_eq!(camel("_private"), "_private");
+        assert_eq!(camel("limit"), "limit");
+    }
+}

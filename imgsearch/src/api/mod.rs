@@ -1,21 +1,28 @@
-//! The REST API (`imgsearch serve`): the shape of the system it replaces, camelCase JSON, one error
-//! shape, an OpenAPI document generated from these handlers at `/api/v1/openapi.json`.
+//! The REST API (`imgsearch serve`): a drop-in for the service it replaces (MacPhobos'
+//! image-search-service) on every endpoint the two share: its paths, names, integer ids, list
+//! envelopes and status codes, so its web UI and its clients keep working (README: the
+//! compatibility table). camelCase JSON, one error shape, an OpenAPI document generated from these
+//! handlers at `/api/v1/openapi.json`. Cross-origin callers (that web UI on its own origin) are
+//! allowed by an explicit list of origins (`serve --cors-origin`), none by default.
 //!
 //! This module is the router and the OpenAPI document; the handlers live by concern: `search`,
 //! `crud` (categories, assets, evidence, jobs), `sessions` (over the session runner in
-//! `crate::sessions`), `vector_admin`, `thumbnail`; `state` is what they share.
+//! `crate::sessions`), `vector_admin`, `images`; `views` and `page` are the service's shapes;
+//! `state` is what they share.
 //!
 //! Indexing sessions started through the API run inside this process on the same pipeline as
 //! `imgsearch index`; pause and cancel stop the feed and let the batches in flight finish.
 
 mod crud;
 mod error;
+mod images;
 pub(crate) mod metrics;
+mod page;
 mod search;
 mod sessions;
 mod state;
-mod thumbnail;
 mod vector_admin;
+mod views;
 
 use std::sync::Arc;
 
@@ -47,7 +54,9 @@ type ApiResult<T> = Result<T, ApiError>;
         crud::delete_category,
         crud::list_assets,
         crud::get_asset,
-        thumbnail::thumbnail,
+        images::thumbnail,
+        images::full,
+        images::preview_thumbnail,
         crud::list_evidence,
         crud::list_jobs,
         sessions::create,
@@ -57,12 +66,16 @@ type ApiResult<T> = Result<T, ApiError>;
         sessions::pause,
         sessions::cancel,
         sessions::progress,
+        sessions::progress_unified,
+        sessions::jobs,
         sessions::patch,
         sessions::delete,
         sessions::restart,
         sessions::subdirectories,
         sessions::select_subdirectories,
         sessions::scan_directories,
+        sessions::directories,
+        sessions::preview,
         vector_admin::by_asset,
         vector_admin::by_assets,
         vector_admin::by_directory,
@@ -81,6 +94,24 @@ type ApiResult<T> = Result<T, ApiError>;
 )]
 struct ApiDoc;
 
+/// Which other origins may call the API from a browser: none (the default), or exactly these
+/// (`scheme://host[:port]`). Credentials are never allowed cross-origin.
+pub fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let mut list = Vec::with_capacity(origins.len());
+    for o in origins {
+        let trimmed = o.trim_end_matches('/');
+        let valid = (trimmed.starts_with("http://") || trimmed.starts_with("https://")) && !trimmed.contains('*') && trimmed.matches('/').count() == 2;
+        anyhow::ensure!(valid, "--cors-origin {o:?}: give an origin like http://localhost:3000 (scheme, host, port; no path, no wildcard)");
+        list.push(HeaderValue::from_str(trimmed)?);
+    }
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(list))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("x-api-key")])
+        .max_age(std::time::Duration::from_secs(600)))
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
         .route("/search", post(search::search))
@@ -90,14 +121,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/categories/{id}", get(crud::get_category).patch(crud::update_category).delete(crud::delete_category))
         .route("/assets", get(crud::list_assets))
         .route("/assets/{id}", get(crud::get_asset))
-        .route("/assets/{id}/thumbnail", get(thumbnail::thumbnail))
+        .route("/images/{id}/thumbnail", get(images::thumbnail))
+        .route("/images/{id}/full", get(images::full))
         .route("/evidence", get(crud::list_evidence))
         .route("/jobs", get(crud::list_jobs))
         .route("/training/sessions", get(sessions::list).post(sessions::create))
         .route("/training/sessions/{id}", get(sessions::get).patch(sessions::patch).delete(sessions::delete))
         .route("/training/sessions/{id}/restart", post(sessions::restart))
+        .route("/training/sessions/{id}/restart-training", post(sessions::restart))
         .route("/training/sessions/{id}/subdirectories", get(sessions::subdirectories).patch(sessions::select_subdirectories))
+        .route("/training/sessions/{id}/jobs", get(sessions::jobs))
+        .route("/training/sessions/{id}/progress-unified", get(sessions::progress_unified))
+        .route("/training/directories", get(sessions::directories))
         .route("/training/directories/scan", post(sessions::scan_directories))
+        .route("/training/directories/preview", get(sessions::preview))
+        .route("/training/directories/preview/thumbnail", get(images::preview_thumbnail))
         .route("/training/sessions/{id}/start", post(sessions::start))
         .route("/training/sessions/{id}/pause", post(sessions::pause))
         .route("/training/sessions/{id}/cancel", post(sessions::cancel))
@@ -124,6 +162,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(64 << 20))
+        .layer(state.cors.clone())
         .with_state(state)
 }
 

@@ -7,22 +7,67 @@ use axum::{
     Json,
     extract::{Multipart, State},
 };
-use catalog::Asset;
 use chrono::{DateTime, Utc};
 use clip::ClipModel;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 use vectors::{DEFAULT_COLLECTION, PointFilter};
 
-use super::{ApiResult, ApiState, error::*};
+use super::{ApiResult, ApiState, error::*, views::AssetView};
 use crate::search::{DEFAULT_LIMIT, MAX_LIMIT};
 
+/// Search filters. Each may be given under the service's names too (`from_date`/`dateFrom`,
+/// `to_date`/`dateTo`, `category_id`); a key not listed here is a 422.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SearchFilters {
+    /// RFC 3339, or a date (`2024-05-01`: from its first instant, UTC).
+    #[serde(default, alias = "dateFrom", deserialize_with = "from_instant")]
+    #[schema(value_type = Option<String>)]
     from_date: Option<DateTime<Utc>>,
+    /// RFC 3339, or a date (`2024-05-31`: up to its last instant, UTC).
+    #[serde(default, alias = "dateTo", deserialize_with = "to_instant")]
+    #[schema(value_type = Option<String>)]
     to_date: Option<DateTime<Utc>>,
+    /// A number or a string of one (the web UI sends `"42"`).
+    #[serde(default, deserialize_with = "int_or_string")]
+    #[schema(value_type = Option<i64>)]
+    category_id: Option<i64>,
+    /// People are not indexed by this server: given, it is a 422.
+    person_id: Option<String>,
+}
+
+/// An instant from RFC 3339 or a bare date; `end`: the last instant of that date.
+fn instant(text: &str, end: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))?;
+    let time = if end { chrono::NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999) } else { chrono::NaiveTime::from_hms_opt(0, 0, 0) };
+    Ok(day.and_time(time.expect("a valid time")).and_utc())
+}
+
+fn from_instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Option::<String>::deserialize(d)?.map(|t| instant(&t, false)).transpose().map_err(serde::de::Error::custom)
+}
+
+fn to_instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Option::<String>::deserialize(d)?.map(|t| instant(&t, true)).transpose().map_err(serde::de::Error::custom)
+}
+
+/// An integer, or a string holding one.
+pub(crate) fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrString {
+        Int(i64),
+        Text(String),
+    }
+    match Option::<IntOrString>::deserialize(d)? {
+        None => Ok(None),
+        Some(IntOrString::Int(n)) => Ok(Some(n)),
+        Some(IntOrString::Text(t)) => t.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{t:?} is not an integer"))),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -38,10 +83,29 @@ pub(crate) struct SearchBody {
     filters: SearchFilters,
 }
 
+impl SearchFilters {
+    /// The vector filter these ask for, with the body's own `categoryId` (one of the two).
+    fn to_point_filter(&self, category_id: Option<i64>) -> ApiResult<PointFilter> {
+        if self.person_id.is_some() {
+            return Err(ApiError::unprocessable("filters.personId: people are not indexed by this server"));
+        }
+        if let (Some(f), Some(t)) = (self.from_date, self.to_date)
+            && f > t
+        {
+            return Err(ApiError::unprocessable("filters.fromDate is after filters.toDate"));
+        }
+        let category_id = match (category_id, self.category_id) {
+            (Some(a), Some(b)) if a != b => return Err(ApiError::unprocessable(format!("categoryId {a} and filters.categoryId {b} disagree"))),
+            (a, b) => a.or(b),
+        };
+        Ok(PointFilter { from: self.from_date, to: self.to_date, category_id, path_prefix: None })
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SearchResult {
-    asset: Asset,
+    asset: AssetView,
     score: f32,
     highlights: Vec<String>,
 }
@@ -86,7 +150,7 @@ pub(crate) async fn ranked(
     filter: &PointFilter,
     limit: usize,
     offset: usize,
-    exclude: Option<Uuid>,
+    exclude: Option<i64>,
 ) -> ApiResult<Vec<SearchResult>> {
     let started = Instant::now();
     let fetch = limit + usize::from(exclude.is_some());
@@ -94,7 +158,7 @@ pub(crate) async fn ranked(
     let hits: Vec<_> = hits.into_iter().filter(|h| Some(h.asset_id) != exclude).take(limit).collect();
     let found = crate::search::hydrate(&s.catalog, hits).await?;
     s.metrics.search_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(found.into_iter().map(|h| SearchResult { asset: h.asset, score: h.score, highlights: Vec::new() }).collect())
+    Ok(found.into_iter().map(|h| SearchResult { asset: h.asset.into(), score: h.score, highlights: Vec::new() }).collect())
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, clip::ClipError> + Send + 'static) -> ApiResult<T> {
@@ -114,43 +178,54 @@ pub(crate) async fn search(State(s): State<Arc<ApiState>>, ApiJson(body): ApiJso
     if body.query.trim().is_empty() {
         return Err(ApiError::unprocessable("query must not be empty"));
     }
-    if let (Some(f), Some(t)) = (body.filters.from_date, body.filters.to_date)
-        && f > t
-    {
-        return Err(ApiError::unprocessable("filters.fromDate is after filters.toDate"));
-    }
+    let filter = body.filters.to_point_filter(body.category_id)?;
     let Some((collection, model)) = check_model(&s).await? else {
         return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: body.query, model_version: None }));
     };
     let model_version = Some(model.version.clone());
     let text = body.query.clone();
     let vector = blocking(move || model.embed_texts(&[text.as_str()]).map(|m| m.row(0).to_vec())).await?;
-    let filter = PointFilter { from: body.filters.from_date, to: body.filters.to_date, category_id: body.category_id, path_prefix: None };
     let results = ranked(&s, &collection, vector, &filter, limit, body.offset, None).await?;
     Ok(Json(SearchResponse { total: results.len(), results, query: body.query, model_version }))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ImageSearchParams {
+/// The form of an image search (multipart): the image and, as text fields, the options.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // the schema of the form; the handler reads the fields one by one
+pub(crate) struct ImageSearchForm {
+    /// The image (also accepted as `image`).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// 1-100, default 50.
     limit: Option<usize>,
-    #[serde(default)]
-    offset: usize,
+    offset: Option<usize>,
+    /// Also accepted as `category_id`.
     category_id: Option<i64>,
 }
 
-/// Image-to-image search: upload an image (multipart field `file`).
-#[utoipa::path(post, path = "/api/v1/search/image", params(ImageSearchParams),
-    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody)))]
-pub(crate) async fn search_image(State(s): State<Arc<ApiState>>, ApiQuery(params): ApiQuery<ImageSearchParams>, mut form: Multipart) -> ApiResult<Json<SearchResponse>> {
-    let limit = check_limit(params.limit)?;
-    let mut bytes = None;
+/// Image-to-image search: upload an image (multipart field `file`) with the fields `limit`,
+/// `offset` and `categoryId`; any other field is a 422.
+#[utoipa::path(post, path = "/api/v1/search/image", request_body(content = ImageSearchForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn search_image(State(s): State<Arc<ApiState>>, mut form: Multipart) -> ApiResult<Json<SearchResponse>> {
+    let (mut bytes, mut limit, mut offset, mut category_id) = (None, None, 0, None);
     while let Some(field) = form.next_field().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
-        if matches!(field.name(), Some("file" | "image")) {
+        let name = camel(field.name().unwrap_or_default());
+        if name == "file" || name == "image" {
             bytes = Some(field.bytes().await.map_err(|e| ApiError::bad_request(e.body_text()))?);
+            continue;
+        }
+        let text = field.text().await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let number = |what: &str| text.trim().parse::<i64>().map_err(|_| ApiError::unprocessable(format!("form field {what}: {text:?} is not an integer")));
+        match name.as_str() {
+            "limit" => limit = Some(number("limit")?.max(0) as usize),
+            "offset" => offset = number("offset")?.max(0) as usize,
+            "categoryId" => category_id = Some(number("categoryId")?),
+            other => return Err(ApiError::unprocessable(format!("unknown form field `{other}`, expected one of `file`, `limit`, `offset`, `categoryId`"))),
         }
     }
-    let bytes = bytes.ok_or_else(|| ApiError::bad_request("multipart field `file` with the image is missing"))?;
+    let limit = check_limit(limit)?;
+    let bytes = bytes.ok_or_else(|| ApiError::unprocessable("multipart field `file` with the image is missing"))?;
     let Some((collection, model)) = check_model(&s).await? else {
         return Ok(Json(SearchResponse { results: Vec::new(), total: 0, query: "image".into(), model_version: None }));
     };
@@ -160,13 +235,14 @@ pub(crate) async fn search_image(State(s): State<Arc<ApiState>>, ApiQuery(params
         model.embed_images(std::slice::from_ref(&prepared)).map(|m| m.row(0).to_vec())
     })
     .await?;
-    let filter = PointFilter { category_id: params.category_id, ..Default::default() };
-    let results = ranked(&s, &collection, vector, &filter, limit, params.offset, None).await?;
+    let filter = PointFilter { category_id, ..Default::default() };
+    let results = ranked(&s, &collection, vector, &filter, limit, offset, None).await?;
     Ok(Json(SearchResponse { total: results.len(), results, query: "image".into(), model_version }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct SimilarParams {
     limit: Option<usize>,
     #[serde(default)]
@@ -177,9 +253,9 @@ pub(crate) struct SimilarParams {
 }
 
 /// Images similar to an indexed one.
-#[utoipa::path(get, path = "/api/v1/search/similar/{asset_id}", params(("asset_id" = Uuid, Path), SimilarParams),
+#[utoipa::path(get, path = "/api/v1/search/similar/{asset_id}", params(("asset_id" = i64, Path), SimilarParams),
     responses((status = 200, body = SearchResponse), (status = 404, body = ErrorBody)))]
-pub(crate) async fn search_similar(State(s): State<Arc<ApiState>>, ApiPath(asset_id): ApiPath<Uuid>, ApiQuery(p): ApiQuery<SimilarParams>) -> ApiResult<Json<SearchResponse>> {
+pub(crate) async fn search_similar(State(s): State<Arc<ApiState>>, ApiPath(asset_id): ApiPath<i64>, ApiQuery(p): ApiQuery<SimilarParams>) -> ApiResult<Json<SearchResponse>> {
     let limit = check_limit(p.limit)?;
     s.catalog.get_asset(asset_id).await?;
     let Some(info) = s.vectors.info(DEFAULT_COLLECTION).await? else {

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub(crate) metrics: metrics::Metrics,
     /// Where thumbnails are cached; none: made on every request.
     pub thumbnail_dir: Option<PathBuf>,
+    /// The origins allowed to call from a browser (`serve --cors-origin`); none by default.
+    pub cors: tower_http::cors::CorsLayer,
 }
 
 impl ApiState {
@@ -46,6 +48,7 @@ impl ApiState {
             allowed_roots,
             metrics: metrics::Metrics::new(),
             thumbnail_dir,
+            cors: super::cors(&[]).expect("no origins is a valid list"),
         })
     }
 

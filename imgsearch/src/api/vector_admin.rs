@@ -1,50 +1,95 @@
 //! `/api/v1/vectors/...`: delete the vectors of an asset, a directory, a session or a category,
-//! orphan cleanup, reset, per-directory stats and the deletion log (see `crate::manage`). Broad
-//! deletes answer 422 `confirmation_required` without `confirm: true`.
+//! orphan cleanup, reset, per-directory stats and the deletion log (see `crate::manage`), in the
+//! shapes of the service this replaces (`vectorsDeleted`, `message`). Broad deletes answer 400
+//! without `confirm: true`, as there.
 
 use std::sync::Arc;
 
 use axum::{Json, extract::State};
 use catalog::DeletionLog;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
-use super::{ApiResult, ApiState, crud::PageParams, error::*};
-use crate::manage::{self, Cleanup, Deletion, DirectoryStats, Target};
+use super::{ApiResult, ApiState, crud::PageParams, error::*, page};
+use crate::manage::{self, Cleanup, Deletion, Target};
 
-#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+/// What a delete did: the target under the service's name, how many vectors went, a message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct VectorsDeleted {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asset_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_prefix: Option<String>,
+    vectors_deleted: u64,
+    /// Assets marked not indexed (embedded again by the next scan or session).
+    assets_updated: u64,
+    message: String,
+    log: DeletionLog,
+}
+
+impl VectorsDeleted {
+    fn of(d: Deletion) -> Self {
+        VectorsDeleted {
+            asset_id: None,
+            session_id: None,
+            category_id: None,
+            path_prefix: None,
+            message: format!("Successfully deleted {} vectors", d.deleted_vectors),
+            vectors_deleted: d.deleted_vectors,
+            assets_updated: d.assets_updated,
+            log: d.log,
+        }
+    }
+}
+
+/// A broad delete without `confirm: true` is a 400, as in the service this replaces.
+fn unconfirmed(e: manage::ManageError) -> ApiError {
+    match e {
+        manage::ManageError::ConfirmationRequired(m) => ApiError { status: axum::http::StatusCode::BAD_REQUEST, code: "confirmation_required", message: m },
+        other => other.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Confirm {
-    #[serde(default)]
-    confirm: bool,
+    /// Must be true.
+    confirm: Option<bool>,
     deletion_reason: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ByAsset {
     /// Only hide the vector from searches (restore it with `POST /vectors/restore/{id}`).
-    #[serde(default)]
-    soft: bool,
+    soft: Option<bool>,
     deletion_reason: Option<String>,
 }
 
 /// Deletes one asset's vector; `?soft=true` only hides it from searches.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = Uuid, Path), ByAsset), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody)))]
-pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, ApiQuery(q): ApiQuery<ByAsset>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = i64, Path), ByAsset), responses((status = 200, body = VectorsDeleted), (status = 404, body = ErrorBody)))]
+pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(q): ApiQuery<ByAsset>) -> ApiResult<Json<serde_json::Value>> {
     s.catalog.get_asset(id).await?;
-    if q.soft {
+    if q.soft.unwrap_or(false) {
         let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &[id], q.deletion_reason, true).await?;
-        return Ok(Json(serde_json::json!({"softDeleted": changed})));
+        return Ok(Json(serde_json::json!({"assetId": id, "softDeleted": changed, "message": format!("Hid {changed} vectors from searches")})));
     }
     let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Assets(vec![id]), q.deletion_reason, true).await?;
-    Ok(Json(serde_json::to_value(d).map_err(|e| ApiError::internal(e.to_string()))?))
+    let answer = VectorsDeleted { asset_id: Some(id), ..VectorsDeleted::of(d) };
+    Ok(Json(serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
 /// Makes a soft-deleted vector searchable again.
-#[utoipa::path(post, path = "/api/v1/vectors/restore/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "{restored: n}"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn restore(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(post, path = "/api/v1/vectors/restore/{id}", params(("id" = i64, Path)), responses((status = 200, description = "{restored: n}"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn restore(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<serde_json::Value>> {
     s.catalog.get_asset(id).await?;
     let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &[id], None, false).await?;
     if changed == 0 {
@@ -56,7 +101,7 @@ pub(crate) async fn restore(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ByAssets {
-    asset_ids: Vec<Uuid>,
+    asset_ids: Vec<i64>,
     /// Only hide the vectors from searches.
     #[serde(default)]
     soft: bool,
@@ -64,100 +109,189 @@ pub(crate) struct ByAssets {
 }
 
 /// Deletes the vectors of a batch of assets (at most 1,000); `soft` only hides them.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-assets", request_body = ByAssets, responses((status = 200, body = Deletion), (status = 422, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/vectors/by-assets", request_body = ByAssets, responses((status = 200, body = VectorsDeleted), (status = 422, body = ErrorBody)))]
 pub(crate) async fn by_assets(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ByAssets>) -> ApiResult<Json<serde_json::Value>> {
     if b.asset_ids.is_empty() || b.asset_ids.len() > 1000 {
         return Err(ApiError::unprocessable(format!("assetIds must hold 1 to 1000 ids, not {}", b.asset_ids.len())));
     }
     if b.soft {
         let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &b.asset_ids, b.deletion_reason, true).await?;
-        return Ok(Json(serde_json::json!({"softDeleted": changed})));
+        return Ok(Json(serde_json::json!({"softDeleted": changed, "message": format!("Hid {changed} vectors from searches")})));
     }
     let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Assets(b.asset_ids), b.deletion_reason, true).await?;
-    Ok(Json(serde_json::to_value(d).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(serde_json::to_value(VectorsDeleted::of(d)).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ByDirectory {
+    /// An absolute directory: every asset below it.
     path_prefix: String,
+    /// Must be true.
     #[serde(default)]
     confirm: bool,
     deletion_reason: Option<String>,
 }
 
 /// Deletes the vectors of every asset under a directory; needs `confirm: true`.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-directory", request_body = ByDirectory, responses((status = 200, body = Deletion), (status = 422, body = ErrorBody)))]
-pub(crate) async fn by_directory(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ByDirectory>) -> ApiResult<Json<Deletion>> {
+#[utoipa::path(delete, path = "/api/v1/vectors/by-directory", request_body = ByDirectory,
+    responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn by_directory(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ByDirectory>) -> ApiResult<Json<VectorsDeleted>> {
     if b.path_prefix.trim().is_empty() || !b.path_prefix.starts_with('/') {
         return Err(ApiError::unprocessable("pathPrefix must be an absolute directory"));
     }
-    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Directory(b.path_prefix), b.deletion_reason, b.confirm).await?))
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Directory(b.path_prefix.clone()), b.deletion_reason, b.confirm).await.map_err(unconfirmed)?;
+    Ok(Json(VectorsDeleted { path_prefix: Some(b.path_prefix), ..VectorsDeleted::of(d) }))
 }
 
 /// Deletes the vectors of a session's assets; needs `?confirm=true`.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-session/{id}", params(("id" = Uuid, Path), Confirm), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub(crate) async fn by_session(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<Uuid>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<Deletion>> {
-    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Session(id), c.deletion_reason, c.confirm).await?))
+#[utoipa::path(delete, path = "/api/v1/vectors/by-session/{id}", params(("id" = i64, Path), Confirm),
+    responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn by_session(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<VectorsDeleted>> {
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Session(id), c.deletion_reason, c.confirm.unwrap_or(false)).await.map_err(unconfirmed)?;
+    Ok(Json(VectorsDeleted { session_id: Some(id), ..VectorsDeleted::of(d) }))
 }
 
 /// Deletes the vectors of a category's assets; needs `?confirm=true`.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-category/{id}", params(("id" = i64, Path), Confirm), responses((status = 200, body = Deletion), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub(crate) async fn by_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<Deletion>> {
-    Ok(Json(manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Category(id), c.deletion_reason, c.confirm).await?))
+#[utoipa::path(delete, path = "/api/v1/vectors/by-category/{id}", params(("id" = i64, Path), Confirm),
+    responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn by_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<VectorsDeleted>> {
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Category(id), c.deletion_reason, c.confirm.unwrap_or(false)).await.map_err(unconfirmed)?;
+    Ok(Json(VectorsDeleted { category_id: Some(id), ..VectorsDeleted::of(d) }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CleanupBody {
+    /// Must be true, unless `dryRun`.
+    #[serde(default)]
+    confirm: bool,
+    /// Only report what would be done.
     #[serde(default)]
     dry_run: bool,
+    /// Not recorded: an orphan cleanup repairs, it deletes nothing anyone asked for.
+    deletion_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CleanupAnswer {
+    orphans_deleted: u64,
+    /// The same as `orphansDeleted`.
+    vectors_deleted: u64,
+    message: String,
+    #[serde(flatten)]
+    cleanup: Cleanup,
 }
 
 /// Orphans both ways: vectors without an asset are deleted; indexed assets without a vector are
-/// queued for embedding again. `dryRun` only reports.
-#[utoipa::path(post, path = "/api/v1/vectors/cleanup-orphans", request_body = CleanupBody, responses((status = 200, body = Cleanup)))]
-pub(crate) async fn cleanup_orphans(State(s): State<Arc<ApiState>>, body: axum::body::Bytes) -> ApiResult<Json<Cleanup>> {
-    let b: CleanupBody = if body.is_empty() { CleanupBody::default() } else { serde_json::from_slice(&body).map_err(|e| ApiError::unprocessable(e.to_string()))? };
-    Ok(Json(manage::cleanup_orphans(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, b.dry_run).await?))
+/// queued for embedding again. Needs `confirm: true`; `dryRun` only reports.
+#[utoipa::path(post, path = "/api/v1/vectors/cleanup-orphans", request_body = CleanupBody,
+    responses((status = 200, body = CleanupAnswer), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn cleanup_orphans(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<CleanupBody>) -> ApiResult<Json<CleanupAnswer>> {
+    let _ = b.deletion_reason;
+    if !b.confirm && !b.dry_run {
+        return Err(unconfirmed(manage::ManageError::ConfirmationRequired("an orphan cleanup deletes vectors; it needs confirm: true (or dryRun: true)".into())));
+    }
+    let c = manage::cleanup_orphans(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, b.dry_run).await?;
+    let deleted = if c.dry_run { 0 } else { c.orphan_vectors };
+    let message = if c.dry_run { format!("Would delete {} orphan vectors", c.orphan_vectors) } else { format!("Successfully deleted {deleted} orphan vectors") };
+    Ok(Json(CleanupAnswer { orphans_deleted: deleted, vectors_deleted: deleted, message, cleanup: c }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ResetBody {
+    /// Must be true.
     #[serde(default)]
     confirm: bool,
     /// Must be "DELETE ALL VECTORS".
     confirmation_text: Option<String>,
-    reason: Option<String>,
+    /// Recorded in the deletion log (also accepted as `reason`).
+    #[serde(alias = "reason")]
+    deletion_reason: Option<String>,
 }
 
 /// Deletes every vector; needs `confirm: true` and `confirmationText: "DELETE ALL VECTORS"`.
-#[utoipa::path(post, path = "/api/v1/vectors/reset", request_body = ResetBody, responses((status = 200, body = Deletion), (status = 422, body = ErrorBody)))]
-pub(crate) async fn reset(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ResetBody>) -> ApiResult<Json<Deletion>> {
-    Ok(Json(manage::reset(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, b.confirm, b.confirmation_text.as_deref(), b.reason).await?))
+#[utoipa::path(post, path = "/api/v1/vectors/reset", request_body = ResetBody, responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody)))]
+pub(crate) async fn reset(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ResetBody>) -> ApiResult<Json<VectorsDeleted>> {
+    let d = manage::reset(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, b.confirm, b.confirmation_text.as_deref(), b.deletion_reason).await.map_err(unconfirmed)?;
+    let message = format!("Successfully deleted {} vectors and reset collection", d.deleted_vectors);
+    Ok(Json(VectorsDeleted { message, ..VectorsDeleted::of(d) }))
 }
 
-#[utoipa::path(get, path = "/api/v1/vectors/directories/stats", responses((status = 200, body = Vec<DirectoryStats>)))]
-pub(crate) async fn directory_stats(State(s): State<Arc<ApiState>>) -> ApiResult<Json<Vec<DirectoryStats>>> {
-    Ok(Json(manage::directory_stats(&s.catalog).await?))
+/// The vectors of one directory (the images directly in it).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DirectoryVectors {
+    path_prefix: String,
+    vector_count: u64,
+    /// When the last of them was indexed.
+    last_indexed: Option<DateTime<Utc>>,
+    /// Images in the catalog there, indexed or not.
+    assets: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DirectoryStatsAnswer {
+    /// Most vectors first.
+    directories: Vec<DirectoryVectors>,
+    total_vectors: u64,
+}
+
+/// Vectors per directory, most first.
+#[utoipa::path(get, path = "/api/v1/vectors/directories/stats", responses((status = 200, body = DirectoryStatsAnswer)))]
+pub(crate) async fn directory_stats(State(s): State<Arc<ApiState>>) -> ApiResult<Json<DirectoryStatsAnswer>> {
+    let mut directories: Vec<DirectoryVectors> = manage::directory_stats(&s.catalog)
+        .await?
+        .into_iter()
+        .filter(|d| d.indexed > 0)
+        .map(|d| DirectoryVectors { path_prefix: d.directory, vector_count: d.indexed, last_indexed: d.last_indexed, assets: d.assets })
+        .collect();
+    directories.sort_by(|a, b| b.vector_count.cmp(&a.vector_count).then_with(|| a.path_prefix.cmp(&b.path_prefix)));
+    let total_vectors = directories.iter().map(|d| d.vector_count).sum();
+    Ok(Json(DirectoryStatsAnswer { directories, total_vectors }))
+}
+
+/// One deletion, under the service's names.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeletionLogView {
+    id: i64,
+    deletion_type: catalog::DeletionType,
+    deletion_target: Option<String>,
+    vector_count: i64,
+    deletion_reason: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DeletionLogPage {
-    items: Vec<DeletionLog>,
+    logs: Vec<DeletionLogView>,
     total: i64,
     page: i64,
     page_size: i64,
+    has_more: bool,
 }
 
 /// The deletion log, newest first.
-#[utoipa::path(get, path = "/api/v1/vectors/deletion-logs", params(PageParams), responses((status = 200, body = DeletionLogPage)))]
+#[utoipa::path(get, path = "/api/v1/vectors/deletion-logs", params(PageParams), responses((status = 200, body = DeletionLogPage), (status = 422, body = ErrorBody)))]
 pub(crate) async fn deletion_logs(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<DeletionLogPage>> {
-    let page = p.page()?;
-    let listing = s.catalog.list_deletion_logs(page).await?;
-    Ok(Json(DeletionLogPage { items: listing.items, total: listing.total, page: page.offset / page.limit + 1, page_size: page.limit }))
+    let page = page::page(p.page, p.page_size, 50)?;
+    let listed = page::Paged::new(s.catalog.list_deletion_logs(page).await?, page, |l: DeletionLog| DeletionLogView {
+        id: l.id,
+        deletion_type: l.deletion_type,
+        deletion_target: l.target,
+        vector_count: l.vector_count,
+        deletion_reason: l.reason,
+        metadata: l.metadata,
+        created_at: l.created_at,
+    });
+    Ok(Json(DeletionLogPage { logs: listed.items, total: listed.total, page: listed.page, page_size: listed.page_size, has_more: listed.has_more }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -165,28 +299,53 @@ pub(crate) async fn deletion_logs(State(s): State<Arc<ApiState>>, ApiQuery(p): A
 pub(crate) struct Retrain {
     /// The directory to embed again (inside the allowed roots).
     path_prefix: String,
-    /// Only the assets of this category under it.
+    /// The category of the new session.
     category_id: Option<i64>,
+    /// Recorded as the new session's reason.
+    deletion_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RetrainAnswer {
+    path_prefix: String,
+    /// Always 0: the old vectors keep answering searches until the new ones replace them.
+    vectors_deleted: u64,
+    /// Assets marked to be embedded again.
+    assets_requeued: u64,
+    new_session_id: i64,
+    message: String,
+    session: super::views::SessionView,
 }
 
 /// Embeds a directory's assets again through the normal pipeline: they are marked not indexed
 /// (their vectors keep serving until replaced) and a new session for the directory is started.
 #[utoipa::path(post, path = "/api/v1/vectors/retrain", request_body = Retrain,
-    responses((status = 202, body = catalog::Session), (status = 422, body = ErrorBody)))]
-pub(crate) async fn retrain(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<Retrain>) -> ApiResult<impl axum::response::IntoResponse> {
+    responses((status = 200, body = RetrainAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn retrain(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<Retrain>) -> ApiResult<Json<RetrainAnswer>> {
     let dir = super::sessions::allowed_dir(&s, &b.path_prefix)?;
     if let Some(c) = b.category_id {
         s.catalog.get_category(c).await?;
     }
-    let ids: Vec<Uuid> =
-        s.catalog.assets_under(&protocol::paths::to_stored(&dir)).await?.into_iter().filter(|a| b.category_id.is_none() || a.category_id == b.category_id).map(|a| a.id).collect();
+    let ids: Vec<i64> = s.catalog.assets_under(&protocol::paths::to_stored(&dir)).await?.into_iter().filter(|a| a.deleted_at.is_none()).map(|a| a.id).collect();
     if ids.is_empty() {
-        return Err(ApiError::unprocessable(format!("no indexed asset under {}", dir.display())));
+        return Err(ApiError::bad_request(format!("no indexed asset under {}", dir.display())));
     }
-    s.catalog.mark_unindexed(&ids).await?;
-    let name = format!("retrain {}", dir.display());
-    let session = s.catalog.create_session(catalog::NewSession { name, root_path: protocol::paths::to_stored(&dir), category_id: None }).await?;
-    super::sessions::start(State(s.clone()), ApiPath(session.id)).await
+    let requeued = s.catalog.mark_unindexed(&ids).await?;
+    let name = format!("Retrain: {}", protocol::paths::to_stored(&dir));
+    let session = s.catalog.create_session(catalog::NewSession { name, root_path: protocol::paths::to_stored(&dir), category_id: b.category_id }).await?;
+    if let Some(reason) = b.deletion_reason {
+        tracing::info!(session = session.id, %reason, "retrain");
+    }
+    let started = s.sessions.start(session.id, s.model(), s.collection()).await?;
+    Ok(Json(RetrainAnswer {
+        path_prefix: b.path_prefix,
+        vectors_deleted: 0,
+        assets_requeued: requeued,
+        new_session_id: started.id,
+        message: format!("Created training session {} to embed {requeued} images again", started.id),
+        session: super::views::SessionView::of(&s.catalog, started).await?,
+    }))
 }
 
 /// The model upgrade of this server: none yet, running, or how the last one ended.

@@ -85,7 +85,7 @@ impl Server {
         self.send_raw("/api/v1/search/image?limit=5", &format!("multipart/form-data; boundary={boundary}"), &body)
     }
 
-    fn wait_done(&self, id: &str) -> Value {
+    fn wait_done(&self, id: i64) -> Value {
         for _ in 0..1200 {
             let (status, p) = self.call("GET", &format!("/api/v1/training/sessions/{id}/progress"), None);
             assert_eq!(status, 200, "{p}");
@@ -120,27 +120,30 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     assert_eq!((status, body["results"].as_array().unwrap().len()), (200, 0));
 
     let (status, body) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": "/etc"})));
-    assert_error(status, &body, 422, "unprocessable");
+    assert_error(status, &body, 400, "bad_request");
     assert!(body["message"].as_str().unwrap().contains("outside the allowed roots"), "{body}");
+    assert_eq!(body["detail"], body["message"], "the service's clients read `detail`");
     let (status, body) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": format!("{root}/nope")})));
-    assert_error(status, &body, 422, "unprocessable");
+    assert_error(status, &body, 400, "bad_request");
 
     let (_, category) = s.call("POST", "/api/v1/categories", Some(json!({"name": "shapes"})));
     let category = category["id"].as_i64().unwrap();
     let (status, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root, "categoryId": category})));
-    assert_eq!(status, 201, "{session}");
-    assert_eq!(session["status"], "pending");
-    let id = session["id"].as_str().unwrap().to_owned();
+    assert_eq!(status, 200, "{session}");
+    assert_eq!((session["status"].as_str(), session["category"]["name"].as_str()), (Some("pending"), Some("shapes")));
+    let id = session["id"].as_i64().unwrap();
     let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/pause"), None);
-    assert_error(status, &body, 409, "conflict");
+    assert_error(status, &body, 400, "bad_request");
 
     let (status, started) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(status, 202, "{started}");
-    let progress = s.wait_done(&id);
+    assert_eq!((status, started["sessionId"].as_i64(), started["status"].as_str()), (200, Some(id), Some("running")), "{started}");
+    let progress = s.wait_done(id);
     assert_eq!(progress["status"], "completed", "{progress}");
-    assert_eq!((progress["totalImages"].as_i64(), progress["processedImages"].as_i64(), progress["percentage"].as_f64()), (Some(240), Some(240), Some(100.0)));
+    assert_eq!((progress["totalImages"].as_i64(), progress["processedImages"].as_i64()), (Some(240), Some(240)));
+    assert_eq!((progress["progress"]["current"].as_i64(), progress["progress"]["total"].as_i64(), progress["progress"]["percentage"].as_f64()), (Some(240), Some(240), Some(100.0)));
+    assert_eq!(progress["jobsSummary"]["completed"], 240, "{progress}");
     let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_error(status, &body, 409, "conflict");
+    assert_error(status, &body, 400, "bad_request");
 
     let (status, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
     assert_eq!(status, 200, "{found}");
@@ -155,7 +158,7 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     // pages continue the ranking; every filter narrows it
     let (_, ten) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 10})));
     let (_, page2) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5, "offset": 5})));
-    let ids = |v: &Value| v["results"].as_array().unwrap().iter().map(|r| r["asset"]["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let ids = |v: &Value| v["results"].as_array().unwrap().iter().map(|r| r["asset"]["id"].as_i64().unwrap()).collect::<Vec<_>>();
     assert_eq!(ids(&page2), ids(&ten)[5..]);
     let count = |body: Value| {
         let (status, found) = s.call("POST", "/api/v1/search", Some(body));
@@ -172,13 +175,16 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     assert_error(status, &body, 422, "unprocessable");
 
     // similar images of the best hit: itself left out, the same kind of shape first
-    let best = results[0]["asset"]["id"].as_str().unwrap();
+    let best = results[0]["asset"]["id"].as_i64().unwrap();
+    assert_eq!(results[0]["asset"]["thumbnailUrl"], format!("/api/v1/images/{best}/thumbnail"));
+    assert_eq!(results[0]["asset"]["url"], format!("/api/v1/images/{best}/full"));
+    assert!(results[0]["asset"]["filename"].as_str().unwrap().starts_with("red-circle-"), "{}", results[0]);
     let (status, similar) = s.call("GET", &format!("/api/v1/search/similar/{best}?limit=3"), None);
     assert_eq!(status, 200, "{similar}");
     let similar = similar["results"].as_array().unwrap();
     assert_eq!(similar.len(), 3);
     assert!(similar.iter().all(|r| r["asset"]["id"] != best && r["asset"]["path"].as_str().unwrap().contains("/red-circle-")), "{similar:?}");
-    let (status, body) = s.call("GET", &format!("/api/v1/search/similar/{}", uuid::Uuid::new_v4()), None);
+    let (status, body) = s.call("GET", "/api/v1/search/similar/987654321", None);
     assert_error(status, &body, 404, "not_found");
 
     // search by an uploaded image
@@ -196,14 +202,18 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     assert_error(status, &body, 400, "bad_request");
 
     // a thumbnail of the best hit, and the web page that shows them
-    let (status, content_type, jpeg) = s.get_bytes(&format!("/api/v1/assets/{best}/thumbnail?size=32"));
+    let (status, content_type, jpeg) = s.get_bytes(&format!("/api/v1/images/{best}/thumbnail?size=32"));
     assert_eq!((status, content_type.as_str()), (200, "image/jpeg"));
     let thumb = image::load_from_memory(&jpeg).unwrap();
     assert_eq!(thumb.width().max(thumb.height()), 32);
-    let (status, body) = s.call("GET", &format!("/api/v1/assets/{best}/thumbnail?size=5"), None);
+    let (status, body) = s.call("GET", &format!("/api/v1/images/{best}/thumbnail?size=5"), None);
     assert_error(status, &body, 422, "unprocessable");
-    let (status, body) = s.call("GET", &format!("/api/v1/assets/{}/thumbnail", uuid::Uuid::new_v4()), None);
+    let (status, body) = s.call("GET", "/api/v1/images/987654321/thumbnail", None);
     assert_error(status, &body, 404, "not_found");
+    let (status, content_type, original) = s.get_bytes(&format!("/api/v1/images/{best}/full"));
+    assert_eq!((status, content_type.as_str()), (200, "image/png"));
+    let path = results[0]["asset"]["path"].as_str().unwrap();
+    assert_eq!(original, std::fs::read(path).unwrap(), "the original file, byte for byte");
     let (status, page) = s.call("GET", "/", None);
     assert_eq!(status, 200);
     assert!(page.as_str().unwrap().contains("/api/v1/search"), "the page calls the API");
@@ -211,7 +221,8 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     // evidence and jobs
     let (status, evidence) = s.call("GET", &format!("/api/v1/evidence?assetId={best}"), None);
     assert_eq!(status, 200);
-    let ev = &evidence[0];
+    let ev = &evidence["items"][0];
+    assert_eq!((evidence["total"].as_i64(), evidence["page"].as_i64(), evidence["hasMore"].as_bool()), (Some(1), Some(1), Some(false)), "{evidence}");
     assert_eq!(ev["modelName"], "tiny-clip");
     assert_eq!(ev["embeddingChecksum"].as_str().unwrap().len(), 64);
     for section in ["image", "embedding", "environment", "timing"] {
@@ -233,8 +244,8 @@ fn bad_requests_get_the_error_shape_never_a_500() {
     assert_error(status, &body, 422, "unprocessable");
     let (status, body) = s.send_raw("/api/v1/search", "application/json", b"{not json");
     assert_error(status, &body, 400, "bad_request");
-    let (status, body) = s.call("GET", "/api/v1/assets/not-a-uuid", None);
-    assert_error(status, &body, 400, "bad_request");
+    let (status, body) = s.call("GET", "/api/v1/assets/not-a-number", None);
+    assert_error(status, &body, 422, "unprocessable");
     let (status, body) = s.call("GET", "/api/v1/nothing-here", None);
     assert_error(status, &body, 404, "not_found");
 
@@ -309,16 +320,16 @@ fn subdirectories_choose_what_a_session_indexes_and_restart_embeds_again() {
     }
     let root_str = root.to_str().unwrap();
 
-    let (status, scan) = s.call("POST", "/api/v1/training/directories/scan", Some(json!({"rootPath": root_str})));
+    let (status, scan) = s.call("POST", "/api/v1/training/directories/scan", Some(json!({"root_path": root_str, "recursive": true})));
     assert_eq!(status, 200, "{scan}");
-    assert_eq!(scan["rootImageCount"], 1);
-    let dirs: Vec<(String, i64)> = scan["directories"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap().to_owned(), d["imageCount"].as_i64().unwrap())).collect();
+    assert_eq!((scan["rootImageCount"].as_i64(), scan["totalSubdirectories"].as_i64(), scan["totalImages"].as_i64()), (Some(1), Some(2), Some(41)), "{scan}");
+    let dirs: Vec<(String, i64)> = scan["subdirectories"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap().to_owned(), d["imageCount"].as_i64().unwrap())).collect();
     assert_eq!(dirs, [("a".to_owned(), 20), ("b".to_owned(), 20)]);
     let (status, body) = s.call("POST", "/api/v1/training/directories/scan", Some(json!({"rootPath": "/usr"})));
-    assert_error(status, &body, 422, "unprocessable");
+    assert_error(status, &body, 400, "bad_request");
 
     let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "two folders", "rootPath": root_str})));
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = session["id"].as_i64().unwrap();
     let (status, subdirs) = s.call("GET", &format!("/api/v1/training/sessions/{id}/subdirectories"), None);
     assert_eq!(status, 200, "{subdirs}");
     assert!(subdirs.as_array().unwrap().iter().all(|d| d["selected"] == true && d["imageCount"] == 20), "{subdirs}");
@@ -330,7 +341,7 @@ fn subdirectories_choose_what_a_session_indexes_and_restart_embeds_again() {
     assert_error(status, &body, 404, "not_found");
 
     s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    let progress = s.wait_done(&id);
+    let progress = s.wait_done(id);
     assert_eq!((progress["status"].as_str(), progress["processedImages"].as_i64()), (Some("completed"), Some(21)), "a/ and the root file, not b/: {progress}");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a blue square", "limit": 100})));
     let paths: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["path"].as_str().unwrap()).collect();
@@ -342,13 +353,14 @@ fn subdirectories_choose_what_a_session_indexes_and_restart_embeds_again() {
 
     // restart: everything selected is embedded again, with new evidence
     s.call("PATCH", &format!("/api/v1/training/sessions/{id}/subdirectories"), Some(json!({"selections": [{"path": b_path, "selected": true}]})));
-    let (status, restarted) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), Some(json!({"reason": "include b"})));
+    let (status, restarted) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart?failed_only=false&reason=include%20b"), None);
     assert_eq!(status, 200, "{restarted}");
-    assert_eq!((restarted["status"].as_str(), restarted["resetReason"].as_str()), (Some("pending"), Some("include b")));
+    assert_eq!((restarted["status"].as_str(), restarted["session"]["resetReason"].as_str()), (Some("pending"), Some("include b")));
+    assert_eq!((restarted["cleanupStats"]["items_reset"].as_i64(), restarted["cleanup_stats"]["items_reset"].as_i64()), (Some(21), Some(21)), "{restarted}");
     let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), None);
-    assert_error(status, &body, 409, "conflict");
+    assert_error(status, &body, 400, "bad_request");
     s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    let progress = s.wait_done(&id);
+    let progress = s.wait_done(id);
     assert_eq!(progress["processedImages"], 41, "{progress}");
 
     let (status, _) = s.call("DELETE", &format!("/api/v1/training/sessions/{id}"), None);
@@ -370,26 +382,26 @@ fn a_paused_session_resumes_where_it_stopped() {
         }
     }
     let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "960", "rootPath": root.to_str().unwrap()})));
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = session["id"].as_i64().unwrap();
     let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(status, 202);
+    assert_eq!(status, 200);
     std::thread::sleep(Duration::from_millis(400));
     let (status, paused) = s.call("POST", &format!("/api/v1/training/sessions/{id}/pause"), None);
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["status"], "paused");
-    let done_before = paused["processedImages"].as_i64().unwrap();
+    let done_before = paused["session"]["processedImages"].as_i64().unwrap();
     assert!(done_before < 960, "paused midway: {paused}");
     let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/pause"), None);
-    assert_error(status, &body, 409, "conflict");
+    assert_error(status, &body, 400, "bad_request");
 
     let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(status, 202, "a paused session starts again");
-    let progress = s.wait_done(&id);
+    assert_eq!(status, 200, "a paused session starts again");
+    let progress = s.wait_done(id);
     assert_eq!((progress["status"].as_str(), progress["processedImages"].as_i64()), (Some("completed"), Some(960)), "{progress}");
     let (_, jobs) = s.call("GET", &format!("/api/v1/jobs?sessionId={id}&status=completed&pageSize=1"), None);
     assert_eq!(jobs["total"], 960, "one completed job per image, none twice");
-    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1000"), None);
-    assert_eq!(evidence.as_array().unwrap().len(), 960, "one evidence row per image");
+    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1"), None);
+    assert_eq!(evidence["total"], 960, "one evidence row per image");
 }
 
 #[test]
@@ -397,77 +409,76 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
     let s = start(&[]);
     let root = s.images.path().canonicalize().unwrap().to_str().unwrap().to_owned();
     let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = session["id"].as_i64().unwrap();
     s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    assert_eq!(s.wait_done(id)["processedImages"], 240);
 
     // one asset: the best match for "a red circle" is gone from the results
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 1})));
-    let top = found["results"][0]["asset"]["id"].as_str().unwrap().to_owned();
+    let top = found["results"][0]["asset"]["id"].as_i64().unwrap();
     // soft first: hidden from searches, then back
     let (status, d) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{top}?soft=true&deletionReason=review"), None);
     assert_eq!((status, d["softDeleted"].as_u64()), (200, Some(1)), "{d}");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 100})));
-    assert!(found["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top.as_str()), "a soft-deleted vector is not found");
+    assert!(found["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top), "a soft-deleted vector is not found");
     let (status, r) = s.call("POST", &format!("/api/v1/vectors/restore/{top}"), None);
     assert_eq!((status, r["restored"].as_u64()), (200, Some(1)), "{r}");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 1})));
-    assert_eq!(found["results"][0]["asset"]["id"], top.as_str(), "restored, it ranks first again");
+    assert_eq!(found["results"][0]["asset"]["id"], top, "restored, it ranks first again");
     let (status, d) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{top}"), None);
-    assert_eq!((status, d["deletedVectors"].as_u64(), d["log"]["deletionType"].as_str()), (200, Some(1), Some("ASSET")), "{d}");
+    assert_eq!((status, d["vectorsDeleted"].as_u64(), d["assetId"].as_i64(), d["log"]["deletionType"].as_str()), (200, Some(1), Some(top), Some("ASSET")), "{d}");
+    assert_eq!(d["message"], "Successfully deleted 1 vectors");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 100})));
-    assert!(found["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top.as_str()));
-    let (status, body) = s.call("DELETE", &format!("/api/v1/vectors/by-asset/{}", uuid_nil()), None);
+    assert!(found["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top));
+    let (status, body) = s.call("DELETE", "/api/v1/vectors/by-asset/987654321", None);
     assert_error(status, &body, 404, "not_found");
 
     // a batch of assets: the next two results
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 2})));
-    let batch: Vec<&str> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["id"].as_str().unwrap()).collect();
+    let batch: Vec<i64> = found["results"].as_array().unwrap().iter().map(|r| r["asset"]["id"].as_i64().unwrap()).collect();
     let (status, d) = s.call("DELETE", "/api/v1/vectors/by-assets", Some(json!({"assetIds": batch, "deletionReason": "duplicates"})));
-    assert_eq!((status, d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(2), Some(2)), "{d}");
+    assert_eq!((status, d["vectorsDeleted"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(2), Some(2)), "{d}");
     let (status, body) = s.call("DELETE", "/api/v1/vectors/by-assets", Some(json!({"assetIds": []})));
     assert_error(status, &body, 422, "unprocessable");
 
     // a directory needs confirm
     let (status, body) = s.call("DELETE", "/api/v1/vectors/by-directory", Some(json!({"pathPrefix": root})));
-    assert_error(status, &body, 422, "confirmation_required");
+    assert_error(status, &body, 400, "confirmation_required");
     let (status, d) = s.call("DELETE", "/api/v1/vectors/by-directory", Some(json!({"pathPrefix": root, "confirm": true, "deletionReason": "moved"})));
-    assert_eq!((status, d["deletedVectors"].as_u64(), d["assetsUpdated"].as_u64()), (200, Some(237), Some(240)), "{d}");
+    assert_eq!((status, d["vectorsDeleted"].as_u64(), d["assetsUpdated"].as_u64(), d["pathPrefix"].as_str()), (200, Some(237), Some(240), Some(root.as_str())), "{d}");
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle"})));
     assert_eq!(found["results"].as_array().unwrap().len(), 0);
 
-    let (_, logs) = s.call("GET", "/api/v1/vectors/deletion-logs?page=1&pageSize=10", None);
-    assert_eq!((logs["total"].as_i64(), logs["items"][0]["deletionType"].as_str(), logs["items"][0]["reason"].as_str()), (Some(4), Some("DIRECTORY"), Some("moved")), "{logs}");
-    assert_eq!((logs["items"][1]["vectorCount"].as_i64(), logs["items"][1]["reason"].as_str()), (Some(2), Some("duplicates")), "{logs}");
-    assert_eq!((logs["items"][3]["metadata"]["soft"].as_bool(), logs["items"][3]["reason"].as_str()), (Some(true), Some("review")), "{logs}");
+    let (_, logs) = s.call("GET", "/api/v1/vectors/deletion-logs?page=1&page_size=10", None);
+    let l = &logs["logs"];
+    assert_eq!((logs["total"].as_i64(), l[0]["deletionType"].as_str(), l[0]["deletionTarget"].as_str(), l[0]["deletionReason"].as_str()), (Some(4), Some("DIRECTORY"), Some(root.as_str()), Some("moved")), "{logs}");
+    assert_eq!((l[1]["vectorCount"].as_i64(), l[1]["deletionReason"].as_str()), (Some(2), Some("duplicates")), "{logs}");
+    assert_eq!((l[3]["metadata"]["soft"].as_bool(), l[3]["deletionReason"].as_str()), (Some(true), Some("review")), "{logs}");
     let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
-    assert_eq!(stats, json!([{"directory": root, "assets": 240, "indexed": 0}]));
+    assert_eq!(stats, json!({"directories": [], "totalVectors": 0}), "no directory has a vector left");
     let (status, c) = s.call("POST", "/api/v1/vectors/cleanup-orphans", Some(json!({"dryRun": true})));
     assert_eq!((status, c["vectorsScanned"].as_u64(), c["orphanVectors"].as_u64(), c["assetsRequeued"].as_u64()), (200, Some(0), Some(0), Some(0)), "{c}");
 
+    let (status, body) = s.call("POST", "/api/v1/vectors/cleanup-orphans", Some(json!({})));
+    assert_error(status, &body, 400, "confirmation_required");
     let (status, body) = s.call("POST", "/api/v1/vectors/reset", Some(json!({"confirm": true})));
-    assert_error(status, &body, 422, "confirmation_required");
+    assert_error(status, &body, 400, "confirmation_required");
     let (status, r) = s.call("POST", "/api/v1/vectors/reset", Some(json!({"confirm": true, "confirmationText": "DELETE ALL VECTORS"})));
     assert_eq!((status, r["log"]["deletionType"].as_str()), (200, Some("FULL_RESET")), "{r}");
 
     // retrain embeds the folder again through a new session
     let (status, body) = s.call("POST", "/api/v1/vectors/retrain", Some(json!({"pathPrefix": "/etc"})));
-    assert_error(status, &body, 422, "unprocessable");
-    let (status, retrain) = s.call("POST", "/api/v1/vectors/retrain", Some(json!({"pathPrefix": root})));
-    assert_eq!((status, retrain["status"].as_str()), (202, Some("running")), "{retrain}");
-    let new_session = retrain["id"].as_str().unwrap().to_owned();
+    assert_error(status, &body, 400, "bad_request");
+    let (status, retrain) = s.call("POST", "/api/v1/vectors/retrain", Some(json!({"pathPrefix": root, "categoryId": null})));
+    assert_eq!((status, retrain["session"]["status"].as_str(), retrain["assetsRequeued"].as_u64()), (200, Some("running"), Some(240)), "{retrain}");
+    let new_session = retrain["newSessionId"].as_i64().unwrap();
     assert_ne!(new_session, id);
-    assert_eq!(s.wait_done(&new_session)["processedImages"], 240);
+    assert_eq!(s.wait_done(new_session)["processedImages"], 240);
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
     assert_eq!(found["results"].as_array().unwrap().len(), 5);
-    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={new_session}&pageSize=1000"), None);
-    let evidence = evidence.as_array().expect("a list of evidence");
-    assert_eq!(evidence.len(), 240, "new evidence for every asset");
-    assert!(evidence.iter().all(|e| e["sessionId"] == new_session.as_str()));
-}
-
-fn uuid_nil() -> &'static str {
-    "00000000-0000-0000-0000-000000000000"
+    let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={new_session}&pageSize=100"), None);
+    assert_eq!(evidence["total"], 240, "new evidence for every asset");
+    assert!(evidence["items"].as_array().unwrap().iter().all(|e| e["sessionId"] == new_session));
 }
 
 #[test]
@@ -475,9 +486,9 @@ fn a_model_upgrade_through_the_api_keeps_search_answering() {
     let s = start(&[]);
     let root = s.images.path().to_str().unwrap().to_owned();
     let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = session["id"].as_i64().unwrap();
     s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    assert_eq!(s.wait_done(id)["processedImages"], 240);
     let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 5})));
     let version_a = found["modelVersion"].as_str().unwrap().to_owned();
 
@@ -515,10 +526,10 @@ fn a_model_upgrade_through_the_api_keeps_search_answering() {
     assert!(first_b > 0, "searches answered from the old collection while the new one was built");
     assert!(seen[..first_b].iter().all(|v| *v == version_a) && seen[first_b..].iter().all(|v| *v == version_b), "{seen:?}");
     // indexing now embeds with the new model into the new collection
-    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart"), None);
+    let (status, _) = s.call("POST", &format!("/api/v1/training/sessions/{id}/restart-training?failed_only=false"), None);
     assert_eq!(status, 200);
     s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
-    assert_eq!(s.wait_done(&id)["processedImages"], 240);
+    assert_eq!(s.wait_done(id)["processedImages"], 240);
     let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1"), None);
-    assert_eq!(evidence[0]["modelVersion"].as_str(), Some(version_b.as_str()), "{evidence}");
+    assert_eq!(evidence["items"][0]["modelVersion"].as_str(), Some(version_b.as_str()), "{evidence}");
 }

@@ -163,12 +163,12 @@ impl Cluster {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
-    async fn jobs(&self, session: Uuid, status: JobStatus) -> i64 {
+    async fn jobs(&self, session: i64, status: JobStatus) -> i64 {
         self.catalog.list_jobs(session, Some(status), Page::new(0, 1)).await.unwrap().total
     }
 
     /// Waits until the session has `n` completed jobs (at most `within`).
-    async fn wait_completed(&self, session: Uuid, n: i64, within: Duration, roles: &[&Role]) {
+    async fn wait_completed(&self, session: i64, n: i64, within: Duration, roles: &[&Role]) {
         let started = Instant::now();
         loop {
             let done = self.jobs(session, JobStatus::Completed).await;
@@ -189,7 +189,7 @@ impl Cluster {
 
     /// Asserts what a user checks after a run: the catalog, the vector store and the jobs agree
     /// with the images, each asset exactly once.
-    async fn assert_exactly_once(&self, session: Uuid, images: usize) {
+    async fn assert_exactly_once(&self, session: i64, images: usize) {
         let n = images as i64;
         assert_eq!(self.jobs(session, JobStatus::Completed).await, n, "completed jobs == images");
         for s in [JobStatus::Failed, JobStatus::Pending, JobStatus::Queued, JobStatus::Running] {
@@ -197,8 +197,8 @@ impl Cluster {
         }
         let evidence = self.catalog.evidence_for_session(session, Page::new(0, 1)).await.unwrap().total;
         assert_eq!(evidence, n, "one evidence row per asset");
-        let ids: Vec<Uuid> = self.vectors.scroll_ids(DEFAULT_COLLECTION).await.unwrap();
-        let unique: HashSet<Uuid> = ids.iter().copied().collect();
+        let ids: Vec<i64> = self.vectors.scroll_ids(DEFAULT_COLLECTION).await.unwrap();
+        let unique: HashSet<i64> = ids.iter().copied().collect();
         assert_eq!((ids.len(), unique.len()), (images, images), "one point per asset");
         let assets = self.catalog.assets_by_ids(&ids).await.unwrap();
         assert_eq!(assets.len(), images, "every point is an asset of the catalog");
@@ -274,8 +274,8 @@ impl Role {
     }
 }
 
-fn session_of(summary: &serde_json::Value) -> Uuid {
-    summary["sessionId"].as_str().unwrap().parse().unwrap()
+fn session_of(summary: &serde_json::Value) -> i64 {
+    summary["sessionId"].as_i64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -523,8 +523,8 @@ async fn the_api_runs_a_session_on_the_workers_and_pause_reaches_them() {
     embedder.wait_for("consuming", Duration::from_secs(60)).await;
 
     let created = post_json(format!("{base}/api/v1/training/sessions"), serde_json::json!({"name": "shapes", "rootPath": dir.path()})).await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let session: Uuid = id.parse().unwrap();
+    let session = created["id"].as_i64().unwrap();
+    let id = session;
     let started = call("POST", format!("{base}/api/v1/training/sessions/{id}/start")).await;
     assert_eq!(started["status"], "running", "{started}");
 

@@ -248,12 +248,13 @@ fn vectors_delete_cleanup_reset_from_the_command_line() {
     let set0 = images.path().join("set0");
 
     // soft: hidden from search, then restored
-    let top = ok_json(data.path(), &["search", "a red circle", "--limit", "1", "--json"])["results"][0]["asset"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(ok_json(data.path(), &["vectors", "delete", "--asset", &top, "--soft", "--json"])["softDeleted"], 1);
+    let top = ok_json(data.path(), &["search", "a red circle", "--limit", "1", "--json"])["results"][0]["asset"]["id"].as_i64().unwrap();
+    let top_arg = top.to_string();
+    assert_eq!(ok_json(data.path(), &["vectors", "delete", "--asset", &top_arg, "--soft", "--json"])["softDeleted"], 1);
     let hidden = ok_json(data.path(), &["search", "a red circle", "--limit", "100", "--json"]);
-    assert!(hidden["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top.as_str()));
-    assert_eq!(ok_json(data.path(), &["vectors", "restore", "--asset", &top, "--json"])["restored"], 1);
-    assert_eq!(ok_json(data.path(), &["search", "a red circle", "--limit", "1", "--json"])["results"][0]["asset"]["id"], top.as_str());
+    assert!(hidden["results"].as_array().unwrap().iter().all(|r| r["asset"]["id"] != top));
+    assert_eq!(ok_json(data.path(), &["vectors", "restore", "--asset", &top_arg, "--json"])["restored"], 1);
+    assert_eq!(ok_json(data.path(), &["search", "a red circle", "--limit", "1", "--json"])["results"][0]["asset"]["id"], top);
 
     let out = run(data.path(), &["vectors", "delete", "--dir", path_str(&set0)]);
     assert!(!out.status.success());

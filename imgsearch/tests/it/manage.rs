@@ -23,7 +23,7 @@ struct Indexed {
     vectors: std::sync::Arc<VectorStore>,
     images: tempfile::TempDir,
     category: i64,
-    session: Uuid,
+    session: i64,
     _keep: Vec<tempfile::TempDir>,
     _qdrant: Option<QdrantFixture>,
     schema: Option<String>,
@@ -110,7 +110,7 @@ async fn setup(server: bool) -> Indexed {
     let results: Vec<EmbedResult> = jobs
         .into_iter()
         .map(|j| {
-            let v = unit_vector(j.asset_id.as_u128());
+            let v = unit_vector(j.asset_id as u128);
             EmbedResult {
                 v: protocol::VERSION,
                 job_id: j.job_id,
@@ -207,10 +207,10 @@ async fn broad_deletes_and_reset_need_confirmation(x: Indexed) {
 async fn cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog(x: Indexed) {
     let (c, v) = (&x.catalog, &*x.vectors);
     // a delete that crashed after the vectors went: 5 assets still say indexed
-    let victims: Vec<Uuid> = c.assets_under(&x.dir("a")).await.unwrap().iter().take(5).map(|a| a.id).collect();
+    let victims: Vec<i64> = c.assets_under(&x.dir("a")).await.unwrap().iter().take(5).map(|a| a.id).collect();
     assert_eq!(v.delete_ids(COLLECTION, &victims).await.unwrap(), 5);
     // and a vector whose asset is gone
-    let stray = Uuid::new_v4();
+    let stray: i64 = 987_654_321;
     v.upsert(
         COLLECTION,
         vec![AssetPoint { asset_id: stray, vector: unit_vector(7), path: "/gone/x.jpg".into(), created_at: chrono::Utc::now(), category_id: None, model_version: "test".into() }],
@@ -244,7 +244,7 @@ async fn cleanup_scrolls_past_the_first_page(x: Indexed) {
     let v = &*x.vectors;
     let strays: Vec<AssetPoint> = (0..1500u128)
         .map(|i| AssetPoint {
-            asset_id: Uuid::new_v4(),
+            asset_id: 987_654_322,
             vector: unit_vector(i * 7919),
             path: format!("/gone/{i}.jpg"),
             created_at: chrono::Utc::now(),

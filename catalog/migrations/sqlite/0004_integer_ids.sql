@@ -1,4 +1,6 @@
--- The same tables as migrations/postgres, in SQLite's types (uuid BLOB, timestamps RFC 3339 TEXT).
+-- The same tables as migrations/postgres, in SQLite's types (timestamps RFC 3339 TEXT). Version 4
+-- replaces versions 1-3, which keyed assets, sessions and jobs by UUID; a catalog made by them is
+-- refused on open with a message that says how to re-index.
 -- The catalog's tables, as in the system this replaces. States are TEXT with CHECK constraints so
 -- both backends share one set of names; every timestamp is UTC.
 
@@ -13,7 +15,7 @@ CREATE TABLE categories (
 );
 
 CREATE TABLE image_assets (
-    id               BLOB PRIMARY KEY,            -- the vector point id
+    id               INTEGER PRIMARY KEY AUTOINCREMENT, -- the vector point id; never reused
     path             TEXT NOT NULL UNIQUE,
     created_at       TEXT NOT NULL,
     indexed_at       TEXT,
@@ -27,13 +29,15 @@ CREATE TABLE image_assets (
     category_id      INTEGER REFERENCES categories(id) ON DELETE SET NULL,
     training_status  TEXT NOT NULL DEFAULT 'pending'
                      CHECK (training_status IN ('pending', 'queued', 'training', 'trained', 'failed')),
-    updated_at       TEXT NOT NULL
+    updated_at       TEXT NOT NULL,
+    -- when a scan found the file gone from disk (its vector was removed then)
+    deleted_at       TEXT
 );
 CREATE INDEX image_assets_category ON image_assets (category_id);
 CREATE INDEX image_assets_status ON image_assets (training_status);
 
 CREATE TABLE training_sessions (
-    id               BLOB PRIMARY KEY,
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
     name             TEXT NOT NULL,
     status           TEXT NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'running', 'paused', 'completed', 'cancelled', 'failed')),
@@ -54,7 +58,7 @@ CREATE INDEX training_sessions_status ON training_sessions (status);
 
 CREATE TABLE training_subdirectories (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id  BLOB NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
+    session_id  INTEGER NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
     path        TEXT NOT NULL,
     name        TEXT NOT NULL,
     selected    INTEGER NOT NULL DEFAULT 1,
@@ -64,9 +68,9 @@ CREATE TABLE training_subdirectories (
 );
 
 CREATE TABLE training_jobs (
-    id                 BLOB PRIMARY KEY,
-    session_id         BLOB NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
-    asset_id           BLOB NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id         INTEGER NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
+    asset_id           INTEGER NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
     status             TEXT NOT NULL DEFAULT 'pending'
                        CHECK (status IN ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled')),
     broker_message_id  TEXT,
@@ -84,8 +88,8 @@ CREATE INDEX training_jobs_session_status ON training_jobs (session_id, status);
 
 CREATE TABLE training_evidence (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    asset_id           BLOB NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
-    session_id         BLOB NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
+    asset_id           INTEGER NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
+    session_id         INTEGER NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
     model_name         TEXT NOT NULL,
     model_version      TEXT NOT NULL,
     embedding_checksum TEXT,

@@ -1,4 +1,6 @@
--- The catalog's tables, as in the system this replaces. States are TEXT with CHECK constraints so
+-- The catalog's tables, as in the system this replaces, with its integer ids (version 4 replaces
+-- versions 1-3, which keyed assets, sessions and jobs by UUID; a catalog made by them is refused on
+-- open with a message that says how to re-index). States are TEXT with CHECK constraints so
 -- both backends share one set of names; every timestamp is UTC.
 
 CREATE TABLE categories (
@@ -12,7 +14,7 @@ CREATE TABLE categories (
 );
 
 CREATE TABLE image_assets (
-    id               UUID PRIMARY KEY,            -- the vector point id
+    id               BIGSERIAL PRIMARY KEY,       -- the vector point id; never reused
     path             TEXT NOT NULL UNIQUE,
     created_at       TIMESTAMPTZ NOT NULL,
     indexed_at       TIMESTAMPTZ,
@@ -26,13 +28,15 @@ CREATE TABLE image_assets (
     category_id      BIGINT REFERENCES categories(id) ON DELETE SET NULL,
     training_status  TEXT NOT NULL DEFAULT 'pending'
                      CHECK (training_status IN ('pending', 'queued', 'training', 'trained', 'failed')),
-    updated_at       TIMESTAMPTZ NOT NULL
+    updated_at       TIMESTAMPTZ NOT NULL,
+    -- when a scan found the file gone from disk (its vector was removed then)
+    deleted_at       TIMESTAMPTZ
 );
 CREATE INDEX image_assets_category ON image_assets (category_id);
 CREATE INDEX image_assets_status ON image_assets (training_status);
 
 CREATE TABLE training_sessions (
-    id               UUID PRIMARY KEY,
+    id               BIGSERIAL PRIMARY KEY,
     name             TEXT NOT NULL,
     status           TEXT NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'running', 'paused', 'completed', 'cancelled', 'failed')),
@@ -53,7 +57,7 @@ CREATE INDEX training_sessions_status ON training_sessions (status);
 
 CREATE TABLE training_subdirectories (
     id          BIGSERIAL PRIMARY KEY,
-    session_id  UUID NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
+    session_id  BIGINT NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
     path        TEXT NOT NULL,
     name        TEXT NOT NULL,
     selected    BOOLEAN NOT NULL DEFAULT TRUE,
@@ -63,9 +67,9 @@ CREATE TABLE training_subdirectories (
 );
 
 CREATE TABLE training_jobs (
-    id                 UUID PRIMARY KEY,
-    session_id         UUID NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
-    asset_id           UUID NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
+    id                 BIGSERIAL PRIMARY KEY,
+    session_id         BIGINT NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
+    asset_id           BIGINT NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
     status             TEXT NOT NULL DEFAULT 'pending'
                        CHECK (status IN ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled')),
     broker_message_id  TEXT,
@@ -83,8 +87,8 @@ CREATE INDEX training_jobs_session_status ON training_jobs (session_id, status);
 
 CREATE TABLE training_evidence (
     id                 BIGSERIAL PRIMARY KEY,
-    asset_id           UUID NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
-    session_id         UUID NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
+    asset_id           BIGINT NOT NULL REFERENCES image_assets(id) ON DELETE CASCADE,
+    session_id         BIGINT NOT NULL REFERENCES training_sessions(id) ON DELETE CASCADE,
     model_name         TEXT NOT NULL,
     model_version      TEXT NOT NULL,
     embedding_checksum TEXT,
