@@ -27,13 +27,14 @@ pub(crate) struct CreateSession {
     /// A directory inside the allowed roots.
     root_path: String,
     category_id: Option<i64>,
-    /// Directories directly under `rootPath` to index; the others are left out (images directly
-    /// in `rootPath` are indexed either way). None or empty: all of them.
+    /// Directories directly under `rootPath` to index instead of all of it (the session's roots
+    /// become these: images directly in `rootPath` are left out). None or empty: all of it.
     #[serde(default)]
     subdirectories: Vec<String>,
 }
 
-/// Creates a pending session for a directory inside the allowed roots.
+/// Creates a pending session for a directory inside the allowed roots, or for some of the
+/// directories directly under it.
 #[utoipa::path(post, path = "/api/v1/training/sessions", request_body = CreateSession,
     responses((status = 200, body = SessionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn create(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<CreateSession>) -> ApiResult<Json<SessionView>> {
@@ -41,27 +42,21 @@ pub(crate) async fn create(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<C
         return Err(ApiError::unprocessable("name must not be empty"));
     }
     let root = allowed_dir(&s, &b.root_path)?;
-    let mut chosen = Vec::new();
+    let mut roots = Vec::new();
     for sub in &b.subdirectories {
         let dir = allowed_dir(&s, sub)?;
         if dir.parent() != Some(root.as_path()) {
             return Err(ApiError::bad_request(format!("subdirectory {sub} is not a directory directly under rootPath")));
         }
-        chosen.push(protocol::paths::to_stored(&dir));
+        roots.push(dir);
+    }
+    if roots.is_empty() {
+        roots.push(root);
     }
     if let Some(c) = b.category_id {
         s.catalog.get_category(c).await?;
     }
-    let session = s.catalog.create_session(NewSession { name: b.name, root_path: protocol::paths::to_stored(&root), category_id: b.category_id }).await?;
-    if !chosen.is_empty() {
-        let found = coordinator::subdirectories(&s.catalog, &session).await.map_err(|e| ApiError::internal(e.to_string()))?;
-        for d in found {
-            let selected = chosen.contains(&d.path);
-            if d.selected != selected {
-                s.catalog.set_subdirectory_selected(session.id, &d.path, selected).await?;
-            }
-        }
-    }
+    let session = s.catalog.create_session(NewSession { name: b.name, root_path: coordinator::roots_key(&roots), category_id: b.category_id }).await?;
     Ok(Json(SessionView::of(&s.catalog, session).await?))
 }
 

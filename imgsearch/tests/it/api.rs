@@ -211,8 +211,9 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     let (status, body) = s.call("GET", "/api/v1/images/987654321/thumbnail", None);
     assert_error(status, &body, 404, "not_found");
     let (status, content_type, original) = s.get_bytes(&format!("/api/v1/images/{best}/full"));
-    assert_eq!((status, content_type.as_str()), (200, "image/png"));
     let path = results[0]["asset"]["path"].as_str().unwrap();
+    let expected = if path.ends_with(".png") { "image/png" } else { "image/jpeg" };
+    assert_eq!((status, content_type.as_str()), (200, expected), "{path}");
     assert_eq!(original, std::fs::read(path).unwrap(), "the original file, byte for byte");
     let (status, page) = s.call("GET", "/", None);
     assert_eq!(status, 200);
@@ -532,4 +533,151 @@ fn a_model_upgrade_through_the_api_keeps_search_answering() {
     assert_eq!(s.wait_done(id)["processedImages"], 240);
     let (_, evidence) = s.call("GET", &format!("/api/v1/evidence?sessionId={id}&pageSize=1"), None);
     assert_eq!(evidence["items"][0]["modelVersion"].as_str(), Some(version_b.as_str()), "{evidence}");
+}
+
+impl Server {
+    /// A CORS preflight from `origin` for a JSON `method` request to `path`: the status and the
+    /// allowed origin answered.
+    fn preflight(&self, path: &str, origin: &str, method: &str) -> (u16, Option<String>) {
+        let resp = self
+            .agent
+            .options(&format!("{}{path}", self.base))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "content-type")
+            .call()
+            .unwrap();
+        (resp.status().as_u16(), resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned()))
+    }
+
+    fn search_image_form(&self, file: &[u8], fields: &[(&str, &str)]) -> (u16, Value) {
+        let boundary = "XBOUNDARYX";
+        let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.png\"\r\nContent-Type: image/png\r\n\r\n").into_bytes();
+        body.extend_from_slice(file);
+        for (name, value) in fields {
+            body.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}").as_bytes());
+        }
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        self.send_raw("/api/v1/search/image", &format!("multipart/form-data; boundary={boundary}"), &body)
+    }
+}
+
+/// What the replaced service's web UI and scripts rely on: CORS for the listed origin only, its
+/// list envelopes and names in either spelling, unknown names refused, its session pages'
+/// endpoints, the inputs it took that must not be ignored.
+#[test]
+fn the_replaced_services_clients_find_its_contract() {
+    let s = start(&["--cors-origin", "http://localhost:3000"]);
+    let root = s.images.path().canonicalize().unwrap();
+    std::fs::create_dir(root.join("reds")).unwrap();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_str().unwrap().starts_with("red-circle-") {
+            std::fs::rename(&p, root.join("reds").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let root_str = root.to_str().unwrap();
+
+    // CORS: the listed origin's preflight is allowed, any other is not
+    assert_eq!(s.preflight("/api/v1/search", "http://localhost:3000", "POST"), (200, Some("http://localhost:3000".into())));
+    assert_eq!(s.preflight("/api/v1/categories?page=1&page_size=100", "http://localhost:3000", "GET").1.as_deref(), Some("http://localhost:3000"));
+    assert_eq!(s.preflight("/api/v1/search", "http://evil.example", "POST").1, None, "an origin not listed gets no CORS grant");
+
+    // categories: the envelope, both spellings, strictness
+    let (status, cat) = s.call("POST", "/api/v1/categories", Some(json!({"name": "shapes", "description": null, "color": "#3b82f6"})));
+    assert_eq!((status, cat["sessionCount"].as_i64()), (201, Some(0)), "{cat}");
+    let (status, body) = s.call("POST", "/api/v1/categories", Some(json!({"name": "x", "color": "blue"})));
+    assert_error(status, &body, 422, "unprocessable");
+    let (status, page) = s.call("GET", "/api/v1/categories?page=1&page_size=100", None);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!((page["total"].as_i64(), page["page"].as_i64(), page["pageSize"].as_i64(), page["hasMore"].as_bool()), (Some(1), Some(1), Some(100), Some(false)), "{page}");
+    let (_, camel) = s.call("GET", "/api/v1/categories?pageSize=100", None);
+    assert_eq!(camel["pageSize"], 100, "camelCase names are read too");
+    let (status, body) = s.call("GET", "/api/v1/categories?page=1&per_page=100", None);
+    assert_error(status, &body, 422, "unprocessable");
+    assert!(body["message"].as_str().unwrap().contains("perPage"), "the unknown name is named: {body}");
+    let (status, body) = s.call("GET", "/api/v1/categories?page_size=101", None);
+    assert_error(status, &body, 422, "unprocessable");
+
+    // the session pages: scan, the directory browser, create with subdirectories, start, progress
+    let (status, listing) = s.call("GET", &format!("/api/v1/training/directories?path={root_str}&include_training_status=true"), None);
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing[0]["name"], "reds");
+    assert_eq!((listing[0]["imageCount"].as_i64(), listing[0]["trainingStatus"].as_str(), listing[0]["trainedCount"].as_i64()), (Some(20), Some("never"), Some(0)));
+    let (status, preview) = s.call("GET", &format!("/api/v1/training/directories/preview?path={root_str}/reds"), None);
+    assert_eq!((status, preview["imageCount"].as_i64()), (200, Some(20)), "{preview}");
+    let first = preview["images"][0]["fullPath"].as_str().unwrap().to_owned();
+    let (status, content_type, _) = s.get_bytes(&format!("/api/v1/training/directories/preview/thumbnail?path={first}"));
+    assert_eq!((status, content_type.as_str()), (200, "image/jpeg"));
+    let (status, body) = s.call("GET", "/api/v1/training/directories/preview/thumbnail?path=/etc/hostname", None);
+    assert_error(status, &body, 404, "not_found");
+    let create = json!({"name": "reds only", "rootPath": root_str, "categoryId": cat["id"], "subdirectories": [format!("{root_str}/reds")]});
+    let (status, session) = s.call("POST", "/api/v1/training/sessions", Some(create));
+    assert_eq!(status, 200, "{session}");
+    let id = session["id"].as_i64().unwrap();
+    let (status, started) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
+    assert_eq!((status, started["message"].as_str()), (200, Some(format!("Training started for session {id}").as_str())), "{started}");
+    s.wait_done(id);
+    let (status, unified) = s.call("GET", &format!("/api/v1/training/sessions/{id}/progress-unified"), None);
+    assert_eq!(status, 200, "{unified}");
+    assert_eq!((unified["overallStatus"].as_str(), unified["overallProgress"]["percentage"].as_f64(), unified["overallProgress"]["currentPhase"].as_str()), (Some("completed"), Some(100.0), Some("completed")));
+    let training = &unified["phases"]["training"];
+    assert_eq!((training["status"].as_str(), training["progress"]["current"].as_i64(), training["progress"]["total"].as_i64()), (Some("completed"), Some(20), Some(20)), "{unified}");
+    assert_eq!((unified["phases"]["face_detection"]["status"].as_str(), unified["phases"]["faceDetection"]["status"].as_str()), (Some("skipped"), Some("skipped")));
+    let (status, jobs) = s.call("GET", &format!("/api/v1/training/sessions/{id}/jobs?page=1&page_size=20"), None);
+    assert_eq!((status, jobs["total"].as_i64(), jobs["items"].as_array().map(Vec::len)), (200, Some(20), Some(20)), "{jobs}");
+    assert!(jobs["items"][0]["imagePath"].as_str().unwrap().contains("/reds/red-circle-"), "{jobs}");
+    assert_eq!((jobs["items"][0]["progress"].as_i64(), jobs["items"][0]["status"].as_str()), (Some(100), Some("completed")));
+    let (_, sessions) = s.call("GET", "/api/v1/training/sessions?page=1&page_size=50", None);
+    assert_eq!((sessions["total"].as_i64(), sessions["items"][0]["id"].as_i64(), sessions["items"][0]["processedImages"].as_i64()), (Some(1), Some(id), Some(20)), "{sessions}");
+    let (_, listing) = s.call("GET", &format!("/api/v1/training/directories?path={root_str}&include_training_status=true"), None);
+    assert_eq!((listing[0]["trainingStatus"].as_str(), listing[0]["trainedCount"].as_i64()), (Some("complete"), Some(20)), "{listing}");
+    let (_, cats) = s.call("GET", "/api/v1/categories", None);
+    assert_eq!(cats["items"][0]["sessionCount"], 1);
+    let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
+    assert_eq!((stats["totalVectors"].as_u64(), stats["directories"][0]["vectorCount"].as_u64()), (Some(20), Some(20)), "{stats}");
+    assert!(stats["directories"][0]["lastIndexed"].is_string(), "{stats}");
+
+    // search: the web UI's filter names, a date alone, a category as a string; unknown keys refused
+    let count = |filters: Value| {
+        let (status, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 50, "offset": 0, "filters": filters})));
+        assert_eq!(status, 200, "{found}");
+        found["results"].as_array().unwrap().len()
+    };
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(count(json!({"dateFrom": today, "dateTo": today, "categoryId": cat["id"].to_string()})), 20);
+    assert_eq!(count(json!({"from_date": "2001-01-01", "to_date": "2001-12-31"})), 0);
+    assert_eq!(count(json!({"categoryId": (cat["id"].as_i64().unwrap() + 1).to_string()})), 0);
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!({"query": "x", "filters": {"fromDay": today}})));
+    assert_error(status, &body, 422, "unprocessable");
+    assert!(body["message"].as_str().unwrap().contains("fromDay"), "{body}");
+
+    // image search honours its form fields; similar honours exclude_self and category_id
+    let png = std::fs::read(&first).unwrap();
+    let (status, found) = s.search_image_form(&png, &[("limit", "3"), ("categoryId", &cat["id"].to_string())]);
+    assert_eq!((status, found["results"].as_array().map(Vec::len)), (200, Some(3)), "{found}");
+    let (status, body) = s.search_image_form(&png, &[("limt", "3")]);
+    assert_error(status, &body, 422, "unprocessable");
+    let (_, found) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle", "limit": 1})));
+    let best = found["results"][0]["asset"]["id"].as_i64().unwrap();
+    let (_, similar) = s.call("GET", &format!("/api/v1/search/similar/{best}?limit=2&exclude_self=false"), None);
+    assert_eq!(similar["results"][0]["asset"]["id"], best, "itself first when not excluded: {similar}");
+    let (_, similar) = s.call("GET", &format!("/api/v1/search/similar/{best}?limit=2&category_id=987654321"), None);
+    assert_eq!(similar["results"].as_array().map(Vec::len), Some(0), "{similar}");
+}
+
+#[test]
+fn a_data_dir_from_before_integer_ids_is_refused_with_how_to_reindex() {
+    let data = tempfile::tempdir().unwrap();
+    let catalog = data.path().join("catalog.sqlite");
+    let made_by_0_1 = "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+        success BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);
+        INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (1, 'catalog', 1, x'00', 1);";
+    let status = Command::new("python3").args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"]).arg(&catalog).arg(made_by_0_1).status().unwrap();
+    assert!(status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch")).args(["status", "--data-dir"]).arg(data.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("was made by an imgsearch before 0.2 (UUID ids)") && stderr.contains("run `imgsearch index` on your folders again"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
