@@ -2,8 +2,8 @@
 //! one derives `FromRow`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 pub use protocol::{AssetId, JobId, SessionId};
+use serde::Serialize;
 
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {

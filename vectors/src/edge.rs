@@ -16,13 +16,13 @@ use std::{
     },
 };
 
+use protocol::AssetId;
 use qdrant_edge::{
     CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload,
     PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder,
     RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde::{Deserialize, Serialize};
-use protocol::AssetId;
 
 use crate::{error::VectorError, model::*};
 
@@ -437,7 +437,10 @@ fn point_id(id: AssetId) -> PointId {
 fn asset_id_of(id: PointId) -> Result<AssetId> {
     match id {
         PointId::NumId(n) if n <= i64::MAX as u64 => Ok(n as AssetId),
-        other => Err(VectorError::Backend { action: "read a point id", reason: format!("{other:?} in a collection of asset ids (a collection from before 0.2 holds UUIDs: index again)") }),
+        other => Err(VectorError::Backend {
+            action: "read a point id",
+            reason: format!("{other:?} in a collection of asset ids (a collection from before 0.2 holds UUIDs: index again)"),
+        }),
     }
 }
 

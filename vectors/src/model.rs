@@ -1,8 +1,8 @@
 //! What the vector store holds and answers, independent of the backend.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use protocol::AssetId;
+use serde::{Deserialize, Serialize};
 
 /// The default name searches use: an alias that points at `image_assets_v{N}`.
 pub const DEFAULT_COLLECTION: &str = "image_assets";

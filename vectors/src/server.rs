@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use protocol::AssetId;
 use qdrant_client::{
     Payload, Qdrant, QdrantError,
     qdrant::{
@@ -17,7 +18,6 @@ use qdrant_client::{
     },
 };
 use tonic::{Code, transport::Channel};
-use protocol::AssetId;
 
 use crate::{error::VectorError, model::*};
 
@@ -61,7 +61,10 @@ fn point_id(id: AssetId) -> PointId {
 fn asset_id_of(id: Option<PointId>) -> Result<AssetId> {
     match id.and_then(|p| p.point_id_options) {
         Some(PointIdOptions::Num(n)) if n <= i64::MAX as u64 => Ok(n as AssetId),
-        other => Err(VectorError::Backend { action: "read a point id", reason: format!("{other:?} in a collection of asset ids (a collection from before 0.2 holds UUIDs: index again)") }),
+        other => Err(VectorError::Backend {
+            action: "read a point id",
+            reason: format!("{other:?} in a collection of asset ids (a collection from before 0.2 holds UUIDs: index again)"),
+        }),
     }
 }
 

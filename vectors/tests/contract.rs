@@ -77,14 +77,7 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn point(path: &str, vector: Vec<f32>, created: &str, category: Option<i64>) -> AssetPoint {
-    AssetPoint {
-        asset_id: protocol::next_test_id(),
-        vector,
-        path: path.into(),
-        created_at: at(created),
-        category_id: category,
-        model_version: "m1".into(),
-    }
+    AssetPoint { asset_id: protocol::next_test_id(), vector, path: path.into(), created_at: at(created), category_id: category, model_version: "m1".into() }
 }
 
 async fn ensure_collection_is_idempotent_and_refuses_another_size(s: &VectorStore) {

@@ -1,6 +1,5 @@
 //! Evidence: what made each embedding (model, device, timings, image metadata), by asset or session.
 
-
 use super::{Catalog, EVIDENCE_COLUMNS, Result, rows::*, sql};
 use crate::model::*;
 

@@ -51,7 +51,8 @@ impl Catalog {
             return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: current.status.to_string(), to: "pending (restart)".into() });
         }
         let now = Utc::now();
-        let jobs = if failed_only { "SELECT asset_id FROM training_jobs WHERE session_id = $1 AND status = 'failed'" } else { "SELECT asset_id FROM training_jobs WHERE session_id = $1" };
+        let jobs =
+            if failed_only { "SELECT asset_id FROM training_jobs WHERE session_id = $1 AND status = 'failed'" } else { "SELECT asset_id FROM training_jobs WHERE session_id = $1" };
         let (row, again): (Option<SessionRow>, i64) = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let again = sqlx::query(sql(format!("UPDATE image_assets SET training_status = 'pending', updated_at = $2 WHERE id IN ({jobs})")))

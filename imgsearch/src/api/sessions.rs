@@ -612,10 +612,8 @@ pub(crate) struct Preview {
 pub(crate) async fn preview(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PreviewParams>) -> ApiResult<Json<Preview>> {
     let dir = allowed_dir(&s, &p.path)?;
     let listed = dir.clone();
-    let found = tokio::task::spawn_blocking(move || ingest::images_in(&listed))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let found =
+        tokio::task::spawn_blocking(move || ingest::images_in(&listed)).await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(|e| ApiError::bad_request(e.to_string()))?;
     let images: Vec<PreviewImage> = found
         .into_iter()
         .map(|f| PreviewImage {

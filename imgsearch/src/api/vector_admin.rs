@@ -140,7 +140,9 @@ pub(crate) async fn by_directory(State(s): State<Arc<ApiState>>, ApiJson(b): Api
     if b.path_prefix.trim().is_empty() || !b.path_prefix.starts_with('/') {
         return Err(ApiError::unprocessable("pathPrefix must be an absolute directory"));
     }
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Directory(b.path_prefix.clone()), b.deletion_reason, b.confirm).await.map_err(unconfirmed)?;
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Directory(b.path_prefix.clone()), b.deletion_reason, b.confirm)
+        .await
+        .map_err(unconfirmed)?;
     Ok(Json(VectorsDeleted { path_prefix: Some(b.path_prefix), ..VectorsDeleted::of(d) }))
 }
 
@@ -148,7 +150,9 @@ pub(crate) async fn by_directory(State(s): State<Arc<ApiState>>, ApiJson(b): Api
 #[utoipa::path(delete, path = "/api/v1/vectors/by-session/{id}", params(("id" = i64, Path), Confirm),
     responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn by_session(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<VectorsDeleted>> {
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Session(id), c.deletion_reason, c.confirm.unwrap_or(false)).await.map_err(unconfirmed)?;
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Session(id), c.deletion_reason, c.confirm.unwrap_or(false))
+        .await
+        .map_err(unconfirmed)?;
     Ok(Json(VectorsDeleted { session_id: Some(id), ..VectorsDeleted::of(d) }))
 }
 
@@ -156,7 +160,9 @@ pub(crate) async fn by_session(State(s): State<Arc<ApiState>>, ApiPath(id): ApiP
 #[utoipa::path(delete, path = "/api/v1/vectors/by-category/{id}", params(("id" = i64, Path), Confirm),
     responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn by_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<VectorsDeleted>> {
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Category(id), c.deletion_reason, c.confirm.unwrap_or(false)).await.map_err(unconfirmed)?;
+    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Category(id), c.deletion_reason, c.confirm.unwrap_or(false))
+        .await
+        .map_err(unconfirmed)?;
     Ok(Json(VectorsDeleted { category_id: Some(id), ..VectorsDeleted::of(d) }))
 }
 

@@ -119,9 +119,12 @@ impl JobView {
     pub(crate) async fn page(catalog: &catalog::Catalog, jobs: Vec<Job>) -> Result<Vec<JobView>, catalog::CatalogError> {
         let ids: Vec<i64> = jobs.iter().map(|j| j.asset_id).collect();
         let paths: std::collections::HashMap<i64, String> = catalog.assets_by_ids(&ids).await?.into_iter().map(|a| (a.id, a.path)).collect();
-        Ok(jobs.into_iter().map(|j| {
-            let path = paths.get(&j.asset_id).cloned();
-            JobView::new(j, path)
-        }).collect())
+        Ok(jobs
+            .into_iter()
+            .map(|j| {
+                let path = paths.get(&j.asset_id).cloned();
+                JobView::new(j, path)
+            })
+            .collect())
     }
 }

@@ -140,7 +140,10 @@ fn a_session_indexes_a_folder_and_search_answers_from_it() {
     let progress = s.wait_done(id);
     assert_eq!(progress["status"], "completed", "{progress}");
     assert_eq!((progress["totalImages"].as_i64(), progress["processedImages"].as_i64()), (Some(240), Some(240)));
-    assert_eq!((progress["progress"]["current"].as_i64(), progress["progress"]["total"].as_i64(), progress["progress"]["percentage"].as_f64()), (Some(240), Some(240), Some(100.0)));
+    assert_eq!(
+        (progress["progress"]["current"].as_i64(), progress["progress"]["total"].as_i64(), progress["progress"]["percentage"].as_f64()),
+        (Some(240), Some(240), Some(100.0))
+    );
     assert_eq!(progress["jobsSummary"]["completed"], 240, "{progress}");
     let (status, body) = s.call("POST", &format!("/api/v1/training/sessions/{id}/start"), None);
     assert_error(status, &body, 400, "bad_request");
@@ -452,7 +455,11 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
 
     let (_, logs) = s.call("GET", "/api/v1/vectors/deletion-logs?page=1&page_size=10", None);
     let l = &logs["logs"];
-    assert_eq!((logs["total"].as_i64(), l[0]["deletionType"].as_str(), l[0]["deletionTarget"].as_str(), l[0]["deletionReason"].as_str()), (Some(4), Some("DIRECTORY"), Some(root.as_str()), Some("moved")), "{logs}");
+    assert_eq!(
+        (logs["total"].as_i64(), l[0]["deletionType"].as_str(), l[0]["deletionTarget"].as_str(), l[0]["deletionReason"].as_str()),
+        (Some(4), Some("DIRECTORY"), Some(root.as_str()), Some("moved")),
+        "{logs}"
+    );
     assert_eq!((l[1]["vectorCount"].as_i64(), l[1]["deletionReason"].as_str()), (Some(2), Some("duplicates")), "{logs}");
     assert_eq!((l[3]["metadata"]["soft"].as_bool(), l[3]["deletionReason"].as_str()), (Some(true), Some("review")), "{logs}");
     let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
@@ -620,9 +627,16 @@ fn the_replaced_services_clients_find_its_contract() {
     s.wait_done(id);
     let (status, unified) = s.call("GET", &format!("/api/v1/training/sessions/{id}/progress-unified"), None);
     assert_eq!(status, 200, "{unified}");
-    assert_eq!((unified["overallStatus"].as_str(), unified["overallProgress"]["percentage"].as_f64(), unified["overallProgress"]["currentPhase"].as_str()), (Some("completed"), Some(100.0), Some("completed")));
+    assert_eq!(
+        (unified["overallStatus"].as_str(), unified["overallProgress"]["percentage"].as_f64(), unified["overallProgress"]["currentPhase"].as_str()),
+        (Some("completed"), Some(100.0), Some("completed"))
+    );
     let training = &unified["phases"]["training"];
-    assert_eq!((training["status"].as_str(), training["progress"]["current"].as_i64(), training["progress"]["total"].as_i64()), (Some("completed"), Some(20), Some(20)), "{unified}");
+    assert_eq!(
+        (training["status"].as_str(), training["progress"]["current"].as_i64(), training["progress"]["total"].as_i64()),
+        (Some("completed"), Some(20), Some(20)),
+        "{unified}"
+    );
     assert_eq!((unified["phases"]["face_detection"]["status"].as_str(), unified["phases"]["faceDetection"]["status"].as_str()), (Some("skipped"), Some("skipped")));
     let (status, jobs) = s.call("GET", &format!("/api/v1/training/sessions/{id}/jobs?page=1&page_size=20"), None);
     assert_eq!((status, jobs["total"].as_i64(), jobs["items"].as_array().map(Vec::len)), (200, Some(20), Some(20)), "{jobs}");
@@ -673,7 +687,12 @@ fn a_data_dir_from_before_integer_ids_is_refused_with_how_to_reindex() {
     let made_by_0_1 = "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
         success BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);
         INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (1, 'catalog', 1, x'00', 1);";
-    let status = Command::new("python3").args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"]).arg(&catalog).arg(made_by_0_1).status().unwrap();
+    let status = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .arg(&catalog)
+        .arg(made_by_0_1)
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = Command::new(env!("CARGO_BIN_EXE_imgsearch")).args(["status", "--data-dir"]).arg(data.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
