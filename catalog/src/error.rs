@@ -5,6 +5,10 @@
 pub enum CatalogError {
     #[error("catalog unavailable: {0}; check that the database is running and reachable")]
     Unavailable(String),
+    /// The transaction lost a race with another (a deadlock, a serialization failure, SQLite
+    /// busy): running it again is expected to succeed.
+    #[error("catalog busy, try again: {0}")]
+    Busy(String),
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
     #[error("{what} {value:?} already exists")]
@@ -25,6 +29,12 @@ pub enum CatalogError {
 }
 
 impl CatalogError {
+    /// Whether running the same operation again later can succeed: the database is unreachable,
+    /// or the transaction lost a race.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CatalogError::Unavailable(_) | CatalogError::Busy(_))
+    }
+
     pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
         CatalogError::NotFound { what, id: id.to_string() }
     }
@@ -44,7 +54,29 @@ impl From<sqlx::Error> for CatalogError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => CatalogError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if lost_a_race(db.code().as_deref()) => CatalogError::Busy(db.to_string()),
             other => CatalogError::Database(other.to_string()),
+        }
+    }
+}
+
+/// PostgreSQL's serialization failure (40001) and deadlock (40P01); SQLite's BUSY (5), LOCKED (6)
+/// and their extended codes (BUSY_RECOVERY 261, BUSY_SNAPSHOT 517, BUSY_TIMEOUT 773, LOCKED_SHAREDCACHE 262).
+fn lost_a_race(code: Option<&str>) -> bool {
+    matches!(code, Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_a_race;
+
+    #[test]
+    fn deadlocks_serialization_failures_and_busy_are_races_not_faults() {
+        for code in ["40001", "40P01", "5", "6", "517"] {
+            assert!(lost_a_race(Some(code)), "{code}");
+        }
+        for code in [None, Some("23505"), Some("42P01"), Some("19")] {
+            assert!(!lost_a_race(code), "{code:?}");
         }
     }
 }

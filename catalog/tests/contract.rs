@@ -131,7 +131,7 @@ async fn assets_are_keyed_by_path_and_changes_are_noticed(c: Catalog) {
     assert_eq!(changed.training_status, TrainingStatus::Pending, "a changed file must be embedded again");
     assert_eq!(changed.content_hash.as_deref(), Some("h2"));
     let listing = c.list_assets(Page::new(0, 10)).await.unwrap();
-    assert_eq!((listing.total, listing.items.len()), (1, 1));
+    assert_eq!((listing.total, listing.items.len()), (2, 2));
     assert!(matches!(c.get_asset(987_654_321).await.unwrap_err(), CatalogError::NotFound { .. }));
 }
 
@@ -302,6 +302,20 @@ async fn subdirectories_keep_their_selection_across_scans(c: Catalog) {
     assert_eq!(err.to_string(), "subdirectory /elsewhere not found");
 }
 
+/// Workers and the coordinator started together on a new schema all open it (CREATE SCHEMA IF NOT
+/// EXISTS once failed one of them on a duplicate key).
+#[tokio::test]
+async fn five_processes_creating_one_schema_at_once_all_open_it() {
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let url = postgres_url();
+    let opened = futures_util::future::join_all((0..5).map(|_| Catalog::connect_postgres(&url, Some(&schema)))).await;
+    let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
+    admin.drop_schema_for_tests(&schema).await;
+    for o in opened {
+        o.expect("every opener gets the schema");
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_unavailable() {
     let err = match Catalog::connect("postgres://postgres@127.0.0.1:1/postgres").await {
@@ -365,4 +379,61 @@ async fn processes_opening_a_new_sqlite_file_at_once_all_succeed() {
     for r in futures_util::future::join_all(opens).await {
         r.unwrap().expect("every opener migrates or finds the migration applied");
     }
+}
+
+/// Two writers commit results of one session at once: the one that waited on the other recounts
+/// after the other committed. Writer A is played by hand, stopped while it holds the session row;
+/// writer B (`record_results`) must wait, and must count A's job once A commits (it once
+/// recounted from a snapshot taken before, and the counters ended one short).
+#[tokio::test]
+async fn two_writers_committing_one_sessions_batches_at_once_count_both() {
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let c = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.unwrap();
+    let outcome = AssertUnwindSafe(async {
+        let (session, jobs) = session_with_jobs(&c, 2).await;
+        c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+        let a = raw_in(&schema).await;
+        let mut tx = a.begin().await.unwrap();
+        let a_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx).await.unwrap();
+        sqlx::query("UPDATE training_jobs SET status = 'completed' WHERE id = $1").bind(jobs[0].id).execute(&mut *tx).await.unwrap();
+        sqlx::query("SELECT id FROM training_sessions WHERE id = $1 FOR UPDATE").bind(session.id).execute(&mut *tx).await.unwrap();
+
+        let b = tokio::spawn({
+            let c = c.clone();
+            let job = jobs[1].id;
+            async move { c.record_results(&[completed(job, "b")]).await.unwrap() }
+        });
+        // B is waiting on a lock A holds
+        let watcher = raw_in(&schema).await;
+        let mut waited = false;
+        for _ in 0..1000 {
+            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))").bind(a_pid).fetch_one(&watcher).await.unwrap();
+            if waiting > 0 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(waited, "writer B never waited on writer A");
+        sqlx::query("UPDATE training_sessions SET processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed') WHERE id = $1")
+            .bind(session.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(b.await.unwrap().applied, vec![jobs[1].id]);
+        assert_eq!(c.get_session(session.id).await.unwrap().processed_images, 2, "both writers' jobs are counted");
+    })
+    .catch_unwind()
+    .await;
+    c.drop_schema_for_tests(&schema).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A pool on the schema a test catalog lives in.
+async fn raw_in(schema: &str) -> sqlx::PgPool {
+    let options: sqlx::postgres::PgConnectOptions = postgres_url().parse().unwrap();
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options.options([("search_path", schema)])).await.unwrap()
 }

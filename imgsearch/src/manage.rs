@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use catalog::{AssetSelection, Catalog, CatalogError, DeletionLog, DeletionType, NewDeletionLog};
 use serde::Serialize;
-use vectors::{PointFilter, VectorError, VectorStore};
+use vectors::{VectorError, VectorStore};
 
 /// What a reset must be confirmed with.
 pub const RESET_CONFIRMATION: &str = "DELETE ALL VECTORS";
@@ -84,12 +84,9 @@ pub async fn delete_vectors(catalog: &Catalog, vectors: &VectorStore, collection
             catalog.asset_ids(AssetSelection::Category(*c)).await?
         }
     };
-    // 1. the vectors
-    let deleted = match &target {
-        Target::Directory(dir) => vectors.delete_by_filter(collection, &PointFilter { path_prefix: Some(dir.clone()), ..Default::default() }).await?,
-        Target::Category(c) => vectors.delete_by_filter(collection, &PointFilter { category_id: Some(*c), ..Default::default() }).await?,
-        _ => delete_ids(vectors, collection, &ids).await?,
-    };
+    // 1. the vectors: of exactly the assets the catalog selected, so the two cannot disagree (a
+    // filter on the payload is another selection: a root directory, a category changed since)
+    let deleted = delete_ids(vectors, collection, &ids).await?;
     // 2. the log
     let (deletion_type, target_text) = target.describe();
     let log = catalog

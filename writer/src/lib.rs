@@ -32,9 +32,13 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// Whether waiting can help: a store is unreachable. The batch is then held and tried again.
+    /// Whether waiting can help: a store is unreachable, or the catalog transaction lost a race
+    /// (a deadlock with another writer). The batch is then held and tried again.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, WriteError::Vectors(VectorError::Unavailable(..)) | WriteError::Catalog(CatalogError::Unavailable(..)))
+        match self {
+            WriteError::Vectors(e) => matches!(e, VectorError::Unavailable(..)),
+            WriteError::Catalog(e) => e.is_retryable(),
+        }
     }
 }
 

@@ -131,6 +131,11 @@ impl Catalog {
     /// module docs). The writer calls this only after the vectors are durable.
     pub async fn record_results(&self, results: &[JobResult]) -> Result<RecordReport> {
         let now = Utc::now();
+        // SQLite has one writer at a time: its write transaction is the lock
+        let lock_session = match self.backend() {
+            "postgres" => "SELECT id FROM training_sessions WHERE id = $1 FOR UPDATE",
+            _ => "SELECT id FROM training_sessions WHERE id = $1",
+        };
         let mut report = RecordReport::default();
         let mut sessions: Vec<SessionId> = Vec::new();
         on_pool!(self, p => {
@@ -175,7 +180,13 @@ impl Catalog {
                     sessions.push(session_id);
                 }
             }
+            // Recount each session under its row lock, taken in id order (no two writers wait on
+            // each other in a cycle). Under READ COMMITTED each statement sees what was committed
+            // when it began: a writer that waited on the lock recounts after the other committed,
+            // never from a snapshot taken before (which once left the counters short).
+            sessions.sort_unstable();
             for session_id in &sessions {
+                sqlx::query(lock_session).bind(*session_id).execute(&mut *tx).await?;
                 sqlx::query(
                     "UPDATE training_sessions SET
                          processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed'),

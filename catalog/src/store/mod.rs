@@ -89,8 +89,13 @@ impl Catalog {
             if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(CatalogError::Config(format!("schema name {schema:?} must be letters, digits and _")));
             }
+            // CREATE SCHEMA IF NOT EXISTS is not safe against itself: two at once, one fails on a
+            // duplicate key. Processes starting together on a new schema take turns.
             let admin = PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-            sqlx::query(sql(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(&admin).await?;
+            let mut tx = admin.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7306990312883051877)").execute(&mut *tx).await?;
+            sqlx::query(sql(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(&mut *tx).await?;
+            tx.commit().await?;
             admin.close().await;
             options = options.options([("search_path", schema)]);
         }

@@ -68,7 +68,7 @@ impl From<CatalogError> for ApiError {
         match &e {
             CatalogError::NotFound { .. } => ApiError::not_found(e.to_string()),
             CatalogError::Conflict { .. } | CatalogError::InvalidTransition { .. } => ApiError::conflict(e.to_string()),
-            CatalogError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            CatalogError::Unavailable(_) | CatalogError::Busy(_) => ApiError::unavailable(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
     }

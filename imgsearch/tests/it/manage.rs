@@ -144,6 +144,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     deletes_count_log_and_unindex_in_that_order,
     broad_deletes_and_reset_need_confirmation,
+    a_delete_at_the_root_agrees_between_catalog_and_vectors,
     cleanup_repairs_a_crash_between_the_vector_delete_and_the_catalog,
     cleanup_scrolls_past_the_first_page
 );
@@ -201,6 +202,18 @@ async fn broad_deletes_and_reset_need_confirmation(x: Indexed) {
     let r = manage::reset(c, v, COLLECTION, true, Some(RESET_CONFIRMATION), Some("new start".into())).await.unwrap();
     assert_eq!((r.deleted_vectors, r.log.deletion_type), (0, DeletionType::FullReset));
     assert!(v.info(COLLECTION).await.unwrap().is_some(), "the collection stays, empty");
+    x.done().await;
+}
+
+/// The catalog and the vector store select the same assets for every delete, even for `/` (once
+/// 0 vectors went while every asset was marked pending and searches still found them).
+async fn a_delete_at_the_root_agrees_between_catalog_and_vectors(x: Indexed) {
+    let (c, v) = (&x.catalog, &*x.vectors);
+    let d = manage::delete_vectors(c, v, COLLECTION, Target::Directory("/".into()), None, true).await.unwrap();
+    assert_eq!((d.deleted_vectors, d.assets_updated, d.log.vector_count), (240, 240, 240));
+    assert_eq!(x.count().await, 0, "no vector is left to be found");
+    let report = manage::cleanup_orphans(c, v, COLLECTION, true).await.unwrap();
+    assert_eq!((report.orphan_vectors, report.assets_requeued), (0, 0), "nothing disagrees: {report:?}");
     x.done().await;
 }
 
