@@ -127,8 +127,8 @@ pub async fn publish_pending(catalog: &Catalog, broker: &broker::Broker, session
 /// `publish_pending`, counting into `published` as each batch is confirmed (so a caller that
 /// retries after a lost connection knows what went out before it).
 async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, session: &Session, published: &mut u64) -> Result<()> {
-    let jobs = jobs_in(catalog, session, &[JobStatus::Pending]).await?;
-    for chunk in jobs.chunks(500) {
+    let mut pages = JobPages::new(session, &[JobStatus::Pending], 500);
+    while let Some(chunk) = pages.next(catalog).await? {
         let started = std::time::Instant::now();
         // each job starts its asset's trace; the embedder and the writer continue it from the headers
         let spans: Vec<tracing::Span> =
@@ -146,33 +146,60 @@ async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, ses
     Ok(())
 }
 
-async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -> Result<Vec<EmbedJob>> {
-    let mut jobs = Vec::new();
-    for &status in statuses {
-        let mut offset = 0;
-        loop {
-            let page = catalog.list_jobs(session.id, Some(status), Page::new(offset, 1000)).await?;
-            let n = page.items.len() as i64;
-            let ids: Vec<i64> = page.items.iter().map(|j| j.asset_id).collect();
-            let assets = catalog.assets_by_ids(&ids).await?;
-            for job in page.items {
-                let Some(asset) = assets.iter().find(|a| a.id == job.asset_id) else { continue };
-                jobs.push(EmbedJob {
+/// A session's jobs in some states, a page at a time by job id (a keyset walk: jobs finishing
+/// meanwhile never make it skip one, and only one page is held).
+pub struct JobPages {
+    session: Session,
+    statuses: Vec<JobStatus>,
+    page: i64,
+    after: i64,
+    done: bool,
+}
+
+impl JobPages {
+    pub fn new(session: &Session, statuses: &[JobStatus], page: i64) -> Self {
+        JobPages { session: session.clone(), statuses: statuses.to_vec(), page, after: 0, done: false }
+    }
+
+    /// The next page, as the messages the embed stage takes; `None` after the last.
+    pub async fn next(&mut self, catalog: &Catalog) -> Result<Option<Vec<EmbedJob>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = catalog.jobs_after(self.session.id, &self.statuses, self.after, self.page).await?;
+        let Some(last) = page.last() else {
+            self.done = true;
+            return Ok(None);
+        };
+        self.after = last.id;
+        self.done = (page.len() as i64) < self.page;
+        let ids: Vec<i64> = page.iter().map(|j| j.asset_id).collect();
+        let assets: std::collections::HashMap<i64, catalog::Asset> = catalog.assets_by_ids(&ids).await?.into_iter().map(|a| (a.id, a)).collect();
+        let jobs = page
+            .into_iter()
+            .filter_map(|job| {
+                let asset = assets.get(&job.asset_id)?;
+                Some(EmbedJob {
                     v: protocol::VERSION,
                     job_id: job.id,
                     asset_id: asset.id,
-                    session_id: session.id,
+                    session_id: self.session.id,
                     path: asset.path.clone(),
                     created_at: asset.created_at,
                     category_id: asset.category_id,
                     attempt: job.attempts as u32 + 1,
-                });
-            }
-            offset += n;
-            if n == 0 || offset >= page.total {
-                break;
-            }
-        }
+                })
+            })
+            .collect();
+        Ok(Some(jobs))
+    }
+}
+
+async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -> Result<Vec<EmbedJob>> {
+    let mut pages = JobPages::new(session, statuses, 1000);
+    let mut jobs = Vec::new();
+    while let Some(page) = pages.next(catalog).await? {
+        jobs.extend(page);
     }
     Ok(jobs)
 }

@@ -64,6 +64,24 @@ pub struct WriteReport {
 }
 
 impl Writer {
+    /// The catalog decides, inside the commit, whether a job was still open; the vectors were
+    /// upserted before (a job is never completed without its vector). A job cancelled between
+    /// the open-jobs read and the commit is refused there: its vector is withdrawn, unless its
+    /// asset is indexed (then the vector is a fresh embedding of an indexed file and stays).
+    async fn withdraw_refused(&self, results: &[EmbedResult], record: &RecordReport) -> Result<(), WriteError> {
+        if record.refused.is_empty() {
+            return Ok(());
+        }
+        let refused: std::collections::HashSet<i64> = record.refused.iter().map(|(id, _)| *id).collect();
+        let assets: Vec<i64> = results.iter().filter(|r| refused.contains(&r.job_id) && matches!(r.outcome, Outcome::Embedded { .. })).map(|r| r.asset_id).collect();
+        let stray: Vec<i64> = self.catalog.assets_by_ids(&assets).await?.into_iter().filter(|a| a.indexed_at.is_none()).map(|a| a.id).collect();
+        if !stray.is_empty() {
+            let n = self.vectors.delete_ids(&self.collection, &stray).await?;
+            tracing::info!(withdrawn = n, "vectors of jobs cancelled during the write withdrawn");
+        }
+        Ok(())
+    }
+
     pub async fn write_batch(&self, results: &[EmbedResult]) -> Result<WriteReport, WriteError> {
         let mut points = Vec::new();
         let mut job_results = Vec::with_capacity(results.len());
@@ -123,12 +141,14 @@ impl Writer {
         }
         report.upsert_seconds = t.elapsed().as_secs_f64();
         // test hook: the kill -9 test stops a writer here, after the upsert and before the commit
+        fail::fail_point!("writer.before_commit");
         fail::fail_point!("writer.after_upsert", |_| -> Result<WriteReport, WriteError> { protocol::hang_at_failpoint("writer.after_upsert") });
         let t = std::time::Instant::now();
         if !job_results.is_empty() {
             report.record = self.catalog.record_results(&job_results).await?;
         }
         report.commit_seconds = t.elapsed().as_secs_f64();
+        self.withdraw_refused(results, &report.record).await?;
         report.completed = job_results.iter().filter(|j| j.outcome == JobOutcome::Completed).count();
         // counted here, in the stage both wirings run, so `serve` and `imgsearch writer` report alike
         metrics::METRICS.jobs_written.with_label_values(&["completed"]).inc_by(report.completed as u64);

@@ -62,6 +62,26 @@ impl Catalog {
         Ok(Listing { items: rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total })
     }
 
+    /// Up to `limit` of a session's jobs in one of `statuses` whose id is above `after`, by id: a
+    /// keyset page. Walking a set that changes under it (writers completing jobs while a session
+    /// resumes) with these skips nothing and holds one page at a time; offsets would skip a row
+    /// for every row that left the set before it.
+    pub async fn jobs_after(&self, session_id: SessionId, statuses: &[JobStatus], after: JobId, limit: i64) -> Result<Vec<Job>> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (0..statuses.len()).map(|i| format!("${}", i + 4)).collect::<Vec<_>>().join(", ");
+        let text = format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE session_id = $1 AND id > $2 AND status IN ({placeholders}) ORDER BY id LIMIT $3");
+        let rows: Vec<JobRow> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(sql(text.clone())).bind(session_id).bind(after).bind(limit);
+            for s in statuses {
+                q = q.bind(s.as_str());
+            }
+            q.fetch_all(p).await
+        })?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
     /// The status of each of these jobs, in one query; unknown ids are left out. The writer uses it
     /// to skip results whose job is already finished or was cancelled.
     pub async fn job_statuses(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>> {

@@ -549,7 +549,7 @@ async fn the_api_runs_a_session_on_the_workers_and_pause_reaches_them() {
     loop {
         let p = call("GET", format!("{base}/api/v1/training/sessions/{id}/progress")).await;
         if p["status"] == "completed" {
-            assert_eq!((p["processedImages"].as_i64(), p["percentage"].as_f64()), (Some(480), Some(100.0)), "{p}");
+            assert_eq!((p["processedImages"].as_i64(), p["progress"]["percentage"].as_f64()), (Some(480), Some(100.0)), "{p}");
             break;
         }
         assert!(started_wait.elapsed() < Duration::from_secs(120), "not completed: {p}\n{}", embedder.log_text());

@@ -188,7 +188,7 @@ async fn hostile_files_never_stop_the_work() {
         }
     }
     for asset in assets.values() {
-        let resp = agent.get(&format!("{base}/api/v1/assets/{}/thumbnail?size=128", asset.id)).call();
+        let resp = agent.get(&format!("{base}/api/v1/images/{}/thumbnail?size=128", asset.id)).call();
         let mut resp = resp.unwrap_or_else(|e| panic!("thumbnail of {}: the server did not answer: {e}", asset.path));
         let status = resp.status().as_u16();
         answers.push((format!("thumbnail {}", asset.path), status));

@@ -257,7 +257,7 @@ async fn cleanup_scrolls_past_the_first_page(x: Indexed) {
     let v = &*x.vectors;
     let strays: Vec<AssetPoint> = (0..1500u128)
         .map(|i| AssetPoint {
-            asset_id: 987_654_322,
+            asset_id: 1_000_000 + i as i64,
             vector: unit_vector(i * 7919),
             path: format!("/gone/{i}.jpg"),
             created_at: chrono::Utc::now(),
