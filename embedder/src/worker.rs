@@ -463,9 +463,17 @@ async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
                 stats.failed += 1;
             }
             Settle::Retry => {
-                delivery.retry().await?;
+                // back to the queue after a pause that doubles with each delivery (an I/O hiccup, a
+                // GPU out of memory, need time, not five instant tries); the worker goes on meanwhile
+                let wait = retry_delay(delivery.delivery_count());
                 METRICS.jobs_retried.inc();
                 stats.retried += 1;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Err(e) = delivery.retry().await {
+                        tracing::warn!(error = %e, "could not give a job back; the broker returns it when the connection closes");
+                    }
+                });
             }
             Settle::DeadLetter(reason) => {
                 outbox.dead_letter(&delivery, &reason).await?;
@@ -477,6 +485,12 @@ async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
     }
     tracing::debug!(images = timings.images, failed = timings.failed, decode_ms = timings.decode_ms, inference_ms = timings.inference_ms, "batch done");
     Ok(())
+}
+
+/// How long a job that failed for a transient reason waits before it goes back to the queue:
+/// 200 ms after its first delivery, doubling with each one, at most 10 s.
+pub fn retry_delay(earlier_deliveries: i64) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << earlier_deliveries.clamp(0, 6))).min(Duration::from_secs(10))
 }
 
 enum Settle {
@@ -736,14 +750,23 @@ mod tests {
         let s = protocol::next_test_id();
         h.job(1, Ok(job(s, "1-io")), 0).await;
         h.job(2, Ok(job(s, "2-io")), 4).await;
+        h.log.until(|e| e.len() >= 2).await;
+        let settled = std::time::Instant::now();
         h.log.until(|e| e.len() >= 3).await;
+        assert!(settled.elapsed() >= retry_delay(0), "job 1 went back only after its pause");
         assert_eq!(
             h.log.events(),
-            [Event::Published("2-io".into(), "failed:io".into()), Event::Retried(1), Event::DeadLettered(2, "io: cannot read image".into())],
-            "job 1 goes back for another try; job 2, on its fifth delivery, is recorded failed and dead-lettered"
+            [Event::Published("2-io".into(), "failed:io".into()), Event::DeadLettered(2, "io: cannot read image".into()), Event::Retried(1)],
+            "job 2, on its fifth delivery, is recorded failed and dead-lettered; job 1 goes back for another try after a pause"
         );
         h.shutdown.cancel();
         assert_eq!(task.await.unwrap().1.retried, 1);
+    }
+
+    #[test]
+    fn transient_retries_wait_longer_each_time() {
+        let waits: Vec<u64> = (0..9).map(|n| retry_delay(n).as_millis() as u64).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]);
     }
 
     #[tokio::test]
