@@ -62,6 +62,7 @@ contract!(
     deletion_logs_list_newest_first,
     subdirectories_keep_their_selection_across_scans,
     a_session_restarts_renames_and_deletes,
+    a_cancelled_session_restarted_embeds_what_it_left_undone,
 );
 
 fn asset(path: &str, hash: &str) -> NewAsset {
@@ -324,6 +325,23 @@ async fn an_unreachable_database_is_unavailable() {
     };
     assert!(matches!(err, CatalogError::Unavailable(_)), "{err}");
     assert!(err.to_string().contains("check that the database is running"), "{err}");
+}
+
+/// A session cancelled midway, then restarted for what did not complete: its cancelled and queued
+/// jobs are the ones embedded again, its completed one is kept.
+async fn a_cancelled_session_restarted_embeds_what_it_left_undone(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 3).await;
+    c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+    c.mark_jobs_queued(&[(jobs[2].id, "m2".into())]).await.unwrap();
+    c.record_results(&[completed(jobs[0].id, "c")]).await.unwrap();
+    c.cancel_job(jobs[1].id).await.unwrap();
+    c.transition_session(session.id, SessionStatus::Cancelled).await.unwrap();
+    let (again, count) = c.restart_session(session.id, None, true).await.unwrap();
+    assert_eq!((again.status, again.processed_images, count), (SessionStatus::Pending, 1, 1));
+    assert_eq!(c.get_job(jobs[2].id).await.unwrap().status, JobStatus::Pending, "a queued job is published again");
+    assert_eq!(c.create_jobs(session.id, &[jobs[1].asset_id]).await.unwrap(), 1, "the cancelled job opens again");
+    assert_eq!(c.get_job(jobs[1].id).await.unwrap().status, JobStatus::Pending);
+    assert_eq!(c.get_job(jobs[0].id).await.unwrap().status, JobStatus::Completed, "the completed one is kept");
 }
 
 async fn a_session_restarts_renames_and_deletes(c: Catalog) {

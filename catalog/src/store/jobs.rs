@@ -8,8 +8,9 @@ use super::{Catalog, JOB_COLUMNS, Result, rows::*, sql};
 use crate::{error::CatalogError, model::*};
 
 impl Catalog {
-    /// One `pending` job per (session, asset). A job of the session that failed is opened again (its
-    /// asset is asked for again: a retry of failures, or a transient failure, in a resumed session);
+    /// One `pending` job per (session, asset). A job of the session that failed, or was cancelled
+    /// before a restart, is opened again (its asset is asked for again: a retry of failures, a
+    /// transient failure in a resumed session, a restarted session);
     /// any other existing job is left as it is. Returns how many jobs were made pending; the
     /// session's total is recounted.
     pub async fn create_jobs(&self, session_id: SessionId, asset_ids: &[AssetId]) -> Result<u64> {
@@ -23,7 +24,7 @@ impl Catalog {
                      VALUES ($1, $2, 'pending', $3, $3)
                      ON CONFLICT (session_id, asset_id) DO UPDATE SET status = 'pending', error_message = NULL,
                          completed_at = NULL, updated_at = excluded.updated_at
-                     WHERE training_jobs.status = 'failed'")
+                     WHERE training_jobs.status IN ('failed', 'cancelled')")
                     .bind(session_id).bind(*asset_id).bind(now)
                     .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "job", &asset_id.to_string()))?.rows_affected();
             }

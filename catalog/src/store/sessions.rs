@@ -41,8 +41,9 @@ impl Catalog {
     /// Puts a finished or paused session back to `pending`, to embed its images again on start.
     /// All of them: its jobs and evidence are dropped (the evidence of the new run replaces them),
     /// its assets go back to `pending` and its counters to zero. With `failed_only`, only the
-    /// images whose job failed: their evidence is dropped and their assets go back to `pending`
-    /// (so the next start asks for them again, and reopens their jobs), the rest is kept.
+    /// images whose job failed or was cancelled: their evidence is dropped and their assets go back
+    /// to `pending` (so the next start asks for them again, and reopens their jobs); jobs still
+    /// queued are made pending (published again); completed ones are kept.
     /// `reset_at`/`reset_reason` say when and why. One transaction; returns the session and how
     /// many images will be embedded again.
     pub async fn restart_session(&self, id: SessionId, reason: Option<&str>, failed_only: bool) -> Result<(Session, i64)> {
@@ -51,14 +52,22 @@ impl Catalog {
             return Err(CatalogError::InvalidTransition { what: "session", id: id.to_string(), from: current.status.to_string(), to: "pending (restart)".into() });
         }
         let now = Utc::now();
-        let jobs =
-            if failed_only { "SELECT asset_id FROM training_jobs WHERE session_id = $1 AND status = 'failed'" } else { "SELECT asset_id FROM training_jobs WHERE session_id = $1" };
+        // failed_only: the images that did not complete (failed, or cancelled with the session)
+        let jobs = if failed_only {
+            "SELECT asset_id FROM training_jobs WHERE session_id = $1 AND status IN ('failed', 'cancelled')"
+        } else {
+            "SELECT asset_id FROM training_jobs WHERE session_id = $1"
+        };
         let (row, again): (Option<SessionRow>, i64) = on_pool!(self, p => {
             let mut tx = p.begin().await?;
             let again = sqlx::query(sql(format!("UPDATE image_assets SET training_status = 'pending', updated_at = $2 WHERE id IN ({jobs})")))
                 .bind(id).bind(now).execute(&mut *tx).await?.rows_affected() as i64;
             sqlx::query(sql(format!("DELETE FROM training_evidence WHERE session_id = $1 AND asset_id IN ({jobs})"))).bind(id).execute(&mut *tx).await?;
-            if !failed_only {
+            if failed_only {
+                // jobs published before a pause were dropped by the embedders: published again on start
+                sqlx::query("UPDATE training_jobs SET status = 'pending', updated_at = $2 WHERE session_id = $1 AND status IN ('queued', 'running')")
+                    .bind(id).bind(now).execute(&mut *tx).await?;
+            } else {
                 sqlx::query("DELETE FROM training_jobs WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
             }
             let row: Option<SessionRow> = sqlx::query_as(sql(format!(

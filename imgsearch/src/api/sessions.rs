@@ -340,7 +340,10 @@ pub(crate) async fn patch(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i
         return Err(ApiError::unprocessable("name must not be empty"));
     }
     if let Some(Some(c)) = b.category_id {
-        s.catalog.get_category(c).await.map_err(|_| ApiError::unprocessable(format!("no category {c}")))?;
+        s.catalog.get_category(c).await.map_err(|e| match e {
+            catalog::CatalogError::NotFound { .. } => ApiError::unprocessable(format!("no category {c}")),
+            other => other.into(),
+        })?;
     }
     Ok(Json(s.catalog.update_session(id, b.name.as_deref(), b.category_id).await?))
 }
