@@ -127,6 +127,10 @@ pub async fn publish_pending(catalog: &Catalog, broker: &broker::Broker, session
 /// `publish_pending`, counting into `published` as each batch is confirmed (so a caller that
 /// retries after a lost connection knows what went out before it).
 async fn publish_pending_counted(catalog: &Catalog, broker: &broker::Broker, session: &Session, published: &mut u64) -> Result<()> {
+    // the session's jobs are wanted: embedders that still hold a pause of it (a session paused,
+    // then restarted and started afresh) take them again. Every publish of a session's jobs goes
+    // through here, so no way of starting one can leave its jobs to be dropped.
+    broker.publish_control(&session.id.to_string(), broker::ControlAction::Resume).await?;
     let mut pages = JobPages::new(session, &[JobStatus::Pending], 500);
     while let Some(chunk) = pages.next(catalog).await? {
         let started = std::time::Instant::now();
@@ -319,11 +323,10 @@ pub async fn stop_session(catalog: &Catalog, broker: &broker::Broker, session_id
     Ok(session)
 }
 
-/// Resumes a paused session for the distributed wiring: a control tells the embedders to take its
-/// jobs again, and the jobs they dropped meanwhile (queued, not finished) are published again.
+/// Resumes a paused session for the distributed wiring: the jobs the embedders dropped meanwhile
+/// (queued, not finished) are published again, after a control that tells them to take its jobs.
 /// A job that was still in the queue then comes twice; the writer skips the second.
 pub async fn resume_session(catalog: &Catalog, broker: &broker::Broker, session_id: i64) -> Result<(Session, u64)> {
-    broker.publish_control(&session_id.to_string(), broker::ControlAction::Resume).await?;
     let session = catalog.transition_session(session_id, SessionStatus::Running).await?;
     catalog.requeue_queued_jobs(session_id).await?;
     let published = publish_pending(catalog, broker, &session).await?;

@@ -154,13 +154,17 @@ pub struct WorkerStats {
     pub connections: u64,
 }
 
-/// The sessions this worker drops jobs of (paused or cancelled), from the control exchange.
-pub type Controls = Arc<std::sync::Mutex<HashMap<i64, ControlAction>>>;
+/// The sessions this worker drops jobs of (paused or cancelled), as heard on the control exchange
+/// over one connection. It lives exactly as long as the control subscription that fills it: a
+/// Resume sent while this worker was disconnected went to a queue that is gone, so a pause heard
+/// before is forgotten with the connection, never kept for good (a session whose embedders kept a
+/// stale pause had its republished jobs dropped forever). A pause is best effort; the coordinator
+/// publishes again whatever was dropped when the session resumes.
+type Controls = HashMap<i64, ControlAction>;
 
 /// Runs until `shutdown` fires; reconnects while the broker is away.
 pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: WorkerOptions, shutdown: CancellationToken) -> Result<WorkerStats, BrokerError> {
     let mut stats = WorkerStats::default();
-    let controls: Controls = Default::default();
     loop {
         let broker = match broker::connect_with_backoff(config, &shutdown).await {
             None => return Ok(stats),
@@ -172,7 +176,7 @@ pub async fn run(config: &BrokerConfig, embedder: Arc<Embedder>, options: Worker
         }
         tracing::info!(queue = %config.queue_name(Queue::Jobs), prefetch = options.prefetch(), "embedder consuming");
         let broker = Arc::new(broker);
-        match consume_rabbit(broker.clone(), &embedder, &options, &controls, &shutdown, &mut stats).await {
+        match consume_rabbit(broker.clone(), &embedder, &options, &shutdown, &mut stats).await {
             Ok(()) => {
                 let _ = broker.close().await;
                 return Ok(stats);
@@ -195,17 +199,10 @@ struct Taken<M> {
 type InFlight<M> = (M, tracing::Span);
 
 /// Consumes on one broker connection until shutdown (`Ok`) or until the connection fails (`Err`).
-async fn consume_rabbit(
-    broker: Arc<Broker>,
-    embedder: &Arc<Embedder>,
-    options: &WorkerOptions,
-    controls: &Controls,
-    shutdown: &CancellationToken,
-    stats: &mut WorkerStats,
-) -> Result<(), BrokerError> {
+async fn consume_rabbit(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &WorkerOptions, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), BrokerError> {
     let mut jobs = broker.consume(Queue::Jobs, &options.tag, options.prefetch()).await?;
     let mut control = broker.subscribe_control(&format!("{}-control", options.tag)).await?;
-    consume(&mut jobs, &mut control, &broker, embedder, options, controls, shutdown, stats).await?;
+    consume(&mut jobs, &mut control, &broker, embedder, options, shutdown, stats).await?;
     jobs.close().await
 }
 
@@ -220,7 +217,6 @@ pub async fn consume<M: JobMessage, I: JobInbox<M>, C, O: Outbox<M>, E: EmbedSta
     outbox: &Arc<O>,
     embedder: &Arc<E>,
     options: &WorkerOptions,
-    controls: &Controls,
     shutdown: &CancellationToken,
     stats: &mut WorkerStats,
 ) -> Result<(), BrokerError>
@@ -229,6 +225,7 @@ where
 {
     let mut batcher: Batcher<Result<M, BrokerError>> = Batcher::new(options.batch_size, options.max_wait);
     let mut stage = Inference::start(outbox, embedder, options.overlap_decode);
+    let mut controls = Controls::new();
     let lost = |what: &str| BrokerError::Unavailable { url: "the broker".into(), reason: format!("the {what} consumer ended") };
     loop {
         let flushed = tokio::select! {
@@ -238,7 +235,7 @@ where
                 // yet in a batch go back to the queue when the channel closes
                 jobs.stop_consuming().await?;
                 if let Some((batch, reason)) = batcher.drain() {
-                    let batch = take_batch(outbox.as_ref(), batch, controls, stats).await?;
+                    let batch = take_batch(outbox.as_ref(), batch, &controls, stats).await?;
                     if !batch.is_empty() {
                         stage.run(outbox.as_ref(), embedder, batch, reason, stats).await?;
                     }
@@ -250,10 +247,9 @@ where
                 Some(Ok((session, action))) => {
                     if let Ok(id) = session.parse::<i64>() {
                         tracing::info!(session = %id, ?action, "session control");
-                        let mut map = controls.lock().expect("controls lock");
                         match action {
-                            ControlAction::Resume => { map.remove(&id); }
-                            other => { map.insert(id, other); }
+                            ControlAction::Resume => { controls.remove(&id); }
+                            other => { controls.insert(id, other); }
                         }
                     }
                     None
@@ -267,7 +263,7 @@ where
             },
         };
         if let Some((batch, reason)) = flushed {
-            let batch = take_batch(outbox.as_ref(), batch, controls, stats).await?;
+            let batch = take_batch(outbox.as_ref(), batch, &controls, stats).await?;
             if !batch.is_empty() {
                 stage.run(outbox.as_ref(), embedder, batch, reason, stats).await?;
             }
@@ -368,7 +364,7 @@ async fn take<M: JobMessage, O: Outbox<M>>(outbox: &O, delivery: M, controls: &C
         }
         Err(e) => return poison(outbox, &delivery, &e.to_string(), stats).await.map(|_| None),
     };
-    let dropped = controls.lock().expect("controls lock").get(&job.session_id).copied();
+    let dropped = controls.get(&job.session_id).copied();
     if let Some(action) = dropped {
         tracing::debug!(job = %job.job_id, ?action, "dropping a job of a stopped session");
         delivery.ack().await?;
@@ -713,8 +709,7 @@ mod tests {
         let (m, stop) = (model.clone(), shutdown.clone());
         let task = tokio::spawn(async move {
             let mut stats = WorkerStats::default();
-            let controls = Controls::default();
-            let done = consume(&mut inbox, &mut controls_rx, &outbox, &m, &options, &controls, &stop, &mut stats).await;
+            let done = consume(&mut inbox, &mut controls_rx, &outbox, &m, &options, &stop, &mut stats).await;
             (done, stats)
         });
         (Harness { jobs: jobs_tx, controls: controls_tx, log, taken, model, shutdown }, task)
@@ -806,6 +801,44 @@ mod tests {
         );
         h.shutdown.cancel();
         assert_eq!(task.await.unwrap().1.dropped, 1);
+    }
+
+    /// A session paused, then resumed while this worker was disconnected (the Resume went to a
+    /// control queue that is gone with the connection): on the new connection its jobs are embedded,
+    /// not dropped for good.
+    #[tokio::test]
+    async fn a_resume_missed_while_disconnected_does_not_leave_the_session_paused() {
+        let log = Arc::new(Log::default());
+        let (model, outbox) = (Arc::new(FakeModel::default()), Arc::new(FakeOutbox { limit: 5, log: log.clone() }));
+        let options = WorkerOptions { batch_size: 1, max_wait: Duration::from_secs(3600), overlap_decode: false, tag: "test".into() };
+        let (shutdown, mut stats) = (CancellationToken::new(), WorkerStats::default());
+        let session = protocol::next_test_id();
+        let fake = |id: u32, path: &str| Ok(FakeJob { id, body: Ok(job(session, path)), deliveries: 0, log: log.clone() });
+
+        // connection 1: the pause is heard and a job of the session dropped; then the broker goes
+        let (jobs_tx, jobs_rx) = mpsc::channel(8);
+        let (controls_tx, mut controls_rx) = mpsc::channel(8);
+        let mut inbox = FakeInbox { rx: jobs_rx, log: log.clone(), taken: Arc::new(AtomicUsize::new(0)) };
+        controls_tx.send(Ok((session.to_string(), ControlAction::Pause))).await.unwrap();
+        jobs_tx.send(fake(1, "1-ok")).await.unwrap();
+        drop(jobs_tx);
+        let lost = consume(&mut inbox, &mut controls_rx, &outbox, &model, &options, &shutdown, &mut stats).await;
+        assert!(lost.is_err(), "the connection ended");
+        assert_eq!(log.events(), [Event::Acked(1)], "dropped while paused");
+
+        // connection 2: the Resume was sent meanwhile, to the queue that went with connection 1
+        let (jobs_tx, jobs_rx) = mpsc::channel(8);
+        let (_controls_tx, mut controls_rx) = mpsc::channel::<Result<(String, ControlAction), BrokerError>>(8);
+        let mut inbox = FakeInbox { rx: jobs_rx, log: log.clone(), taken: Arc::new(AtomicUsize::new(0)) };
+        jobs_tx.send(fake(2, "2-ok")).await.unwrap();
+        let run = tokio::spawn({
+            let (outbox, model, shutdown) = (outbox.clone(), model.clone(), shutdown.clone());
+            async move { consume(&mut inbox, &mut controls_rx, &outbox, &model, &options, &shutdown, &mut stats).await }
+        });
+        log.until(|e| e.contains(&Event::Acked(2))).await;
+        assert_eq!(log.events()[1..], [Event::Published("2-ok".into(), "embedded".into()), Event::Acked(2)], "embedded on the new connection");
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
     }
 
     #[tokio::test]
