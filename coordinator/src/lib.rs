@@ -285,16 +285,29 @@ pub async fn job_counts(catalog: &Catalog, session_id: i64) -> Result<JobCounts>
     Ok(c)
 }
 
+/// How `watch` recovers jobs stranded in `queued`: a message lost with a worker that died holding
+/// it, dead-lettered for deaths that were not its fault, dropped by an embedder that heard a pause.
+/// When the session has queued jobs, none pending, and no job finished for `stall`, they are made
+/// pending and published again. One still in the queue then comes twice; the writer skips the second.
+#[derive(Debug, Clone)]
+pub struct Stranded {
+    pub broker: broker::BrokerConfig,
+    pub stall: Duration,
+}
+
 /// Keeps a running session's progress: every `interval` it counts the jobs (the
-/// `imgsearch_coordinator_session_jobs` gauge), tells `on_progress`, and completes the session once
-/// no job is open. Returns the session when it is no longer running, or when `shutdown` fires.
+/// `imgsearch_coordinator_session_jobs` gauge), tells `on_progress`, completes the session once no
+/// job is open, and with `stranded` publishes again the jobs stranded in `queued`. Returns the
+/// session when it is no longer running, or when `shutdown` fires.
 pub async fn watch(
     catalog: &Catalog,
     session_id: i64,
     interval: Duration,
     shutdown: &tokio_util::sync::CancellationToken,
+    stranded: Option<&Stranded>,
     mut on_progress: impl FnMut(&JobCounts),
 ) -> Result<Session> {
+    let (mut finished, mut since) = (-1, tokio::time::Instant::now());
     loop {
         let counts = job_counts(catalog, session_id).await?;
         metrics::set_session_jobs(&counts);
@@ -302,6 +315,19 @@ pub async fn watch(
         let session = finish_if_done(catalog, session_id).await?;
         if session.status != SessionStatus::Running {
             return Ok(session);
+        }
+        let now_finished = counts.completed + counts.failed + counts.cancelled;
+        if now_finished != finished {
+            (finished, since) = (now_finished, tokio::time::Instant::now());
+        } else if let Some(s) = stranded
+            && counts.queued > 0
+            && counts.pending == 0
+            && since.elapsed() >= s.stall
+        {
+            let moved = catalog.requeue_queued_jobs(session_id).await?;
+            tracing::warn!(session = session_id, jobs = moved, stalled_for = ?s.stall, "jobs stranded in queued: publishing them again");
+            publish_pending_retrying(catalog, &s.broker, &session, shutdown).await?;
+            since = tokio::time::Instant::now();
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

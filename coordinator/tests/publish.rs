@@ -57,3 +57,47 @@ async fn pending_jobs_are_published_once_and_marked_queued() {
     let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
     admin.drop_schema_for_tests(&schema).await;
 }
+
+/// Jobs marked queued whose messages were lost (here: never published, as if the broker
+/// dead-lettered them for the deaths of their holders): with no progress for the stall time, the
+/// watch publishes them again, and the session completes once they are done.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_stranded_in_queued_are_published_again_and_the_session_completes() {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
+    let cfg = BrokerConfig {
+        url: std::env::var("IMGSEARCH_TEST_AMQP").unwrap_or_else(|_| BrokerConfig::default().url),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        ..Default::default()
+    };
+    let broker = Broker::connect(cfg.clone()).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)");
+    let images = shapes(12);
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("stranded".into()), false).await.unwrap();
+    let session = prepared.session.clone();
+    let jobs = catalog.list_jobs(session.id, None, Page::new(0, 100)).await.unwrap().items;
+    catalog.mark_jobs_queued(&jobs.iter().map(|j| (j.id, "lost".to_owned())).collect::<Vec<_>>()).await.unwrap();
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stranded = coordinator::Stranded { broker: cfg, stall: std::time::Duration::from_millis(500) };
+    let watch = tokio::spawn({
+        let (catalog, shutdown) = (catalog.clone(), shutdown.clone());
+        async move { coordinator::watch(&catalog, session.id, std::time::Duration::from_millis(50), &shutdown, Some(&stranded), |_| {}).await }
+    });
+    // an embedder and a writer in one: take each published job, record it done
+    let mut consumer = broker.consume(Queue::Jobs, "test", 50).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 12 {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(30), consumer.next()).await.expect("the stranded jobs are published again").unwrap().unwrap();
+        let job: EmbedJob = d.decode("job").unwrap();
+        let done = catalog::JobResult { job_id: job.job_id, outcome: catalog::JobOutcome::Completed, processing_time_ms: Some(1), evidence: Default::default() };
+        catalog.record_results(&[done]).await.unwrap();
+        seen.insert(job.job_id);
+        d.ack().await.unwrap();
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), watch).await.expect("the watch ends").unwrap().unwrap();
+    assert_eq!((ended.status, ended.processed_images), (catalog::SessionStatus::Completed, 12));
+
+    broker.delete_topology().await.unwrap();
+    let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
+    admin.drop_schema_for_tests(&schema).await;
+}

@@ -109,11 +109,15 @@ pub struct CoordinatorConfig {
     pub metrics_addr: SocketAddr,
     /// How often the session's progress is counted and printed, in ms (default 1000).
     pub progress_interval_ms: u64,
+    /// Jobs still `queued` when no job of the session has finished for this long, and none is
+    /// pending, were lost on the way (a worker that died holding them...): they are published
+    /// again, in s (default 300).
+    pub republish_stranded_after_s: u64,
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
-        CoordinatorConfig { metrics_addr: ([127, 0, 0, 1], 9181).into(), progress_interval_ms: 1000 }
+        CoordinatorConfig { metrics_addr: ([127, 0, 0, 1], 9181).into(), progress_interval_ms: 1000, republish_stranded_after_s: 300 }
     }
 }
 

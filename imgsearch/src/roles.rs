@@ -88,7 +88,8 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     let published = coordinator::publish_pending_retrying(&catalog, &config.broker.broker_config(), &session, &shutdown).await?.unwrap_or(0);
     tracing::info!(session = %session.id, published, "jobs published");
     let session = if run.wait {
-        coordinator::watch(&catalog, session.id, Duration::from_millis(config.coordinator.progress_interval_ms), &shutdown, on_progress).await?
+        let stranded = coordinator::Stranded { broker: config.broker.broker_config(), stall: Duration::from_secs(config.coordinator.republish_stranded_after_s) };
+        coordinator::watch(&catalog, session.id, Duration::from_millis(config.coordinator.progress_interval_ms), &shutdown, Some(&stranded), on_progress).await?
     } else {
         catalog.get_session(session.id).await?
     };

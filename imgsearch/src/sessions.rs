@@ -20,6 +20,11 @@ use writer::Writer;
 
 use crate::pipeline::{self, PipelineOptions};
 
+/// How long a session `serve` runs on the workers may make no progress with jobs still queued
+/// before those are taken as lost and published again (the coordinator role's
+/// `republish_stranded_after_s`, at its default).
+const STRANDED_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Why a session could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -153,7 +158,8 @@ impl SessionRunner {
         let stop_as = Arc::new(Mutex::new(StopAs::Detach));
         let (runner, token) = (self.clone(), cancel.clone());
         let task = tokio::spawn(async move {
-            if let Err(e) = coordinator::watch(&runner.catalog, id, std::time::Duration::from_secs(1), &token, |_| {}).await {
+            let stranded = coordinator::Stranded { broker: config, stall: STRANDED_AFTER };
+            if let Err(e) = coordinator::watch(&runner.catalog, id, std::time::Duration::from_secs(1), &token, Some(&stranded), |_| {}).await {
                 tracing::error!(session = %id, error = %e, "cannot keep the session's progress");
             }
             runner.runs.lock().expect("runs lock").remove(&id);
