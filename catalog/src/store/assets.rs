@@ -125,10 +125,16 @@ impl Catalog {
     }
 
     pub async fn list_assets(&self, page: Page) -> Result<Listing<Asset>> {
+        self.list_assets_created(page, None, None).await
+    }
+
+    /// A page of the assets created (taken) in `[from, to]`, either end open, by path.
+    pub async fn list_assets_created(&self, page: Page, from: Option<chrono::DateTime<Utc>>, to: Option<chrono::DateTime<Utc>>) -> Result<Listing<Asset>> {
+        let within = "($1 IS NULL OR created_at >= $1) AND ($2 IS NULL OR created_at <= $2)";
         let (rows, total): (Vec<AssetRow>, i64) = on_pool!(self, p => {
-            let rows = sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets ORDER BY path LIMIT $1 OFFSET $2")))
-                .bind(page.limit).bind(page.offset).fetch_all(p).await?;
-            let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM image_assets").fetch_one(p).await?;
+            let rows = sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets WHERE {within} ORDER BY path LIMIT $3 OFFSET $4")))
+                .bind(from).bind(to).bind(page.limit).bind(page.offset).fetch_all(p).await?;
+            let total: i64 = sqlx::query_scalar(sql(format!("SELECT COUNT(*) FROM image_assets WHERE {within}"))).bind(from).bind(to).fetch_one(p).await?;
             (rows, total)
         });
         Ok(Listing { items: rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total })

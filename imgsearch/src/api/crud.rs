@@ -99,11 +99,28 @@ pub(crate) async fn delete_category(State(s): State<Arc<ApiState>>, ApiPath(id):
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The assets, by path, a page at a time.
-#[utoipa::path(get, path = "/api/v1/assets", params(PageParams), responses((status = 200, body = Paged<AssetView>), (status = 422, body = ErrorBody)))]
-pub(crate) async fn list_assets(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<Paged<AssetView>>> {
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AssetParams {
+    page: Option<i64>,
+    /// 1-100, default 50.
+    page_size: Option<i64>,
+    /// Created (taken) at or after: RFC 3339, or a date (from its first instant, UTC).
+    from_date: Option<String>,
+    /// Created (taken) at or before: RFC 3339, or a date (up to its last instant, UTC).
+    to_date: Option<String>,
+}
+
+/// The assets, by path, a page at a time; `from_date`/`to_date` keep those created in that range.
+#[utoipa::path(get, path = "/api/v1/assets", params(AssetParams), responses((status = 200, body = Paged<AssetView>), (status = 422, body = ErrorBody)))]
+pub(crate) async fn list_assets(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<AssetParams>) -> ApiResult<Json<Paged<AssetView>>> {
     let page = page(p.page, p.page_size, 50)?;
-    Ok(Json(Paged::new(s.catalog.list_assets(page).await?, page, AssetView::from)))
+    let when = |text: &Option<String>, end: bool, name: &str| {
+        text.as_deref().map(|t| super::search::instant(t, end)).transpose().map_err(|e| ApiError::unprocessable(format!("{name}: {e}")))
+    };
+    let (from, to) = (when(&p.from_date, false, "from_date")?, when(&p.to_date, true, "to_date")?);
+    Ok(Json(Paged::new(s.catalog.list_assets_created(page, from, to).await?, page, AssetView::from)))
 }
 
 #[utoipa::path(get, path = "/api/v1/assets/{id}", params(("id" = i64, Path)), responses((status = 200, body = AssetView), (status = 404, body = ErrorBody)))]

@@ -38,7 +38,7 @@ pub(crate) struct SearchFilters {
 }
 
 /// An instant from RFC 3339 or a bare date; `end`: the last instant of that date.
-fn instant(text: &str, end: bool) -> Result<DateTime<Utc>, String> {
+pub(crate) fn instant(text: &str, end: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -606,6 +606,7 @@ fn the_replaced_services_clients_find_its_contract() {
     let (status, body) = s.call("GET", "/api/v1/categories?page_size=101", None);
     assert_error(status, &body, 422, "unprocessable");
 
+    let today = chrono::Utc::now().date_naive().to_string();
     // the session pages: scan, the directory browser, create with subdirectories, start, progress
     let (status, listing) = s.call("GET", &format!("/api/v1/training/directories?path={root_str}&include_training_status=true"), None);
     assert_eq!(status, 200, "{listing}");
@@ -648,6 +649,14 @@ fn the_replaced_services_clients_find_its_contract() {
     assert_eq!((listing[0]["trainingStatus"].as_str(), listing[0]["trainedCount"].as_i64()), (Some("complete"), Some(20)), "{listing}");
     let (_, cats) = s.call("GET", "/api/v1/categories", None);
     assert_eq!(cats["items"][0]["sessionCount"], 1);
+    let (_, assets) = s.call("GET", &format!("/api/v1/assets?page=1&page_size=5&from_date={today}&to_date={today}"), None);
+    assert_eq!(
+        (assets["total"].as_i64(), assets["items"].as_array().map(Vec::len), assets["hasMore"].as_bool()),
+        (Some(20), Some(5), Some(true)),
+        "the 20 indexed files are dated by mtime: today"
+    );
+    let (_, assets) = s.call("GET", "/api/v1/assets?to_date=2001-12-31", None);
+    assert_eq!(assets["total"], 0);
     let (_, stats) = s.call("GET", "/api/v1/vectors/directories/stats", None);
     assert_eq!((stats["totalVectors"].as_u64(), stats["directories"][0]["vectorCount"].as_u64()), (Some(20), Some(20)), "{stats}");
     assert!(stats["directories"][0]["lastIndexed"].is_string(), "{stats}");
@@ -658,7 +667,6 @@ fn the_replaced_services_clients_find_its_contract() {
         assert_eq!(status, 200, "{found}");
         found["results"].as_array().unwrap().len()
     };
-    let today = chrono::Utc::now().date_naive().to_string();
     assert_eq!(count(json!({"dateFrom": today, "dateTo": today, "categoryId": cat["id"].to_string()})), 20);
     assert_eq!(count(json!({"from_date": "2001-01-01", "to_date": "2001-12-31"})), 0);
     assert_eq!(count(json!({"categoryId": (cat["id"].as_i64().unwrap() + 1).to_string()})), 0);
