@@ -22,8 +22,8 @@ fn shapes(n: usize) -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pending_jobs_are_published_once_and_marked_queued() {
+/// A catalog in a schema of its own and a broker config with a queue prefix of its own.
+async fn stores() -> (String, Catalog, BrokerConfig) {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
     let cfg = BrokerConfig {
@@ -31,6 +31,12 @@ async fn pending_jobs_are_published_once_and_marked_queued() {
         prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
         ..Default::default()
     };
+    (schema, catalog, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_jobs_are_published_once_and_marked_queued() {
+    let (schema, catalog, cfg) = stores().await;
     let broker = Broker::connect(cfg).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)");
     let images = shapes(30);
 
@@ -54,8 +60,7 @@ async fn pending_jobs_are_published_once_and_marked_queued() {
     assert!(tokio::time::timeout(std::time::Duration::from_millis(500), consumer.next()).await.is_err(), "nothing more");
 
     broker.delete_topology().await.unwrap();
-    let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
-    admin.drop_schema_for_tests(&schema).await;
+    catalog.drop_schema_for_tests(&schema).await;
 }
 
 /// Jobs marked queued whose messages were lost (here: never published, as if the broker
@@ -63,13 +68,7 @@ async fn pending_jobs_are_published_once_and_marked_queued() {
 /// watch publishes them again, and the session completes once they are done.
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_stranded_in_queued_are_published_again_and_the_session_completes() {
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
-    let cfg = BrokerConfig {
-        url: std::env::var("IMGSEARCH_TEST_AMQP").unwrap_or_else(|_| BrokerConfig::default().url),
-        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
-        ..Default::default()
-    };
+    let (schema, catalog, cfg) = stores().await;
     let broker = Broker::connect(cfg.clone()).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)");
     let images = shapes(12);
     let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("stranded".into()), false).await.unwrap();
@@ -98,6 +97,5 @@ async fn jobs_stranded_in_queued_are_published_again_and_the_session_completes()
     assert_eq!((ended.status, ended.processed_images), (catalog::SessionStatus::Completed, 12));
 
     broker.delete_topology().await.unwrap();
-    let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
-    admin.drop_schema_for_tests(&schema).await;
+    catalog.drop_schema_for_tests(&schema).await;
 }

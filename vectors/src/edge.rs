@@ -323,24 +323,6 @@ impl EdgeStore {
         Ok(present)
     }
 
-    pub(crate) async fn delete_by_filter(&self, name: &str, filter: &PointFilter) -> Result<u64> {
-        let Some(c) = self.collection(name)? else {
-            return Ok(0);
-        };
-        let Some(f) = edge_filter(filter)? else {
-            return Err(VectorError::InvalidRequest("delete by filter needs at least one condition; use reset to delete everything".into()));
-        };
-        let _w = c.write_lock.lock().await;
-        let n = self.count(name, filter).await?;
-        let shard = c.shard.clone();
-        blocking(move || {
-            shard.update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(f))).map_err(edge_err("delete points"))?;
-            shard.flush().map_err(edge_err("flush"))
-        })
-        .await?;
-        Ok(n)
-    }
-
     /// Every point id, page by page until the end (not only the first page).
     pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<AssetId>> {
         let Some(c) = self.collection(name)? else {

@@ -100,11 +100,6 @@ impl VectorStore {
         on_backend!(self, b => b.delete_ids(collection, ids).await)
     }
 
-    /// Deletes the points matching a non-empty filter; returns how many.
-    pub async fn delete_by_filter(&self, collection: &str, filter: &PointFilter) -> Result<u64> {
-        on_backend!(self, b => b.delete_by_filter(collection, filter).await)
-    }
-
     /// Soft delete (`deleted: true`, with `deleted_at`) or restore (`deleted: false`) these points:
     /// searches never return a soft-deleted point, which keeps its vector until a hard delete.
     /// Returns how many of the points exist.

@@ -233,19 +233,6 @@ impl ServerStore {
         Ok(present.len() as u64)
     }
 
-    /// Deletes what matches; counted just before the delete, as `delete_ids`.
-    pub(crate) async fn delete_by_filter(&self, name: &str, filter: &PointFilter) -> Result<u64> {
-        let Some(f) = grpc_filter(filter) else {
-            return Err(VectorError::InvalidRequest("delete by filter needs at least one condition; use reset to delete everything".into()));
-        };
-        let n = self.count(name, filter).await?;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.client.delete_points(DeletePointsBuilder::new(name).points(f).wait(true)).await.map_err(self.err("delete points"))?;
-        Ok(n)
-    }
-
     pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<AssetId>> {
         let mut ids = Vec::new();
         let mut offset: Option<PointId> = None;

@@ -7,7 +7,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use axum::{Json, extract::State, http::StatusCode};
-use catalog::{JobStatus, NewSession, Session, SessionStatus};
+use catalog::{NewSession, Session, SessionStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -77,10 +77,7 @@ pub(crate) async fn list(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<L
     let status = p.status.as_deref().map(|t| t.parse::<SessionStatus>()).transpose().map_err(ApiError::unprocessable)?;
     let page = page(p.page, p.page_size, 20)?;
     let l = s.catalog.list_sessions(status, page).await?;
-    let mut items = Vec::with_capacity(l.items.len());
-    for session in l.items {
-        items.push(SessionView::of(&s.catalog, session).await?);
-    }
+    let items = SessionView::many(&s.catalog, l.items).await?;
     Ok(Json(Paged::new(catalog::Listing { items, total: l.total }, page, |v| v)))
 }
 
@@ -179,7 +176,7 @@ impl ProgressStats {
 }
 
 /// A session's jobs by status.
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct JobsSummary {
     pending: i64,
@@ -208,17 +205,11 @@ pub(crate) struct Progress {
 #[utoipa::path(get, path = "/api/v1/training/sessions/{id}/progress", params(("id" = i64, Path)), responses((status = 200, body = Progress), (status = 404, body = ErrorBody)))]
 pub(crate) async fn progress(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Progress>> {
     let x = s.catalog.get_session(id).await?;
-    let mut jobs = JobsSummary::default();
-    for (status, n) in s.catalog.count_jobs(id).await? {
-        *match status {
-            JobStatus::Pending => &mut jobs.pending,
-            JobStatus::Queued => &mut jobs.queued,
-            JobStatus::Running => &mut jobs.running,
-            JobStatus::Completed => &mut jobs.completed,
-            JobStatus::Failed => &mut jobs.failed,
-            JobStatus::Cancelled => &mut jobs.cancelled,
-        } += n;
-    }
+    let c = coordinator::job_counts(&s.catalog, id).await.map_err(|e| match e {
+        coordinator::CoordinatorError::Catalog(c) => ApiError::from(c),
+        other => ApiError::internal(other.to_string()),
+    })?;
+    let jobs = JobsSummary { pending: c.pending, queued: c.queued, running: c.running, completed: c.completed, failed: c.failed, cancelled: c.cancelled, skipped: 0 };
     Ok(Json(Progress {
         session_id: id,
         status: x.status,
@@ -379,7 +370,7 @@ pub(crate) struct RestartParams {
 pub(crate) struct CleanupStats {
     operation: &'static str,
     session_id: i64,
-    /// Evidence rows dropped for the images to embed again.
+    /// Images whose last result (evidence) is dropped: those embedded again.
     items_deleted: i64,
     /// Images that will be embedded again.
     items_reset: i64,
@@ -407,9 +398,8 @@ pub(crate) struct RestartResponse {
 pub(crate) async fn restart(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(p): ApiQuery<RestartParams>) -> ApiResult<Json<RestartResponse>> {
     refuse_if_running(&s, id)?;
     let failed_only = p.failed_only.unwrap_or(true);
-    let before = s.catalog.get_session(id).await?;
     let (session, again) = s.catalog.restart_session(id, p.reason.as_deref(), failed_only).await.map_err(bad_transition)?;
-    let stats = CleanupStats { operation: "training_restart", session_id: id, items_deleted: again, items_reset: again, items_preserved: (before.total_images - again).max(0) };
+    let stats = CleanupStats { operation: "training_restart", session_id: id, items_deleted: again, items_reset: again, items_preserved: session.processed_images };
     let message = format!("Training restart initiated ({})", if failed_only { "failed jobs only" } else { "full restart" });
     Ok(Json(RestartResponse {
         session_id: id,
@@ -636,7 +626,7 @@ pub(crate) fn allowed_dir(s: &ApiState, path: &str) -> ApiResult<PathBuf> {
     if !canonical.is_dir() {
         return Err(ApiError::bad_request(format!("path {path} is not a directory")));
     }
-    if !s.allowed_roots.iter().any(|a| a.canonicalize().is_ok_and(|a| canonical.starts_with(a))) {
+    if !s.allowed_roots.iter().any(|a| canonical.starts_with(a)) {
         return Err(ApiError::bad_request(format!("path {path} is outside the allowed roots (imgsearch serve --allow-root DIR)")));
     }
     Ok(canonical)

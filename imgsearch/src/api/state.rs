@@ -24,7 +24,8 @@ pub struct ApiState {
     pub(crate) search_models: std::sync::RwLock<Vec<Arc<ClipModel>>>,
     /// The model upgrade running or last run in this process.
     pub(crate) upgrade: Mutex<vector_admin::UpgradeState>,
-    /// Sessions may only index directories under these.
+    /// Sessions may only index directories under these, and only files under them are served;
+    /// resolved (links followed) once, when the state is made.
     pub allowed_roots: Vec<PathBuf>,
     /// Starts, pauses and cancels sessions (here, or on the distributed workers).
     pub sessions: Arc<crate::sessions::SessionRunner>,
@@ -45,7 +46,7 @@ impl ApiState {
             search_models: std::sync::RwLock::new(vec![model.clone()]),
             active: std::sync::RwLock::new((model, collection)),
             upgrade: Mutex::new(Default::default()),
-            allowed_roots,
+            allowed_roots: allowed_roots.into_iter().map(|r| r.canonicalize().unwrap_or(r)).collect(),
             metrics: metrics::Metrics::new(),
             thumbnail_dir,
             cors: super::cors(&[]).expect("no origins is a valid list"),

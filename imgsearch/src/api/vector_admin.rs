@@ -48,6 +48,11 @@ impl VectorsDeleted {
     }
 }
 
+/// Deletes the vectors of `target` (`crate::manage`), in the service's answer.
+async fn delete(s: &ApiState, target: Target, reason: Option<String>, confirm: bool) -> ApiResult<VectorsDeleted> {
+    Ok(VectorsDeleted::of(manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, target, reason, confirm).await.map_err(unconfirmed)?))
+}
+
 /// A broad delete without `confirm: true` is a 400, as in the service this replaces.
 fn unconfirmed(e: manage::ManageError) -> ApiError {
     match e {
@@ -82,8 +87,7 @@ pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPat
         let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &[id], q.deletion_reason, true).await?;
         return Ok(Json(serde_json::json!({"assetId": id, "softDeleted": changed, "message": format!("Hid {changed} vectors from searches")})));
     }
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Assets(vec![id]), q.deletion_reason, true).await?;
-    let answer = VectorsDeleted { asset_id: Some(id), ..VectorsDeleted::of(d) };
+    let answer = VectorsDeleted { asset_id: Some(id), ..delete(&s, Target::Assets(vec![id]), q.deletion_reason, true).await? };
     Ok(Json(serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
@@ -118,8 +122,8 @@ pub(crate) async fn by_assets(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJso
         let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &b.asset_ids, b.deletion_reason, true).await?;
         return Ok(Json(serde_json::json!({"softDeleted": changed, "message": format!("Hid {changed} vectors from searches")})));
     }
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Assets(b.asset_ids), b.deletion_reason, true).await?;
-    Ok(Json(serde_json::to_value(VectorsDeleted::of(d)).map_err(|e| ApiError::internal(e.to_string()))?))
+    let answer = delete(&s, Target::Assets(b.asset_ids), b.deletion_reason, true).await?;
+    Ok(Json(serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -140,30 +144,24 @@ pub(crate) async fn by_directory(State(s): State<Arc<ApiState>>, ApiJson(b): Api
     if b.path_prefix.trim().is_empty() || !b.path_prefix.starts_with('/') {
         return Err(ApiError::unprocessable("pathPrefix must be an absolute directory"));
     }
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Directory(b.path_prefix.clone()), b.deletion_reason, b.confirm)
-        .await
-        .map_err(unconfirmed)?;
-    Ok(Json(VectorsDeleted { path_prefix: Some(b.path_prefix), ..VectorsDeleted::of(d) }))
+    let d = delete(&s, Target::Directory(b.path_prefix.clone()), b.deletion_reason, b.confirm).await?;
+    Ok(Json(VectorsDeleted { path_prefix: Some(b.path_prefix), ..d }))
 }
 
 /// Deletes the vectors of a session's assets; needs `?confirm=true`.
 #[utoipa::path(delete, path = "/api/v1/vectors/by-session/{id}", params(("id" = i64, Path), Confirm),
     responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn by_session(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<VectorsDeleted>> {
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Session(id), c.deletion_reason, c.confirm.unwrap_or(false))
-        .await
-        .map_err(unconfirmed)?;
-    Ok(Json(VectorsDeleted { session_id: Some(id), ..VectorsDeleted::of(d) }))
+    let d = delete(&s, Target::Session(id), c.deletion_reason, c.confirm.unwrap_or(false)).await?;
+    Ok(Json(VectorsDeleted { session_id: Some(id), ..d }))
 }
 
 /// Deletes the vectors of a category's assets; needs `?confirm=true`.
 #[utoipa::path(delete, path = "/api/v1/vectors/by-category/{id}", params(("id" = i64, Path), Confirm),
     responses((status = 200, body = VectorsDeleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn by_category(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(c): ApiQuery<Confirm>) -> ApiResult<Json<VectorsDeleted>> {
-    let d = manage::delete_vectors(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, Target::Category(id), c.deletion_reason, c.confirm.unwrap_or(false))
-        .await
-        .map_err(unconfirmed)?;
-    Ok(Json(VectorsDeleted { category_id: Some(id), ..VectorsDeleted::of(d) }))
+    let d = delete(&s, Target::Category(id), c.deletion_reason, c.confirm.unwrap_or(false)).await?;
+    Ok(Json(VectorsDeleted { category_id: Some(id), ..d }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

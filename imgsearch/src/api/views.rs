@@ -58,15 +58,31 @@ pub(crate) struct SessionView {
 
 impl SessionView {
     pub(crate) async fn of(catalog: &catalog::Catalog, session: Session) -> Result<Self, catalog::CatalogError> {
-        let category = match session.category_id {
-            Some(c) => match catalog.get_category(c).await {
-                Ok(c) => Some(c),
-                Err(catalog::CatalogError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            },
-            None => None,
-        };
-        Ok(SessionView { session, category, skipped_images: 0, config: None })
+        Ok(Self::many(catalog, vec![session]).await?.remove(0))
+    }
+
+    /// Sessions with their categories, each category read once.
+    pub(crate) async fn many(catalog: &catalog::Catalog, sessions: Vec<Session>) -> Result<Vec<Self>, catalog::CatalogError> {
+        let mut categories: std::collections::HashMap<i64, Option<Category>> = std::collections::HashMap::new();
+        let mut views = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let category = match session.category_id {
+                Some(id) => match categories.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(known) => known.get().clone(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        let found = match catalog.get_category(id).await {
+                            Ok(c) => Some(c),
+                            Err(catalog::CatalogError::NotFound { .. }) => None,
+                            Err(e) => return Err(e),
+                        };
+                        slot.insert(found).clone()
+                    }
+                },
+                None => None,
+            };
+            views.push(SessionView { session, category, skipped_images: 0, config: None });
+        }
+        Ok(views)
     }
 }
 
