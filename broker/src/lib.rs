@@ -4,9 +4,10 @@
 //!
 //! Topology, for a prefix `p` (from config, so tests and tenants get their own names): durable
 //! quorum queues `p.jobs` and `p.embeddings`, each dead-lettering to the direct exchange `p.dlx`,
-//! which routes to `p.jobs.dead` / `p.embeddings.dead`. A message redelivered more than the
-//! delivery limit (`x-delivery-limit`, counted by RabbitMQ) or rejected without requeue goes to its
-//! dead-letter queue with the reason in its `x-death` header.
+//! which routes to `p.jobs.dead` / `p.embeddings.dead`. A message the pipeline gives up (its reason in
+//! `x-imgsearch-reason`), or one redelivered more than the backstop (`x-delivery-limit`, counted by
+//! RabbitMQ: every return counts, a consumer's death included, so it decides nothing else) goes to
+//! its dead-letter queue.
 //!
 //! Control: a fanout exchange `p.control` carries session controls (pause, cancel) to every
 //! embedder; each embedder listens on its own exclusive queue, so a control reaches all of them.
@@ -93,13 +94,20 @@ pub struct BrokerConfig {
     pub url: String,
     /// Prefix of every queue and exchange name (default `imgsearch`).
     pub prefix: String,
-    /// Deliveries of one message before it is dead-lettered (default 5).
-    pub delivery_limit: i64,
+    /// Runs of a job that may start without finishing (the worker died) or fail for a transient
+    /// reason before the job is failed and dead-lettered (default 5). The pipeline counts them
+    /// itself, in the catalog: see `protocol::RunStarted`.
+    pub attempt_limit: i64,
+    /// Deliveries of one message before RabbitMQ dead-letters it (`x-delivery-limit`; default 50).
+    /// Only a backstop: RabbitMQ counts every return of an unacked message, a consumer's death
+    /// included, so a worker that dies holding its prefetch charges every message it held. The
+    /// pipeline hands a returned job to a writer at its first redelivery, and the writer decides.
+    pub delivery_backstop: i64,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), prefix: "imgsearch".into(), delivery_limit: 5 }
+        BrokerConfig { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), prefix: "imgsearch".into(), attempt_limit: 5, delivery_backstop: 50 }
     }
 }
 
@@ -263,8 +271,9 @@ impl Broker {
     /// Connects, enables publisher confirms and declares the topology (idempotent: every process
     /// declares it, whoever starts first).
     pub async fn connect(config: BrokerConfig) -> Result<Self> {
-        let connection =
-            Connection::connect(&config.url, ConnectionProperties::default()).await.map_err(|e| BrokerError::Unavailable { url: config.url.clone(), reason: e.to_string() })?;
+        // named `{prefix}:{pid}`, so an operator (or a test) can tell the pipeline's connections apart
+        let properties = ConnectionProperties::default().with_connection_name(LongString::from(format!("{}:{}", config.prefix, std::process::id())));
+        let connection = Connection::connect(&config.url, properties).await.map_err(|e| BrokerError::Unavailable { url: config.url.clone(), reason: e.to_string() })?;
         let publisher = connection.create_channel().await.map_err(amqp("open a channel"))?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp("enable publisher confirms"))?;
         let broker = Broker { config, connection, publisher };
@@ -298,7 +307,7 @@ impl Broker {
             c.queue_bind(dead.as_str().into(), dlx.as_str().into(), name.as_str().into(), QueueBindOptions::default(), FieldTable::default())
                 .await
                 .map_err(amqp("bind a dead-letter queue"))?;
-            c.queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, quorum_args(Some((&dlx, &name, self.config.delivery_limit))))
+            c.queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, quorum_args(Some((&dlx, &name, self.config.delivery_backstop))))
                 .await
                 .map_err(amqp("declare a queue"))?;
         }
@@ -350,6 +359,15 @@ impl Broker {
         let confirm = self.send(&self.config.dlx_name(), &name, delivery.data(), headers(traceparent.as_deref(), Some(reason))).await?;
         confirmed(confirm, &self.config.dead_queue_name(queue)).await?;
         delivery.ack().await
+    }
+
+    /// Puts a message the pipeline gives up on into a queue's dead-letter queue with its reason (a
+    /// job whose runs reached the limit, sent by the writer that decided it).
+    pub async fn dead_letter_message<T: Serialize>(&self, queue: Queue, message: &T, traceparent: Option<&str>, reason: &str) -> Result<()> {
+        let name = self.config.queue_name(queue);
+        let payload = serde_json::to_vec(message).expect("messages serialize");
+        let confirm = self.send(&self.config.dlx_name(), &name, &payload, headers(traceparent, Some(reason))).await?;
+        confirmed(confirm, &self.config.dead_queue_name(queue)).await
     }
 
     /// Tells every embedder listening that a session is paused, cancelled or resumed.

@@ -13,7 +13,8 @@ fn config() -> BrokerConfig {
     BrokerConfig {
         url: std::env::var("IMGSEARCH_TEST_AMQP").unwrap_or_else(|_| BrokerConfig::default().url),
         prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
-        delivery_limit: 2,
+        delivery_backstop: 2,
+        ..Default::default()
     }
 }
 
@@ -46,12 +47,12 @@ async fn confirmed_messages_arrive_once_and_acked_ones_are_gone() {
 }
 
 #[tokio::test]
-async fn a_message_that_keeps_failing_is_dead_lettered_after_the_delivery_limit() {
+async fn a_message_returned_past_the_backstop_is_dead_lettered_by_rabbitmq() {
     let cfg = config();
     let b = Broker::connect(cfg.clone()).await.unwrap();
     b.publish(Queue::Embeddings, &Msg { n: 7 }, Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")).await.unwrap();
     let mut c = b.consume(Queue::Embeddings, "test", 1).await.unwrap();
-    // delivered, retried twice (the limit), then RabbitMQ moves it to the dead-letter queue
+    // delivered, retried twice (the backstop), then RabbitMQ moves it to the dead-letter queue
     for attempt in 0..3 {
         let d = next(&mut c).await;
         assert_eq!(d.redelivered(), attempt > 0);

@@ -63,6 +63,7 @@ contract!(
     subdirectories_keep_their_selection_across_scans,
     a_session_restarts_renames_and_deletes,
     a_cancelled_session_restarted_embeds_what_it_left_undone,
+    runs_that_started_are_counted_once_each_and_open_jobs_requeue,
 );
 
 fn asset(path: &str, hash: &str) -> NewAsset {
@@ -225,6 +226,26 @@ async fn a_batch_of_results_commits_together_and_a_redelivery_changes_nothing(c:
     assert_eq!((s2.processed_images, s2.failed_images), (3, 0), "nothing counted twice");
     assert_eq!(c.evidence_for_session(session.id, Page::new(0, 100)).await.unwrap().total, 3, "no second evidence row");
     assert_eq!(c.get_asset(jobs[0].asset_id).await.unwrap().indexed_at, asset.indexed_at);
+}
+
+/// Attempts are runs that started, each counted once however often its report arrives; a finished
+/// job counts no more; requeueing an unfinished session keeps the counts.
+async fn runs_that_started_are_counted_once_each_and_open_jobs_requeue(c: Catalog) {
+    let (session, jobs) = session_with_jobs(&c, 3).await;
+    c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(c.record_started(7, &ids).await.unwrap(), 3);
+    assert_eq!(c.record_started(7, &ids).await.unwrap(), 0, "the same run's report again counts nothing");
+    assert_eq!(c.record_started(8, &ids[..1]).await.unwrap(), 1);
+    c.record_results(&[completed(ids[2], "sum")]).await.unwrap();
+    assert_eq!(c.record_started(9, &ids).await.unwrap(), 2, "a finished job counts no more runs");
+    let attempts: std::collections::HashMap<i64, (JobStatus, i32)> = c.job_attempts(&ids).await.unwrap().into_iter().map(|(id, s, n)| (id, (s, n))).collect();
+    assert_eq!(attempts[&ids[0]], (JobStatus::Running, 3));
+    assert_eq!(attempts[&ids[1]], (JobStatus::Running, 2));
+    assert_eq!(attempts[&ids[2]], (JobStatus::Completed, 1));
+    assert_eq!(c.requeue_open_jobs(session.id).await.unwrap(), 2, "running jobs go back to pending");
+    let job = c.get_job(ids[0]).await.unwrap();
+    assert_eq!((job.status, job.attempts), (JobStatus::Pending, 3), "with their attempts");
 }
 
 async fn failed_results_are_counted_as_failures(c: Catalog) {

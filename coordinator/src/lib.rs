@@ -285,10 +285,11 @@ pub async fn job_counts(catalog: &Catalog, session_id: i64) -> Result<JobCounts>
     Ok(c)
 }
 
-/// How `watch` recovers jobs stranded in `queued`: a message lost with a worker that died holding
-/// it, dead-lettered for deaths that were not its fault, dropped by an embedder that heard a pause.
-/// When the session has queued jobs, none pending, and no job finished for `stall`, they are made
-/// pending and published again. One still in the queue then comes twice; the writer skips the second.
+/// How `watch` recovers jobs stranded in `queued` or `running`: a message dead-lettered by the
+/// broker's backstop, a result the writer dead-lettered, a job dropped by an embedder that heard a
+/// pause. When the session has such jobs, none pending, and no job finished for `stall`, they are
+/// made pending and published again (their attempts kept). One still in the queue then comes
+/// twice; the writer skips the second.
 #[derive(Debug, Clone)]
 pub struct Stranded {
     pub broker: broker::BrokerConfig,
@@ -297,7 +298,7 @@ pub struct Stranded {
 
 /// Keeps a running session's progress: every `interval` it counts the jobs (the
 /// `imgsearch_coordinator_session_jobs` gauge), tells `on_progress`, completes the session once no
-/// job is open, and with `stranded` publishes again the jobs stranded in `queued`. Returns the
+/// job is open, and with `stranded` publishes again the jobs stranded in `queued` or `running`. Returns the
 /// session when it is no longer running, or when `shutdown` fires.
 pub async fn watch(
     catalog: &Catalog,
@@ -320,12 +321,12 @@ pub async fn watch(
         if now_finished != finished {
             (finished, since) = (now_finished, tokio::time::Instant::now());
         } else if let Some(s) = stranded
-            && counts.queued > 0
+            && counts.queued + counts.running > 0
             && counts.pending == 0
             && since.elapsed() >= s.stall
         {
-            let moved = catalog.requeue_queued_jobs(session_id).await?;
-            tracing::warn!(session = session_id, jobs = moved, stalled_for = ?s.stall, "jobs stranded in queued: publishing them again");
+            let moved = catalog.requeue_open_jobs(session_id).await?;
+            tracing::warn!(session = session_id, jobs = moved, stalled_for = ?s.stall, "jobs stranded in queued or running: publishing them again");
             publish_pending_retrying(catalog, &s.broker, &session, shutdown).await?;
             since = tokio::time::Instant::now();
         }
@@ -354,7 +355,7 @@ pub async fn stop_session(catalog: &Catalog, broker: &broker::Broker, session_id
 /// A job that was still in the queue then comes twice; the writer skips the second.
 pub async fn resume_session(catalog: &Catalog, broker: &broker::Broker, session_id: i64) -> Result<(Session, u64)> {
     let session = catalog.transition_session(session_id, SessionStatus::Running).await?;
-    catalog.requeue_queued_jobs(session_id).await?;
+    catalog.requeue_open_jobs(session_id).await?;
     let published = publish_pending(catalog, broker, &session).await?;
     Ok((session, published))
 }

@@ -4,12 +4,18 @@
 //! the ack redelivers the job, and the second result is identical in effect (see the writer).
 //!
 //! What happens to a job:
+//! - before a batch runs, a `started` report names its jobs: the writer counts one attempt of each
+//!   in the catalog (runs that really started, unlike RabbitMQ's count of returns, which charges a
+//!   message for every death of a worker that merely held it);
 //! - embedded, or failed for good (a corrupt file): its result is published, then it is acked;
-//! - failed for a transient reason (I/O): given back (counted by RabbitMQ as a delivery); on its
-//!   last allowed delivery a failed result is published and the job is moved to the dead-letter
-//!   queue with its reason, so the catalog records the failure and the message can be inspected;
-//! - delivered for the last allowed time without ever finishing (a worker died on it each time): not
-//!   tried again, failed with `delivery_limit` and dead-lettered the same way;
+//! - failed for a transient reason (I/O): given back after a pause; on its last allowed attempt
+//!   (`attempt_limit`) a failed result is published and the job is moved to the dead-letter queue
+//!   with its reason, so the catalog records the failure and the message can be inspected;
+//! - given back by the broker (a worker died holding it, or it was given back to retry): not run
+//!   here but handed to the writers as a `returned` report, then acked. The writer, which has the
+//!   count, publishes it again, or fails it (`crashed`) and dead-letters it once its runs reached
+//!   the limit: a file that kills every worker that opens it ends in the dead-letter queue, a
+//!   healthy job is never charged for a worker that died before running it;
 //! - not a job this version reads (a poison message): dead-lettered with the reason, nothing else;
 //! - of a session paused or cancelled (a control on the `control` exchange): acked and dropped
 //!   without work; resuming a paused session publishes its jobs again.
@@ -27,7 +33,7 @@ use std::{
 
 use broker::{Broker, BrokerConfig, BrokerError, ControlAction, Delivery, Queue};
 use protocol::{
-    EmbedJob, EmbedResult, FailureKind, Outcome,
+    EmbedJob, EmbedResult, FailureKind, Outcome, Report, RunStarted,
     batch::{Batcher, Source},
 };
 use tokio_util::sync::CancellationToken;
@@ -37,7 +43,7 @@ use crate::{BatchTimings, DecodedBatch, Embedder, metrics::METRICS};
 /// A job message as the embedder settles it (a RabbitMQ delivery; an in-memory fake in tests).
 pub trait JobMessage: Send + Sync + 'static {
     fn decode(&self) -> Result<EmbedJob, BrokerError>;
-    /// Earlier deliveries of this message (0 the first time).
+    /// Earlier deliveries of this message (0 the first time): above 0, the broker gave it back.
     fn delivery_count(&self) -> i64;
     fn queue_lag(&self) -> Duration;
     fn traceparent(&self) -> Option<String>;
@@ -52,11 +58,11 @@ pub trait JobInbox<M: JobMessage>: Source<Item = Result<M, BrokerError>> + Send 
     fn stop_consuming(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
 }
 
-/// Where results go (confirmed), and where a job that can never succeed goes.
+/// Where reports to the writers go (confirmed), and where a job that can never succeed goes.
 pub trait Outbox<M: JobMessage>: Send + Sync + 'static {
-    /// Deliveries after which a job is given up.
-    fn delivery_limit(&self) -> i64;
-    fn publish_results(&self, results: &[(EmbedResult, Option<String>)]) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// The attempt of a job on which a transient failure fails it.
+    fn attempt_limit(&self) -> i64;
+    fn report(&self, reports: &[(Report, Option<String>)]) -> impl Future<Output = Result<(), BrokerError>> + Send;
     fn dead_letter(&self, job: &M, reason: &str) -> impl Future<Output = Result<(), BrokerError>> + Send;
 }
 
@@ -96,11 +102,11 @@ impl JobInbox<Delivery> for broker::Consumer {
 }
 
 impl Outbox<Delivery> for Broker {
-    fn delivery_limit(&self) -> i64 {
-        self.config().delivery_limit
+    fn attempt_limit(&self) -> i64 {
+        self.config().attempt_limit
     }
-    fn publish_results(&self, results: &[(EmbedResult, Option<String>)]) -> impl Future<Output = Result<(), BrokerError>> + Send {
-        self.publish_batch(Queue::Embeddings, results)
+    fn report(&self, reports: &[(Report, Option<String>)]) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        self.publish_batch(Queue::Embeddings, reports)
     }
     fn dead_letter(&self, job: &Delivery, reason: &str) -> impl Future<Output = Result<(), BrokerError>> + Send {
         Broker::dead_letter(self, Queue::Jobs, job, reason)
@@ -151,6 +157,8 @@ pub struct WorkerStats {
     pub dropped: u64,
     pub dead_lettered: u64,
     pub retried: u64,
+    /// Jobs the broker gave back, handed to the writers.
+    pub returned: u64,
     pub connections: u64,
 }
 
@@ -195,8 +203,8 @@ struct Taken<M> {
     span: tracing::Span,
 }
 
-/// A job's delivery and span, kept until the job is settled.
-type InFlight<M> = (M, tracing::Span);
+/// A job's delivery, its attempt and its span, kept until the job is settled.
+type InFlight<M> = (M, u32, tracing::Span);
 
 /// Consumes on one broker connection until shutdown (`Ok`) or until the connection fails (`Err`).
 async fn consume_rabbit(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: &WorkerOptions, shutdown: &CancellationToken, stats: &mut WorkerStats) -> Result<(), BrokerError> {
@@ -207,7 +215,7 @@ async fn consume_rabbit(broker: Arc<Broker>, embedder: &Arc<Embedder>, options: 
 }
 
 /// The embedder's decisions: batch the jobs, settle what cannot run (poison, dropped session,
-/// delivery limit), embed the rest, publish every result before acking its job, retry or
+/// returned by the broker), report each batch started, embed it, publish every result before acking its job, retry or
 /// dead-letter transient failures, follow session controls, and on shutdown stop consuming and
 /// finish the batch in hand. `Ok` on shutdown; an error when a source ends or fails.
 #[allow(clippy::too_many_arguments)]
@@ -236,9 +244,7 @@ where
                 jobs.stop_consuming().await?;
                 if let Some((batch, reason)) = batcher.drain() {
                     let batch = take_batch(outbox.as_ref(), batch, &controls, stats).await?;
-                    if !batch.is_empty() {
-                        stage.run(outbox.as_ref(), embedder, batch, reason, stats).await?;
-                    }
+                    run_isolating(&mut stage, outbox.as_ref(), embedder, batch, reason, stats).await?;
                 }
                 stage.finish(stats).await?;
                 return Ok(());
@@ -264,9 +270,7 @@ where
         };
         if let Some((batch, reason)) = flushed {
             let batch = take_batch(outbox.as_ref(), batch, &controls, stats).await?;
-            if !batch.is_empty() {
-                stage.run(outbox.as_ref(), embedder, batch, reason, stats).await?;
-            }
+            run_isolating(&mut stage, outbox.as_ref(), embedder, batch, reason, stats).await?;
         }
     }
 }
@@ -284,6 +288,27 @@ async fn take_batch<M: JobMessage, O: Outbox<M>>(
         taken.extend(take(outbox, delivery?, controls, stats).await?);
     }
     Ok(taken)
+}
+
+/// Runs a batch, each job that ran before and did not finish (`attempt` above 1) in a batch of its
+/// own, after the others: a file that kills the worker then takes down no other job with it again,
+/// and a healthy job that shared a batch with it once is not charged for its next crashes.
+async fn run_isolating<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
+    stage: &mut Inference<M, E::Decoded>,
+    outbox: &O,
+    embedder: &Arc<E>,
+    batch: Vec<Taken<M>>,
+    reason: protocol::batch::FlushReason,
+    stats: &mut WorkerStats,
+) -> Result<(), BrokerError> {
+    let (again, fresh): (Vec<Taken<M>>, Vec<Taken<M>>) = batch.into_iter().partition(|t| t.job.attempt > 1);
+    if !fresh.is_empty() {
+        stage.run(outbox, embedder, fresh, reason, stats).await?;
+    }
+    for one in again {
+        stage.run(outbox, embedder, vec![one], reason, stats).await?;
+    }
+    Ok(())
 }
 
 /// Where a decoded batch goes: inference right here, or (overlap) a task of its own, one batch
@@ -321,7 +346,17 @@ impl<M: JobMessage, D: Send + 'static> Inference<M, D> {
     ) -> Result<(), BrokerError> {
         crate::count_batch(reason, batch.len());
         let reason = reason.as_str();
-        let (deliveries, jobs): (Vec<InFlight<M>>, Vec<EmbedJob>) = batch.into_iter().map(|t| ((t.delivery, t.span), t.job)).unzip();
+        // the writers count this run as an attempt of each job before any file is opened: a file
+        // that kills the worker is charged for it, the jobs it merely held are not
+        let started = RunStarted { v: protocol::VERSION, run: uuid::Uuid::new_v4().as_u64_pair().0 as i64, jobs: batch.iter().map(|t| t.job.job_id).collect() };
+        outbox.report(&[(Report::Started(started), None)]).await?;
+        let (deliveries, jobs): (Vec<InFlight<M>>, Vec<EmbedJob>) = batch.into_iter().map(|t| ((t.delivery, t.job.attempt, t.span), t.job)).unzip();
+        // test hook: a file named `*poison*` kills the embedder that opens it, as a decoder that
+        // crashes the process would
+        fail::fail_point!("embedder.poison", jobs.iter().any(|j| j.path.contains("poison")), |_| -> Result<(), BrokerError> {
+            eprintln!("failpoint embedder.poison reached: aborting");
+            std::process::abort()
+        });
         let e = embedder.clone();
         let span = tracing::info_span!("decode_batch", images = jobs.len(), reason);
         let decoded = tokio::task::spawn_blocking(move || span.in_scope(|| e.decode(jobs))).await.expect("decoding does not panic");
@@ -347,13 +382,14 @@ impl<M: JobMessage, D: Send + 'static> Inference<M, D> {
             stats.failed += s.failed;
             stats.retried += s.retried;
             stats.dead_lettered += s.dead_lettered;
+            stats.returned += s.returned;
         }
         Ok(())
     }
 }
 
 /// Looks at one delivery: a job is kept for the batch; a poison message, a job of a dropped session
-/// or one delivered too often is settled here (`None`).
+/// or one the broker gave back is settled here (`None`).
 async fn take<M: JobMessage, O: Outbox<M>>(outbox: &O, delivery: M, controls: &Controls, stats: &mut WorkerStats) -> Result<Option<Taken<M>>, BrokerError> {
     METRICS.jobs_consumed.inc();
     METRICS.queue_lag_seconds.observe(delivery.queue_lag().as_secs_f64());
@@ -372,16 +408,14 @@ async fn take<M: JobMessage, O: Outbox<M>>(outbox: &O, delivery: M, controls: &C
         stats.dropped += 1;
         return Ok(None);
     }
-    let limit = outbox.delivery_limit();
-    if delivery.delivery_count() >= limit {
-        // every earlier delivery ended without an ack: a worker died on this job each time
-        let message = format!("the job was delivered {} times without finishing; a worker may crash on this file", delivery.delivery_count());
-        let result = failed_result(&job, "delivery_limit", &message);
-        outbox.publish_results(&[(result, delivery.traceparent())]).await?;
-        outbox.dead_letter(&delivery, &format!("delivery_limit: {message}")).await?;
-        METRICS.jobs_failed.with_label_values(&["delivery_limit"]).inc();
-        METRICS.jobs_acked.with_label_values(&["dead_lettered"]).inc();
-        stats.dead_lettered += 1;
+    if delivery.delivery_count() > 0 {
+        // the broker gave it back: its holder died (running it or not), or it was given back to be
+        // retried. Only the catalog knows how many runs of it started: the writer decides.
+        tracing::debug!(job = %job.job_id, deliveries = delivery.delivery_count(), "a returned job: handing it to the writers");
+        outbox.report(&[(Report::Returned(job), delivery.traceparent())]).await?;
+        delivery.ack().await?;
+        METRICS.jobs_acked.with_label_values(&["returned"]).inc();
+        stats.returned += 1;
         return Ok(None);
     }
     let span = tracing::info_span!(parent: None, "embed_job", job_id = %job.job_id, asset_id = %job.asset_id, session_id = %job.session_id);
@@ -396,15 +430,6 @@ async fn poison<M: JobMessage, O: Outbox<M>>(outbox: &O, delivery: &M, reason: &
     METRICS.jobs_acked.with_label_values(&["dead_lettered"]).inc();
     stats.dead_lettered += 1;
     Ok(())
-}
-
-/// A failed result for a job that was never embedded.
-fn failed_result(job: &EmbedJob, reason: &str, message: &str) -> EmbedResult {
-    EmbedResult::for_job(
-        job,
-        Outcome::Failed { reason: reason.into(), message: message.into(), kind: FailureKind::Transient },
-        protocol::EvidenceInfo { model_name: String::new(), model_version: String::new(), device: String::new(), metadata: serde_json::json!(null), processing_time_ms: 0 },
-    )
 }
 
 /// Inference, then the results published (confirmed), then the jobs acked or given back.
@@ -423,12 +448,12 @@ async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
     // test hook: the kill -9 test stops an embedder here, mid-batch, before anything is published
     fail::fail_point!("embedder.after_inference", |_| -> Result<(), BrokerError> { protocol::hang_at_failpoint("embedder.after_inference") });
 
-    let limit = outbox.delivery_limit();
+    let limit = outbox.attempt_limit();
     let mut publish = Vec::new();
     let mut settle = Vec::new();
-    for (result, (delivery, span)) in results.into_iter().zip(deliveries) {
+    for (result, (delivery, attempt, span)) in results.into_iter().zip(deliveries) {
         let transient = matches!(&result.outcome, Outcome::Failed { kind: FailureKind::Transient, .. });
-        let last_try = delivery.delivery_count() + 1 >= limit;
+        let last_try = attempt as i64 >= limit;
         let action = match (&result.outcome, transient, last_try) {
             (_, true, false) => Settle::Retry,
             (Outcome::Failed { reason, message, .. }, true, true) => Settle::DeadLetter(format!("{reason}: {message}")),
@@ -437,15 +462,15 @@ async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
         };
         if !matches!(action, Settle::Retry) {
             // the result carries the job's span: the writer's span continues the same trace
-            publish.push((result, broker::trace::traceparent_of(&span).or_else(|| delivery.traceparent())));
+            publish.push((Report::Result(result), broker::trace::traceparent_of(&span).or_else(|| delivery.traceparent())));
         }
-        settle.push((delivery, action, span));
+        settle.push((delivery, attempt, action, span));
     }
     let t = Instant::now();
-    outbox.publish_results(&publish).await?;
+    outbox.report(&publish).await?;
     METRICS.stage_seconds.with_label_values(&["publish"]).observe(t.elapsed().as_secs_f64());
     // each job's span ends once the job is settled
-    for (delivery, action, _span) in settle {
+    for (delivery, attempt, action, _span) in settle {
         match action {
             Settle::Embedded => {
                 delivery.ack().await?;
@@ -459,9 +484,10 @@ async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
                 stats.failed += 1;
             }
             Settle::Retry => {
-                // back to the queue after a pause that doubles with each delivery (an I/O hiccup, a
-                // GPU out of memory, need time, not five instant tries); the worker goes on meanwhile
-                let wait = retry_delay(delivery.delivery_count());
+                // back to the queue after a pause that doubles with each attempt (an I/O hiccup, a
+                // GPU out of memory, need time, not five instant tries); the worker goes on
+                // meanwhile. Returned, it goes through a writer, which publishes it again.
+                let wait = retry_delay(attempt.saturating_sub(1) as i64);
                 METRICS.jobs_retried.inc();
                 stats.retried += 1;
                 tokio::spawn(async move {
@@ -484,9 +510,9 @@ async fn finish<M: JobMessage, O: Outbox<M>, E: EmbedStage>(
 }
 
 /// How long a job that failed for a transient reason waits before it goes back to the queue:
-/// 200 ms after its first delivery, doubling with each one, at most 10 s.
-pub fn retry_delay(earlier_deliveries: i64) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << earlier_deliveries.clamp(0, 6))).min(Duration::from_secs(10))
+/// 200 ms after its first attempt, doubling with each one, at most 10 s.
+pub fn retry_delay(earlier_attempts: i64) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << earlier_attempts.clamp(0, 6))).min(Duration::from_secs(10))
 }
 
 enum Settle {
@@ -517,6 +543,10 @@ mod tests {
         DeadLettered(u32, String),
         /// A result published: the job's path and its outcome (`embedded` or `failed:<reason>`).
         Published(String, String),
+        /// A batch of this many jobs reported started.
+        Started(usize),
+        /// A job handed to the writers as returned (its path).
+        Returned(String),
         StoppedConsuming,
     }
 
@@ -605,16 +635,22 @@ mod tests {
     }
 
     impl Outbox<FakeJob> for FakeOutbox {
-        fn delivery_limit(&self) -> i64 {
+        fn attempt_limit(&self) -> i64 {
             self.limit
         }
-        async fn publish_results(&self, results: &[(EmbedResult, Option<String>)]) -> Result<(), BrokerError> {
-            for (r, _) in results {
-                let outcome = match &r.outcome {
-                    Outcome::Embedded { .. } => "embedded".to_owned(),
-                    Outcome::Failed { reason, .. } => format!("failed:{reason}"),
-                };
-                self.log.push(Event::Published(r.path.clone(), outcome));
+        async fn report(&self, reports: &[(Report, Option<String>)]) -> Result<(), BrokerError> {
+            for (r, _) in reports {
+                self.log.push(match r {
+                    Report::Result(r) => {
+                        let outcome = match &r.outcome {
+                            Outcome::Embedded { .. } => "embedded".to_owned(),
+                            Outcome::Failed { reason, .. } => format!("failed:{reason}"),
+                        };
+                        Event::Published(r.path.clone(), outcome)
+                    }
+                    Report::Started(s) => Event::Started(s.jobs.len()),
+                    Report::Returned(job) => Event::Returned(job.path.clone()),
+                });
             }
             Ok(())
         }
@@ -652,6 +688,15 @@ mod tests {
                 .collect();
             (results, BatchTimings { images: jobs.len(), ..Default::default() })
         }
+    }
+
+    /// A result for `job` (the fake model sets its outcome).
+    fn failed_result(job: &EmbedJob, reason: &str, message: &str) -> EmbedResult {
+        EmbedResult::for_job(
+            job,
+            Outcome::Failed { reason: reason.into(), message: message.into(), kind: FailureKind::Transient },
+            protocol::EvidenceInfo { model_name: String::new(), model_version: String::new(), device: String::new(), metadata: serde_json::json!(null), processing_time_ms: 0 },
+        )
     }
 
     trait WithOutcome {
@@ -727,6 +772,7 @@ mod tests {
             h.log.events(),
             [
                 Event::DeadLettered(3, "malformed: message is not a valid embed job: expected value at line 1 column 1".into()),
+                Event::Started(2),
                 Event::Published("1-ok".into(), "embedded".into()),
                 Event::Published("2-corrupt".into(), "failed:corrupt".into()),
                 Event::Acked(1),
@@ -740,22 +786,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_transient_failure_is_retried_then_dead_lettered_on_its_last_delivery() {
+    async fn a_transient_failure_is_retried_then_dead_lettered_on_its_last_attempt() {
         let (h, task) = start(2, Duration::from_secs(3600));
         let s = protocol::next_test_id();
         h.job(1, Ok(job(s, "1-io")), 0).await;
-        h.job(2, Ok(job(s, "2-io")), 4).await;
-        h.log.until(|e| e.len() >= 2).await;
-        let settled = std::time::Instant::now();
-        h.log.until(|e| e.len() >= 3).await;
-        assert!(settled.elapsed() >= retry_delay(0), "job 1 went back only after its pause");
+        h.job(2, Ok(EmbedJob { attempt: 5, ..job(s, "2-io") }), 0).await;
+        h.log.until(|e| !e.is_empty()).await;
+        // job 1's pause starts after its run started
+        let ran = std::time::Instant::now();
+        h.log.until(|e| e.len() >= 5).await;
+        assert!(ran.elapsed() >= retry_delay(0), "job 1 went back only after its pause");
         assert_eq!(
             h.log.events(),
-            [Event::Published("2-io".into(), "failed:io".into()), Event::DeadLettered(2, "io: cannot read image".into()), Event::Retried(1)],
-            "job 2, on its fifth delivery, is recorded failed and dead-lettered; job 1 goes back for another try after a pause"
+            [Event::Started(1), Event::Started(1), Event::Published("2-io".into(), "failed:io".into()), Event::DeadLettered(2, "io: cannot read image".into()), Event::Retried(1)],
+            "job 2 (run alone: it ran before), on its fifth attempt, is recorded failed and dead-lettered; job 1 goes back for another try after a pause"
         );
         h.shutdown.cancel();
         assert_eq!(task.await.unwrap().1.retried, 1);
+    }
+
+    /// Jobs that ran before and did not finish run one per batch, after the fresh ones: a file that
+    /// kills the worker takes no healthy job down with it a second time.
+    #[tokio::test]
+    async fn jobs_that_ran_before_run_alone() {
+        let (h, task) = start(4, Duration::from_secs(3600));
+        let s = protocol::next_test_id();
+        h.job(1, Ok(EmbedJob { attempt: 2, ..job(s, "1-ok") }), 0).await;
+        h.job(2, Ok(job(s, "2-ok")), 0).await;
+        h.job(3, Ok(EmbedJob { attempt: 3, ..job(s, "3-ok") }), 0).await;
+        h.job(4, Ok(job(s, "4-ok")), 0).await;
+        h.log.until(|e| e.iter().filter(|e| matches!(e, Event::Acked(_))).count() == 4).await;
+        let started: Vec<Event> = h.log.events().into_iter().filter(|e| matches!(e, Event::Started(_))).collect();
+        assert_eq!(started, [Event::Started(2), Event::Started(1), Event::Started(1)], "the fresh two together, then each of the others alone");
+        h.shutdown.cancel();
+        assert_eq!(task.await.unwrap().1.embedded, 4);
     }
 
     #[test]
@@ -765,20 +829,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_delivered_past_the_limit_is_failed_without_running() {
+    async fn a_job_the_broker_gave_back_goes_to_the_writers_without_running() {
         let (h, task) = start(1, Duration::from_secs(3600));
-        h.job(1, Ok(job(protocol::next_test_id(), "1-ok")), 5).await;
-        h.log.until(|e| e.len() >= 2).await;
+        let s = protocol::next_test_id();
+        // given back after its holder died: whether that holder ran it, only the catalog knows
+        h.job(1, Ok(job(s, "1-ok")), 1).await;
+        h.job(2, Ok(job(s, "2-ok")), 0).await;
+        h.log.until(|e| e.contains(&Event::Acked(2))).await;
         assert_eq!(
             h.log.events(),
-            [
-                Event::Published("1-ok".into(), "failed:delivery_limit".into()),
-                Event::DeadLettered(1, "delivery_limit: the job was delivered 5 times without finishing; a worker may crash on this file".into()),
-            ]
+            [Event::Returned("1-ok".into()), Event::Acked(1), Event::Started(1), Event::Published("2-ok".into(), "embedded".into()), Event::Acked(2)],
+            "handed over (confirmed) before its ack, and not run here"
         );
-        assert_eq!(h.model.inferred.load(Ordering::SeqCst), 0, "the file is not tried again");
+        assert_eq!(h.model.inferred.load(Ordering::SeqCst), 1, "only the fresh job ran");
         h.shutdown.cancel();
-        task.await.unwrap().0.unwrap();
+        let (done, stats) = task.await.unwrap();
+        done.unwrap();
+        assert_eq!((stats.returned, stats.embedded), (1, 1));
     }
 
     #[tokio::test]
@@ -796,7 +863,15 @@ mod tests {
         h.log.until(|e| e.contains(&Event::Acked(3))).await;
         assert_eq!(
             h.log.events(),
-            [Event::Acked(1), Event::Published("2-ok".into(), "embedded".into()), Event::Acked(2), Event::Published("3-ok".into(), "embedded".into()), Event::Acked(3),],
+            [
+                Event::Acked(1),
+                Event::Started(1),
+                Event::Published("2-ok".into(), "embedded".into()),
+                Event::Acked(2),
+                Event::Started(1),
+                Event::Published("3-ok".into(), "embedded".into()),
+                Event::Acked(3),
+            ],
             "job 1 is dropped without work: acked, no result"
         );
         h.shutdown.cancel();
@@ -836,7 +911,7 @@ mod tests {
             async move { consume(&mut inbox, &mut controls_rx, &outbox, &model, &options, &shutdown, &mut stats).await }
         });
         log.until(|e| e.contains(&Event::Acked(2))).await;
-        assert_eq!(log.events()[1..], [Event::Published("2-ok".into(), "embedded".into()), Event::Acked(2)], "embedded on the new connection");
+        assert_eq!(log.events()[1..], [Event::Started(1), Event::Published("2-ok".into(), "embedded".into()), Event::Acked(2)], "embedded on the new connection");
         shutdown.cancel();
         run.await.unwrap().unwrap();
     }
@@ -855,7 +930,14 @@ mod tests {
         assert!(done.is_ok());
         assert_eq!(
             h.log.events(),
-            [Event::StoppedConsuming, Event::Published("1-ok".into(), "embedded".into()), Event::Published("2-ok".into(), "embedded".into()), Event::Acked(1), Event::Acked(2),]
+            [
+                Event::StoppedConsuming,
+                Event::Started(2),
+                Event::Published("1-ok".into(), "embedded".into()),
+                Event::Published("2-ok".into(), "embedded".into()),
+                Event::Acked(1),
+                Event::Acked(2),
+            ]
         );
         assert_eq!(stats.embedded, 2);
     }

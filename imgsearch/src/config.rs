@@ -65,20 +65,22 @@ pub struct BrokerSection {
     pub url: String,
     /// Prefix of every queue and exchange (default `imgsearch`).
     pub prefix: String,
-    /// Deliveries of one message before it is dead-lettered (default 5).
-    pub delivery_limit: i64,
+    /// Runs of a job that may start without finishing, or fail for a transient reason, before the
+    /// job is failed and dead-lettered (default 5; counted in the catalog, not by RabbitMQ).
+    #[serde(alias = "delivery_limit")]
+    pub attempt_limit: i64,
 }
 
 impl Default for BrokerSection {
     fn default() -> Self {
         let b = broker::BrokerConfig::default();
-        BrokerSection { url: b.url, prefix: b.prefix, delivery_limit: b.delivery_limit }
+        BrokerSection { url: b.url, prefix: b.prefix, attempt_limit: b.attempt_limit }
     }
 }
 
 impl BrokerSection {
     pub fn broker_config(&self) -> broker::BrokerConfig {
-        broker::BrokerConfig { url: self.url.clone(), prefix: self.prefix.clone(), delivery_limit: self.delivery_limit }
+        broker::BrokerConfig { url: self.url.clone(), prefix: self.prefix.clone(), attempt_limit: self.attempt_limit, ..broker::BrokerConfig::default() }
     }
 }
 
@@ -224,8 +226,8 @@ impl Config {
         if self.embedder.batch_size == 0 || self.writer.batch_size == 0 {
             bail!("batch_size must be at least 1");
         }
-        if self.broker.delivery_limit < 1 {
-            bail!("broker.delivery_limit must be at least 1");
+        if self.broker.attempt_limit < 1 {
+            bail!("broker.attempt_limit must be at least 1");
         }
         if !["auto", "on", "off"].contains(&self.embedder.overlap_decode.as_str()) {
             bail!("embedder.overlap_decode must be auto, on or off, not {:?}", self.embedder.overlap_decode);

@@ -11,8 +11,9 @@ pub mod paths;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The message version this build writes and reads. Version 2: integer ids (version 1 had UUIDs).
-pub const VERSION: u32 = 2;
+/// The message version this build writes and reads. Version 3: the results queue carries
+/// [`Report`]s (version 2 carried bare results; version 1 had UUIDs).
+pub const VERSION: u32 = 3;
 
 /// An asset's id: the catalog's integer key, which is also its Qdrant point id (and, as a string,
 /// the point's `asset_id` payload field), as in the service this replaces. Never reused.
@@ -33,6 +34,8 @@ pub struct EmbedJob {
     /// Copied to the vector payload so the writer needs no catalog read.
     pub created_at: DateTime<Utc>,
     pub category_id: Option<i64>,
+    /// Which run of the job this is: 1 + the runs of it that started before (as the catalog counts
+    /// them). A job that fails for a transient reason on its last allowed attempt is failed.
     pub attempt: u32,
 }
 
@@ -88,6 +91,43 @@ pub struct EmbedResult {
     pub category_id: Option<i64>,
     pub outcome: Outcome,
     pub evidence: EvidenceInfo,
+}
+
+/// An embedder is about to run these jobs (one report per batch, before it decodes a file). The
+/// writer counts it as an attempt of each job in the catalog, once per `run`: attempts are the runs
+/// that really started, not the broker's redeliveries (a worker that dies holding jobs it never
+/// started charges them nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStarted {
+    pub v: u32,
+    /// A random id of this run of the batch.
+    pub run: i64,
+    pub jobs: Vec<JobId>,
+}
+
+/// What the embedders send the writers on the results queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Report {
+    /// A batch is about to run.
+    Started(RunStarted),
+    /// A job the broker gave back (a worker died holding it, or gave it back to retry): the writer
+    /// publishes it again, or fails it once its runs reached the limit (a file that kills every
+    /// worker that opens it), and dead-letters it.
+    Returned(EmbedJob),
+    /// A job's result.
+    Result(EmbedResult),
+}
+
+impl Report {
+    /// The version of the message inside.
+    pub fn v(&self) -> u32 {
+        match self {
+            Report::Started(s) => s.v,
+            Report::Returned(j) => j.v,
+            Report::Result(r) => r.v,
+        }
+    }
 }
 
 /// A vector as the little-endian bytes a result carries.
@@ -165,5 +205,28 @@ mod tests {
         let outcome = Outcome::Embedded { vector: bytes.clone(), checksum: "x".into() };
         let json = serde_json::to_string(&outcome).unwrap();
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    }
+
+    #[test]
+    fn reports_say_their_kind_and_round_trip() {
+        let started = Report::Started(RunStarted { v: VERSION, run: -7, jobs: vec![1, 2] });
+        let json = serde_json::to_value(&started).unwrap();
+        assert_eq!(json["kind"], "started");
+        assert_eq!(serde_json::from_value::<Report>(json).unwrap(), started);
+        let job = EmbedJob { v: VERSION, job_id: 3, asset_id: 4, session_id: 5, path: "/a.jpg".into(), created_at: Utc::now(), category_id: None, attempt: 2 };
+        let returned = Report::Returned(job.clone());
+        let json = serde_json::to_string(&returned).unwrap();
+        assert!(json.contains(r#""kind":"returned""#), "{json}");
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), returned);
+        let result = Report::Result(EmbedResult::for_job(
+            &job,
+            Outcome::Embedded { vector: vector_to_bytes(&[1.0]), checksum: "c".into() },
+            EvidenceInfo { model_name: "m".into(), model_version: "1".into(), device: "cpu".into(), metadata: serde_json::json!({}), processing_time_ms: 1 },
+        ));
+        let json = serde_json::to_string(&result).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), result);
+        assert_eq!(result.v(), VERSION);
+        // a bare result (version 2's body) is not a report
+        assert!(serde_json::from_str::<Report>(r#"{"v":2,"job_id":1}"#).is_err());
     }
 }

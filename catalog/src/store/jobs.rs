@@ -101,13 +101,55 @@ impl Catalog {
         rows.into_iter().map(|(id, s)| Ok((id, s.parse().map_err(CatalogError::Corrupt)?))).collect()
     }
 
-    /// Puts a session's queued jobs back to pending, so they are published again: after a pause in
-    /// the distributed wiring the embedders dropped them. Returns how many moved.
-    pub async fn requeue_queued_jobs(&self, session_id: SessionId) -> Result<u64> {
+    /// Puts a session's published and unfinished jobs (`queued`, `running`) back to pending, so they
+    /// are published again: after a pause in the distributed wiring the embedders dropped them; a
+    /// stalled session's were lost with a worker. Their attempts are kept. Returns how many moved.
+    pub async fn requeue_open_jobs(&self, session_id: SessionId) -> Result<u64> {
         let now = Utc::now();
-        let moved = on_pool!(self, p => sqlx::query("UPDATE training_jobs SET status = 'pending', updated_at = $2 WHERE session_id = $1 AND status = 'queued'")
+        let moved = on_pool!(self, p => sqlx::query("UPDATE training_jobs SET status = 'pending', updated_at = $2 WHERE session_id = $1 AND status IN ('queued', 'running')")
             .bind(session_id).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(moved)
+    }
+
+    /// Records that an embedder started a run of these jobs (`run`, a random id per batch): each
+    /// unfinished job moves to `running` and counts one attempt more. A run already counted for a
+    /// job (the same report delivered again) is not counted twice. Returns how many were counted.
+    pub async fn record_started(&self, run: i64, jobs: &[JobId]) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let placeholders = (0..jobs.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            "UPDATE training_jobs SET status = 'running', attempts = attempts + 1, last_run = $1, started_at = COALESCE(started_at, $2), updated_at = $2
+             WHERE id IN ({placeholders}) AND status IN ('pending', 'queued', 'running') AND (last_run IS NULL OR last_run <> $1)"
+        );
+        let counted = on_pool!(self, p => {
+            let mut q = sqlx::query(sql(text.clone())).bind(run).bind(now);
+            for id in jobs {
+                q = q.bind(*id);
+            }
+            q.execute(p).await.map(|r| r.rows_affected())
+        })?;
+        Ok(counted)
+    }
+
+    /// Each of these jobs' status and the runs of it that started (`record_started`), in one query;
+    /// unknown ids are left out.
+    pub async fn job_attempts(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus, i32)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let text = format!("SELECT id, status, attempts FROM training_jobs WHERE id IN ({placeholders})");
+        let rows: Vec<(JobId, String, i32)> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(sql(text.clone()));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await
+        })?;
+        rows.into_iter().map(|(id, s, n)| Ok((id, s.parse().map_err(CatalogError::Corrupt)?, n))).collect()
     }
 
     /// Records that jobs were published (with their broker message ids): `pending -> queued`.

@@ -99,6 +99,8 @@ impl Catalog {
             admin.close().await;
             options = options.options([("search_path", schema)]);
         }
+        // `imgsearch:{schema}` in pg_stat_activity: an operator (or a test) can tell whose connections are whose
+        options = options.application_name(&format!("imgsearch:{}", schema.unwrap_or("public")));
         let pool = PgPoolOptions::new().max_connections(8).acquire_timeout(std::time::Duration::from_secs(10)).connect_with(options).await?;
         if made_before_integer_ids(&pool).await {
             return Err(CatalogError::Outdated(format!(

@@ -132,6 +132,19 @@ impl Cluster {
         &mut self.children.iter_mut().find(|(n, _)| *n == role.name).expect("a started role").1
     }
 
+    /// Starts `imgsearch <args>` in the background (a coordinator with its folder).
+    fn spawn_args(&mut self, name: &str, args: &[&str]) -> Role {
+        let log = self.logs.path().join(format!("{name}.log"));
+        let child = self.command(args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("start imgsearch");
+        self.children.push((name.to_owned(), child));
+        Role { name: name.to_owned(), log }
+    }
+
+    /// Whether the role's process has exited.
+    fn exited(&mut self, role: &Role) -> bool {
+        self.child(role).try_wait().unwrap().is_some()
+    }
+
     /// SIGKILL: no cleanup, no goodbye to the broker.
     fn kill9(&mut self, role: &Role) {
         let child = self.child(role);
@@ -447,7 +460,7 @@ async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_
         assert!(started.elapsed() < Duration::from_secs(60), "the failures were not recorded:\n{}", embedder.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // each was tried up to the delivery limit (5), then failed with its reason
+    // each was tried up to the attempt limit (5), then failed with its reason
     assert_eq!(embedder.metric("imgsearch_embedder_jobs_retried_total").await, 3.0 * 4.0);
     let failed = cluster.catalog.list_jobs(session, Some(JobStatus::Failed), Page::new(0, 10)).await.unwrap();
     for job in &failed.items {
@@ -602,9 +615,15 @@ async fn an_assets_trace_runs_from_the_coordinator_through_the_embedder_to_the_r
     // the embedder's result continues the job's trace, from a span of its own
     let embedder = cluster.spawn("embedder", "embedder", None);
     let mut results = broker.consume(Queue::Embeddings, "test", 50).await.unwrap();
-    for _ in 0..20 {
+    let mut seen = 0;
+    while seen < 20 {
         let d = tokio::time::timeout(Duration::from_secs(60), results.next()).await.unwrap_or_else(|_| panic!("{}", embedder.log_text())).unwrap().unwrap();
-        let result: protocol::EmbedResult = d.decode("result").unwrap();
+        let protocol::Report::Result(result) = d.decode("report").unwrap() else {
+            // a batch's `started` report: no job's trace
+            d.ack().await.unwrap();
+            continue;
+        };
+        seen += 1;
         let tp = d.traceparent().expect("a result carries its trace context");
         let job_tp = &traces[&result.job_id];
         assert_eq!(broker::trace::trace_id(&tp), broker::trace::trace_id(job_tp), "the same trace as the job");
@@ -644,5 +663,287 @@ async fn operators_manage_the_distributed_stores_from_the_command_line() {
     let again = cluster.coordinate(dir.path(), &[]);
     assert_eq!((again["published"].as_u64(), again["status"].as_str()), (Some(60), Some("completed")), "{again}");
     assert_eq!(cluster.vector_count().await, 300, "{}\n{}", embedder.log_text(), writer.log_text());
+    cluster.cleanup().await;
+}
+
+/// Takes `n` messages from a queue on a connection of its own and closes it without an ack, as a
+/// worker that dies holding them would; `times` over.
+async fn hold_and_die(config: &BrokerConfig, queue: &str, n: u32, times: u32) {
+    for _ in 0..times {
+        let holder = Broker::connect(config.clone()).await.unwrap();
+        let mut c = holder.consume_named(queue, "holder", 1000).await.unwrap();
+        for _ in 0..n {
+            tokio::time::timeout(Duration::from_secs(30), c.next()).await.expect("the messages are there").unwrap().unwrap();
+        }
+        holder.close().await.unwrap();
+    }
+}
+
+async fn dead_letter_depths(cluster: &Cluster) -> (u32, u32) {
+    let broker = cluster.broker().await;
+    let cfg = cluster.broker_config();
+    (broker.queue_depth(&cfg.dead_queue_name(Queue::Jobs)).await.unwrap(), broker.queue_depth(&cfg.dead_queue_name(Queue::Embeddings)).await.unwrap())
+}
+
+/// RabbitMQ charges a message for every death of a consumer that held it unacked, and its
+/// `x-delivery-limit` dead-letters it after a few (that lost healthy work under chaos). Here every
+/// job, then (in a second cluster) every result, is held ten times by a consumer that dies without
+/// an ack before a worker takes it: each is embedded and written exactly once, and no dead-letter
+/// queue holds anything. The attempts that count are the runs that started, in the catalog.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_and_results_whose_holders_die_ten_times_are_written_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    // jobs held and dropped ten times before an embedder sees them
+    let mut cluster = Cluster::start().await;
+    let dir = images(40);
+    let session = session_of(&cluster.coordinate(dir.path(), &["--no-wait"]));
+    hold_and_die(&cluster.broker_config(), &cluster.broker_config().queue_name(Queue::Jobs), 40, 10).await;
+    let embedder = cluster.spawn("embedder", "embedder", None);
+    let writer = cluster.spawn("writer", "writer", None);
+    cluster.wait_completed(session, 40, Duration::from_secs(120), &[&embedder, &writer]).await;
+    cluster.assert_exactly_once(session, 40).await;
+    assert_eq!(embedder.metric("imgsearch_embedder_jobs_acked_total{outcome=\"returned\"}").await, 40.0, "each handed to the writers once");
+    assert_eq!(writer.metric("imgsearch_writer_jobs_written_total{outcome=\"requeued\"}").await, 40.0, "and published again by them");
+    assert_eq!(dead_letter_depths(&cluster).await, (0, 0));
+    let job = cluster.catalog.list_jobs(session, Some(JobStatus::Completed), Page::new(0, 1)).await.unwrap().items.remove(0);
+    assert_eq!(job.attempts, 1, "one run started: the ten deaths of its holders are not attempts");
+    cluster.cleanup().await;
+
+    // results held and dropped ten times before a writer sees them
+    let mut cluster = Cluster::start().await;
+    let session = session_of(&cluster.coordinate(dir.path(), &["--no-wait"]));
+    let embedder = cluster.spawn("embedder", "embedder", None);
+    let broker = cluster.broker().await;
+    let started = Instant::now();
+    while embedder.metric("imgsearch_embedder_jobs_acked_total{outcome=\"embedded\"}").await < 40.0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "{}", embedder.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let results = cluster.broker_config().queue_name(Queue::Embeddings);
+    let depth = broker.queue_depth(&results).await.unwrap();
+    assert!(depth > 40, "40 results and the batches' started reports wait: {depth}");
+    hold_and_die(&cluster.broker_config(), &results, depth, 10).await;
+    let writer = cluster.spawn("writer", "writer", None);
+    cluster.wait_completed(session, 40, Duration::from_secs(120), &[&embedder, &writer]).await;
+    cluster.assert_exactly_once(session, 40).await;
+    assert_eq!(dead_letter_depths(&cluster).await, (0, 0));
+    cluster.cleanup().await;
+}
+
+/// A file that kills every embedder that opens it (a decoder crash; here a failpoint aborts the
+/// process on a file named `poison`): it is charged one attempt per run that started, failed as
+/// `crashed` once they reach the limit (3 here), and its job moved to the dead-letter queue; the
+/// healthy files of its batches, returned with it each time, all complete; the session ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_kills_every_embedder_that_opens_it_is_failed_as_crashed_and_dead_lettered() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start().await;
+    cluster.extra_env.push(("IMGSEARCH__BROKER__ATTEMPT_LIMIT".into(), "3".into()));
+    let dir = images(100);
+    std::fs::copy(dir.path().join("set0/blue-circle-00.jpg"), dir.path().join("set0/poison.jpg")).unwrap();
+    let session = session_of(&cluster.coordinate(dir.path(), &["--no-wait"]));
+    let writer = cluster.spawn("writer", "writer", None);
+    let mut crashes = 0;
+    loop {
+        let embedder = cluster.spawn(&format!("embedder-{crashes}"), "embedder", Some("embedder.poison=return"));
+        let started = Instant::now();
+        loop {
+            if cluster.exited(&embedder) {
+                assert!(embedder.log_text().contains("failpoint embedder.poison reached"), "{}", embedder.log_text());
+                crashes += 1;
+                break;
+            }
+            if cluster.jobs(session, JobStatus::Completed).await == 100 && cluster.jobs(session, JobStatus::Failed).await == 1 {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                let counts = coordinator::job_counts(&cluster.catalog, session).await.unwrap();
+                panic!("no progress after {crashes} crashes: {counts:?}\n{}\n{}", embedder.log_text(), writer.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !cluster.exited(&embedder) {
+            break;
+        }
+        assert!(crashes <= 3, "the poison file kept killing embedders past the limit:\n{}", writer.log_text());
+    }
+    assert_eq!(crashes, 3, "one crash per allowed run");
+    let failed = cluster.catalog.list_jobs(session, Some(JobStatus::Failed), Page::new(0, 5)).await.unwrap().items;
+    let error = failed[0].error_message.clone().unwrap_or_default();
+    assert!(error.starts_with("crashed: 3 runs of this job started and none finished"), "{error}");
+    assert_eq!(failed[0].attempts, 3);
+    let broker = cluster.broker().await;
+    let mut dead = broker.consume_named(&cluster.broker_config().dead_queue_name(Queue::Jobs), "test", 5).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap().unwrap();
+    let job: protocol::EmbedJob = d.decode("job").unwrap();
+    assert!(job.path.ends_with("poison.jpg"), "{}", job.path);
+    assert!(d.dead_letter_reason().unwrap().starts_with("crashed: "), "{:?}", d.dead_letter_reason());
+    d.ack().await.unwrap();
+    let again = cluster.coordinate(dir.path(), &[]);
+    assert_eq!((again["status"].as_str(), again["completed"].as_u64(), again["failed"].as_u64()), (Some("completed"), Some(100), Some(1)), "{again}");
+    cluster.cleanup().await;
+}
+
+/// A seeded random number generator (splitmix64): the chaos schedule replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (self.next() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Closes this test's broker connections (their client-provided name is `{prefix}:{pid}`), not the
+/// whole broker's.
+fn close_connections_of(prefix: &str) -> usize {
+    let out = Command::new("rabbitmqctl").args(["list_connections", "--no-table-headers", "-q", "pid", "client_properties"]).output().expect("rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text.lines().filter(|l| l.contains(&format!("\"{prefix}:"))) {
+        let Some(pid) = line.split('\t').next() else { continue };
+        if Command::new("rabbitmqctl").args(["close_connection", pid, "chaos test"]).output().map(|o| o.status.success()).unwrap_or(false) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// Terminates this test's PostgreSQL connections (application name `imgsearch:{schema}`).
+fn break_postgres_connections(schema: &str) -> usize {
+    let sql = format!("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'imgsearch:{schema}'");
+    let out = Command::new("psql").args([&postgres_url(), "-tAc", &sql]).output().expect("psql");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// The randomized chaos run: 2 embedders and 2 writers on one session, a coordinator watching it
+/// (stranded jobs published again after 5 s without progress). A seeded schedule kills -9 a random
+/// worker (sometimes two at once) every 0.1-0.6 s and restarts it after 0-2 s (some die during
+/// start-up), until the wanted number of kills landed while jobs were open; on the way, once each,
+/// it closes this run's broker connections, stops and restarts the Qdrant fixture, and terminates
+/// this run's PostgreSQL connections. Then: the session completed, and
+/// completed jobs == evidence rows == points == images, each asset once, no job open, both
+/// dead-letter queues empty.
+///
+/// CI runs the short form (IMGSEARCH_CHAOS_IMAGES=1200, at least 12 kills landing while jobs are
+/// open); `bench/chaos.sh` runs the long form (6000 images, at least 80 kills). The seed is printed
+/// first (IMGSEARCH_CHAOS_SEED replays a run's schedule).
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_kills_restarts_and_outages_lose_and_duplicate_nothing() {
+    let _serial = SERIAL.lock().await;
+    let seed: u64 = env_or("IMGSEARCH_CHAOS_SEED", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let images_n: usize = env_or("IMGSEARCH_CHAOS_IMAGES", 1200);
+    let min_kills: usize = env_or("IMGSEARCH_CHAOS_KILLS", 12);
+    eprintln!("chaos seed {seed} (IMGSEARCH_CHAOS_SEED={seed} replays it): {images_n} images, at least {min_kills} kills");
+    let mut rng = Rng(seed);
+    let mut cluster = Cluster::start().await;
+    cluster.extra_env.push(("IMGSEARCH__COORDINATOR__REPUBLISH_STRANDED_AFTER_S".into(), "5".into()));
+    let dir = images(images_n);
+    let qdrant_dir = cluster._qdrant_dir.path().to_owned();
+    let qdrant_addr = cluster.qdrant.as_ref().unwrap().addr();
+
+    // slots: what runs in each, its current process, and when a killed one comes back
+    let kinds = ["embedder", "embedder", "writer", "writer"];
+    let mut generation = 0;
+    let mut spawn = |cluster: &mut Cluster, slot: usize| {
+        generation += 1;
+        cluster.spawn(&format!("{}-{slot}-{generation}", kinds[slot]), kinds[slot], None)
+    };
+    let mut running: Vec<Option<Role>> = (0..kinds.len()).map(|slot| Some(spawn(&mut cluster, slot))).collect();
+    let mut restart_at: Vec<Option<Instant>> = vec![None; kinds.len()];
+    let coordinator = cluster.spawn_args("coordinator", &["coordinator", dir.path().to_str().unwrap(), "--json"]);
+
+    let began = Instant::now();
+    let limit = Duration::from_secs(env_or("IMGSEARCH_CHAOS_MINUTES", 10u64) * 60);
+    let session = loop {
+        if let Some(s) = cluster.catalog.list_sessions(None, Page::new(0, 1)).await.unwrap().items.first() {
+            break s.id;
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "no session:\n{}", coordinator.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (mut landed, mut total_kills) = (0usize, 0usize);
+    let (mut broker_closed, mut qdrant_restarted, mut postgres_broken) = (false, false, false);
+    while !cluster.exited(&coordinator) {
+        assert!(began.elapsed() < limit, "chaos seed {seed}: the session did not complete within {limit:?}:\n{}", coordinator.log_text());
+        tokio::time::sleep(Duration::from_secs_f64(rng.between(0.1, 0.6))).await;
+        let now = Instant::now();
+        let killing = landed < min_kills;
+        for slot in 0..kinds.len() {
+            if restart_at[slot].is_some_and(|at| at <= now) {
+                restart_at[slot] = None;
+                running[slot] = Some(spawn(&mut cluster, slot));
+            }
+        }
+        let open = coordinator::job_counts(&cluster.catalog, session).await.map(|c| c.open()).unwrap_or(1);
+        let victims = match (killing, rng.below(100)) {
+            (false, _) => 0,
+            (true, 0..15) => 2,
+            _ => 1,
+        };
+        for _ in 0..victims {
+            let alive: Vec<usize> = (0..kinds.len()).filter(|s| running[*s].is_some()).collect();
+            if alive.is_empty() {
+                break;
+            }
+            let slot = alive[rng.below(alive.len())];
+            let role = running[slot].take().unwrap();
+            cluster.kill9(&role);
+            restart_at[slot] = Some(Instant::now() + Duration::from_secs_f64(rng.between(0.0, 2.0)));
+            total_kills += 1;
+            if open > 0 {
+                landed += 1;
+            }
+        }
+        if !broker_closed && landed >= min_kills / 4 {
+            broker_closed = true;
+            eprintln!("chaos: closed {} broker connections of this run", close_connections_of(&cluster.prefix));
+        }
+        if !qdrant_restarted && landed >= min_kills / 2 {
+            qdrant_restarted = true;
+            cluster.qdrant.take().unwrap().stop().await;
+            tokio::time::sleep(Duration::from_secs_f64(rng.between(0.0, 1.0))).await;
+            cluster.qdrant = Some(QdrantFixture::start_at(qdrant_addr, &qdrant_dir).await.unwrap());
+            eprintln!("chaos: restarted the Qdrant fixture");
+        }
+        if !postgres_broken && landed >= 3 * min_kills / 4 {
+            postgres_broken = true;
+            eprintln!("chaos: terminated {} PostgreSQL connections of this run", break_postgres_connections(&cluster.schema));
+        }
+    }
+    let elapsed = began.elapsed();
+    let out = cluster.children.iter_mut().find(|(n, _)| n == "coordinator").unwrap().1.stdout.take().unwrap();
+    let summary: serde_json::Value = serde_json::from_reader(out).unwrap_or_else(|e| panic!("chaos seed {seed}: {e}:\n{}", coordinator.log_text()));
+    assert_eq!(summary["status"], "completed", "chaos seed {seed}: {summary}");
+    let completed = cluster.jobs(session, JobStatus::Completed).await;
+    let failed = cluster.jobs(session, JobStatus::Failed).await;
+    let evidence = cluster.catalog.evidence_for_session(session, Page::new(0, 1)).await.unwrap().total;
+    let points = cluster.vector_count().await as i64;
+    let dead = dead_letter_depths(&cluster).await;
+    eprintln!(
+        "chaos seed {seed}: {total_kills} kills ({landed} while jobs were open), {images_n} images, lost {}, duplicated {}, failed {failed}, dead-lettered {}, {:.1} s",
+        images_n as i64 - completed.min(points),
+        (evidence - completed - failed).max(0) + (points - completed).max(0),
+        dead.0 + dead.1,
+        elapsed.as_secs_f64()
+    );
+    assert!(broker_closed && qdrant_restarted && postgres_broken, "chaos seed {seed}: the run ended before every outage ({landed} kills landed); give it more images");
+    assert!(landed >= min_kills, "chaos seed {seed}: only {landed} kills landed while jobs were open; give it more images");
+    cluster.assert_exactly_once(session, images_n).await;
+    assert_eq!(dead, (0, 0), "chaos seed {seed}: nothing dead-lettered");
     cluster.cleanup().await;
 }
