@@ -55,6 +55,7 @@ impl From<sqlx::Error> for CatalogError {
         match e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => CatalogError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) if lost_a_race(db.code().as_deref()) => CatalogError::Busy(db.to_string()),
+            sqlx::Error::Database(db) if connection_lost(db.code().as_deref()) => CatalogError::Unavailable(db.to_string()),
             other => CatalogError::Database(other.to_string()),
         }
     }
@@ -66,9 +67,26 @@ fn lost_a_race(code: Option<&str>) -> bool {
     matches!(code, Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517" | "773"))
 }
 
+/// PostgreSQL's connection exceptions (class 08) and a server that terminated the connection or is
+/// shutting down or starting (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now):
+/// the next connection can work.
+fn connection_lost(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::lost_a_race;
+    use super::{connection_lost, lost_a_race};
+
+    #[test]
+    fn a_terminated_or_lost_connection_is_unavailable_not_a_fault() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08003"] {
+            assert!(connection_lost(Some(code)), "{code}");
+        }
+        for code in [None, Some("23505"), Some("40001"), Some("57014")] {
+            assert!(!connection_lost(code), "{code:?}");
+        }
+    }
 
     #[test]
     fn deadlocks_serialization_failures_and_busy_are_races_not_faults() {

@@ -471,6 +471,44 @@ async fn two_writers_committing_one_sessions_batches_at_once_count_both() {
     }
 }
 
+/// A writer whose transaction has inserted its evidence rows (their foreign key holds KEY SHARE on
+/// the session row) does not block another writer's commit of the same session: with the session
+/// locked FOR UPDATE, the second waited on the first's key share while the first went on to take
+/// the same lock, and PostgreSQL aborted one of them as a deadlock, on every concurrent batch (the
+/// chaos test found it). Fails before the fix: B waits until A ends.
+#[tokio::test]
+async fn a_writer_holding_its_evidence_rows_does_not_block_another_writers_commit() {
+    let schema = format!("t_{}", Uuid::new_v4().simple());
+    let c = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.unwrap();
+    let outcome = AssertUnwindSafe(async {
+        let (session, jobs) = session_with_jobs(&c, 2).await;
+        c.transition_session(session.id, SessionStatus::Running).await.unwrap();
+        let a = raw_in(&schema).await;
+        let mut tx = a.begin().await.unwrap();
+        sqlx::query("INSERT INTO training_evidence (asset_id, session_id, model_name, model_version, created_at) VALUES ($1, $2, 'm', '1', now())")
+            .bind(jobs[0].asset_id)
+            .bind(session.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let b = tokio::spawn({
+            let c = c.clone();
+            let job = jobs[1].id;
+            async move { c.record_results(&[completed(job, "b")]).await.unwrap() }
+        });
+        let report = tokio::time::timeout(std::time::Duration::from_secs(20), b).await.expect("writer B committed while A's transaction was open").unwrap();
+        assert_eq!(report.applied, vec![jobs[1].id]);
+        tx.rollback().await.unwrap();
+        assert_eq!(c.get_session(session.id).await.unwrap().processed_images, 1);
+    })
+    .catch_unwind()
+    .await;
+    c.drop_schema_for_tests(&schema).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// A pool on the schema a test catalog lives in.
 async fn raw_in(schema: &str) -> sqlx::PgPool {
     let options: sqlx::postgres::PgConnectOptions = postgres_url().parse().unwrap();

@@ -287,8 +287,9 @@ pub async fn job_counts(catalog: &Catalog, session_id: i64) -> Result<JobCounts>
 
 /// How `watch` recovers jobs stranded in `queued` or `running`: a message dead-lettered by the
 /// broker's backstop, a result the writer dead-lettered, a job dropped by an embedder that heard a
-/// pause. When the session has such jobs, none pending, and no job finished for `stall`, they are
-/// made pending and published again (their attempts kept). One still in the queue then comes
+/// pause. When the session has such jobs, none pending, no job finished for `stall`, and nothing
+/// waits in the jobs and results queues, they are made pending and published again (their
+/// attempts kept). One still in the queue then comes
 /// twice; the writer skips the second.
 #[derive(Debug, Clone)]
 pub struct Stranded {
@@ -309,32 +310,79 @@ pub async fn watch(
     mut on_progress: impl FnMut(&JobCounts),
 ) -> Result<Session> {
     let (mut finished, mut since) = (-1, tokio::time::Instant::now());
+    let mut last: Option<Session> = None;
     loop {
-        let counts = job_counts(catalog, session_id).await?;
-        metrics::set_session_jobs(&counts);
-        on_progress(&counts);
-        let session = finish_if_done(catalog, session_id).await?;
-        if session.status != SessionStatus::Running {
-            return Ok(session);
-        }
-        let now_finished = counts.completed + counts.failed + counts.cancelled;
-        if now_finished != finished {
-            (finished, since) = (now_finished, tokio::time::Instant::now());
-        } else if let Some(s) = stranded
-            && counts.queued + counts.running > 0
-            && counts.pending == 0
-            && since.elapsed() >= s.stall
-        {
-            let moved = catalog.requeue_open_jobs(session_id).await?;
-            tracing::warn!(session = session_id, jobs = moved, stalled_for = ?s.stall, "jobs stranded in queued or running: publishing them again");
-            publish_pending_retrying(catalog, &s.broker, &session, shutdown).await?;
-            since = tokio::time::Instant::now();
+        // a database or broker that went away (a restart, a terminated connection) is waited
+        // out: the watch goes on with the next round, it does not end the session's coordinator
+        match watch_round(catalog, session_id, stranded, shutdown, &mut finished, &mut since, &mut on_progress).await {
+            Ok(session) if session.status != SessionStatus::Running => return Ok(session),
+            Ok(session) => last = Some(session),
+            Err(e) if retryable(&e) => tracing::warn!(error = %e, session = session_id, "cannot watch the session for now; trying again"),
+            Err(e) => return Err(e),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.cancelled() => return Ok(session),
+            _ = shutdown.cancelled() => return match last {
+                Some(session) => Ok(session),
+                None => Ok(catalog.get_session(session_id).await?),
+            },
         }
     }
+}
+
+fn retryable(e: &CoordinatorError) -> bool {
+    match e {
+        CoordinatorError::Catalog(e) => e.is_retryable(),
+        CoordinatorError::Broker(e) => e.is_retryable(),
+        CoordinatorError::Scan(_) => false,
+    }
+}
+
+/// One round of `watch`: counts, completion, and the stranded jobs' recovery.
+async fn watch_round(
+    catalog: &Catalog,
+    session_id: i64,
+    stranded: Option<&Stranded>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    finished: &mut i64,
+    since: &mut tokio::time::Instant,
+    on_progress: &mut impl FnMut(&JobCounts),
+) -> Result<Session> {
+    let counts = job_counts(catalog, session_id).await?;
+    metrics::set_session_jobs(&counts);
+    on_progress(&counts);
+    let session = finish_if_done(catalog, session_id).await?;
+    if session.status != SessionStatus::Running {
+        return Ok(session);
+    }
+    let now_finished = counts.completed + counts.failed + counts.cancelled;
+    if now_finished != *finished {
+        (*finished, *since) = (now_finished, tokio::time::Instant::now());
+    } else if let Some(s) = stranded
+        && counts.queued + counts.running > 0
+        && counts.pending == 0
+        && since.elapsed() >= s.stall
+        && queues_empty(&s.broker).await?
+    {
+        let moved = catalog.requeue_open_jobs(session_id).await?;
+        tracing::warn!(session = session_id, jobs = moved, stalled_for = ?s.stall, "jobs stranded in queued or running: publishing them again");
+        publish_pending_retrying(catalog, &s.broker, &session, shutdown).await?;
+        *since = tokio::time::Instant::now();
+    }
+    Ok(session)
+}
+
+/// Whether nothing waits in the jobs and results queues: a stalled session's open jobs are then
+/// either held by a worker or lost. While messages wait (the workers are down, or a store is away
+/// and the writers hold their batches), nothing is stranded and nothing is published twice.
+async fn queues_empty(config: &broker::BrokerConfig) -> Result<bool> {
+    let broker = broker::Broker::connect(config.clone()).await?;
+    let mut waiting = 0;
+    for q in [broker::Queue::Jobs, broker::Queue::Embeddings] {
+        waiting += broker.queue_depth(&config.queue_name(q)).await?;
+    }
+    let _ = broker.close().await;
+    Ok(waiting == 0)
 }
 
 /// Pauses or cancels a running session for the distributed wiring: the catalog first (cancel also

@@ -99,3 +99,39 @@ async fn jobs_stranded_in_queued_are_published_again_and_the_session_completes()
     broker.delete_topology().await.unwrap();
     catalog.drop_schema_for_tests(&schema).await;
 }
+
+/// A stalled session whose jobs still wait in the queue (the embedders are down, or the writers hold
+/// their batches while a store is away) is not stranded: nothing is published twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_session_with_messages_waiting_publishes_nothing_again() {
+    let (schema, catalog, cfg) = stores().await;
+    let broker = Broker::connect(cfg.clone()).await.expect("RabbitMQ on 127.0.0.1:5672 (see .ci/run)");
+    let images = shapes(6);
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("waiting".into()), false).await.unwrap();
+    let session = prepared.session.clone();
+    let published = coordinator::publish_pending(&catalog, &broker, &session).await.unwrap();
+    assert_eq!(published, 6);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stranded = coordinator::Stranded { broker: cfg.clone(), stall: std::time::Duration::from_millis(100) };
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = tokio::spawn({
+        let (catalog, shutdown, rounds) = (catalog.clone(), shutdown.clone(), rounds.clone());
+        async move {
+            coordinator::watch(&catalog, session.id, std::time::Duration::from_millis(20), &shutdown, Some(&stranded), |_| {
+                rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .await
+        }
+    });
+    // well past the stall time, in rounds of the watch
+    while rounds.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    watch.await.unwrap().unwrap();
+    assert_eq!(broker.queue_depth(&cfg.queue_name(Queue::Jobs)).await.unwrap(), 6, "the six jobs once each, none published again");
+
+    broker.delete_topology().await.unwrap();
+    catalog.drop_schema_for_tests(&schema).await;
+}

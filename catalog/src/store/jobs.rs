@@ -194,9 +194,13 @@ impl Catalog {
     /// module docs). The writer calls this only after the vectors are durable.
     pub async fn record_results(&self, results: &[JobResult]) -> Result<RecordReport> {
         let now = Utc::now();
-        // SQLite has one writer at a time: its write transaction is the lock
+        // SQLite has one writer at a time: its write transaction is the lock. On PostgreSQL, NO KEY
+        // UPDATE: the evidence rows inserted before hold KEY SHARE on the session row (their foreign
+        // key), which FOR UPDATE waits for, so two writers committing one session's batches at once
+        // deadlocked every time (found by the chaos test); NO KEY UPDATE only waits for the other's
+        // recount, which is the point.
         let lock_session = match self.backend() {
-            "postgres" => "SELECT id FROM training_sessions WHERE id = $1 FOR UPDATE",
+            "postgres" => "SELECT id FROM training_sessions WHERE id = $1 FOR NO KEY UPDATE",
             _ => "SELECT id FROM training_sessions WHERE id = $1",
         };
         let mut report = RecordReport::default();
