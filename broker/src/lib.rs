@@ -45,6 +45,7 @@ pub const REASON_HEADER: &str = "x-imgsearch-reason";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// `url` is shown without its password (`protocol::redact_url`).
     #[error("broker unavailable at {url}: {reason}; check that RabbitMQ is running and reachable")]
     Unavailable { url: String, reason: String },
     #[error("the broker refused a publish to {queue} (nack); it will be retried")]
@@ -87,8 +88,8 @@ pub enum Queue {
     Embeddings,
 }
 
-/// Where to connect and how to name things.
-#[derive(Debug, Clone)]
+/// Where to connect and how to name things. Its `Debug` hides the URL's password.
+#[derive(Clone)]
 pub struct BrokerConfig {
     /// AMQP url (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
     pub url: String,
@@ -108,6 +109,17 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), prefix: "imgsearch".into(), attempt_limit: 5, delivery_backstop: 50 }
+    }
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &protocol::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("attempt_limit", &self.attempt_limit)
+            .field("delivery_backstop", &self.delivery_backstop)
+            .finish()
     }
 }
 
@@ -273,7 +285,8 @@ impl Broker {
     pub async fn connect(config: BrokerConfig) -> Result<Self> {
         // named `{prefix}:{pid}`, so an operator (or a test) can tell the pipeline's connections apart
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(format!("{}:{}", config.prefix, std::process::id())));
-        let connection = Connection::connect(&config.url, properties).await.map_err(|e| BrokerError::Unavailable { url: config.url.clone(), reason: e.to_string() })?;
+        let connection =
+            Connection::connect(&config.url, properties).await.map_err(|e| BrokerError::Unavailable { url: protocol::redact_url(&config.url), reason: e.to_string() })?;
         let publisher = connection.create_channel().await.map_err(amqp("open a channel"))?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp("enable publisher confirms"))?;
         let broker = Broker { config, connection, publisher };

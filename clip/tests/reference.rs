@@ -74,6 +74,18 @@ fn token_ids_equal_open_clip_on_the_real_vocabulary() {
     assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.cases.len(), failures.join("\n"));
 }
 
+/// A huge text is cut before it is tokenized (10 MB took seconds and most of a gigabyte), and
+/// keeps exactly the tokens the whole text gives: words of any length, entities, multi-byte text.
+#[test]
+fn a_huge_text_gives_the_tokens_of_its_start_without_tokenizing_it_all() {
+    let tok = tokenizer();
+    for unit in ["a red circle on a blue square ", "&amp;&lt;&quot; ", "supercalifragilisticexpialidocious", "ç™½ã„çŒ« ", "x"] {
+        let huge = unit.repeat(10_000_000 / unit.len());
+        let start: String = unit.repeat(20_000 / unit.len() + 1);
+        assert_eq!(tok.encode(&huge).unwrap(), tok.encode(&start).unwrap(), "{unit:?}");
+    }
+}
+
 #[test]
 fn over_long_text_is_truncated_to_the_context_with_start_and_end() {
     let ids = tokenizer().encode(&"a photo ".repeat(100)).unwrap();

@@ -241,6 +241,8 @@ pub(crate) struct ServeArgs {
     /// http://localhost:3000 (repeatable; none by default)
     #[arg(long = "cors-origin", env = "IMGSEARCH_CORS_ORIGINS", value_delimiter = ',')]
     pub(crate) cors_origins: Vec<String>,
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
     /// Keep the vectors in this Qdrant server (gRPC, e.g. http://127.0.0.1:6334) instead of the data dir
     #[arg(long, env = "IMGSEARCH_QDRANT_URL")]
     pub(crate) qdrant_url: Option<String>,
@@ -252,6 +254,36 @@ pub(crate) struct ServeArgs {
     pub(crate) data: DataArgs,
     #[command(flatten)]
     pub(crate) model: ModelArgs,
+}
+
+/// Who may call the API (see `imgsearch::api::guard`).
+#[derive(Args)]
+pub(crate) struct AccessArgs {
+    /// A file holding the token that requests which change something must carry
+    /// (`Authorization: Bearer <token>` or `X-API-Key`); required to listen beyond loopback
+    #[arg(long, env = "IMGSEARCH_AUTH_TOKEN_FILE")]
+    pub(crate) auth_token_file: Option<PathBuf>,
+    /// The token itself, from the environment (prefer the file: a value on a command line is
+    /// visible to every user of the machine)
+    #[arg(long, env = "IMGSEARCH_AUTH_TOKEN", hide_env_values = true, conflicts_with = "auth_token_file")]
+    pub(crate) auth_token: Option<String>,
+    /// Which requests need the token: mutations (the default) or all (every route but /health)
+    #[arg(long, value_enum, default_value = "mutations")]
+    pub(crate) auth: imgsearch::api::guard::AuthScope,
+    /// A name this server answers to in the Host header (repeatable); default: the loopback names
+    /// on a loopback address, any name elsewhere
+    #[arg(long = "allowed-host", env = "IMGSEARCH_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Listen beyond loopback without a token: anyone who reaches the port may delete the index
+    #[arg(long)]
+    pub(crate) insecure_no_auth: bool,
+    /// The largest image upload for /search/image, in MiB
+    #[arg(long, default_value_t = 32, env = "IMGSEARCH_MAX_UPLOAD_MB")]
+    pub(crate) max_upload_mb: usize,
+    /// Searches and image requests (thumbnails, full images) served at once; more get 503 with
+    /// Retry-After (default: two per core)
+    #[arg(long, env = "IMGSEARCH_MAX_HEAVY_REQUESTS")]
+    pub(crate) max_heavy_requests: Option<usize>,
 }
 
 #[derive(Args)]

@@ -207,7 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let state =
         imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
-    run_api(state, args.addr, &args.cors_origins, &format!("data in {}", app.data_dir.display())).await?;
+    run_api(state, args.addr, &args.cors_origins, &args.access, &format!("data in {}", app.data_dir.display())).await?;
     app.catalog.close().await;
     Ok(())
 }
@@ -229,10 +229,39 @@ fn cancel_on_ctrl_c() -> CancellationToken {
     token
 }
 
+/// The token from `--auth-token-file` or `IMGSEARCH_AUTH_TOKEN` (at least 16 characters).
+fn auth_token(args: &crate::cli::AccessArgs) -> Result<Option<secrecy::SecretString>> {
+    let token = match (&args.auth_token_file, &args.auth_token) {
+        (Some(file), _) => std::fs::read_to_string(file).with_context(|| format!("cannot read the token file {}", file.display()))?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => return Ok(None),
+    };
+    let token = token.trim();
+    anyhow::ensure!(token.chars().count() >= 16, "the auth token must be at least 16 characters (e.g. `openssl rand -hex 32`)");
+    Ok(Some(secrecy::SecretString::from(token.to_owned())))
+}
+
 /// Listens on `--addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C.
-async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net::SocketAddr, cors_origins: &[String], about: &str) -> Result<()> {
+/// Refuses an address beyond loopback without a token, unless `--insecure-no-auth`.
+async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net::SocketAddr, cors_origins: &[String], access: &crate::cli::AccessArgs, about: &str) -> Result<()> {
+    let token = auth_token(access)?;
+    if token.is_none() && !addr.ip().is_loopback() && !access.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to serve on {addr} without a token: anyone who reaches it could change or delete the index. Give --auth-token-file FILE (or IMGSEARCH_AUTH_TOKEN), listen on 127.0.0.1, or pass --insecure-no-auth"
+        );
+    }
     let mut state = std::sync::Arc::into_inner(state).context("a new state has one owner")?;
     state.cors = imgsearch::api::cors(cors_origins)?;
+    state.access = imgsearch::api::guard::Access {
+        token,
+        scope: access.auth,
+        hosts: imgsearch::api::guard::Access::default_hosts(addr, &access.allowed_hosts),
+        origins: cors_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
+    };
+    state.upload_limit = access.max_upload_mb.max(1) << 20;
+    if let Some(n) = access.max_heavy_requests {
+        state.heavy = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+    }
     let state = std::sync::Arc::new(state);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("serving http://{} ({about})", listener.local_addr()?);
@@ -248,7 +277,7 @@ pub async fn serve_distributed(args: ServeArgs, config: imgsearch::config::Confi
     let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
     let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
     let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed_roots(&args.allow_roots)?, config.broker.broker_config());
-    run_api(state, args.addr, &args.cors_origins, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
+    run_api(state, args.addr, &args.cors_origins, &args.access, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
     catalog.close().await;
     Ok(())
 }

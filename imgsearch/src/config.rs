@@ -251,15 +251,7 @@ impl Config {
     }
 }
 
-/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`; other URLs as they are.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+pub use protocol::redact_url;
 
 fn merge(into: &mut toml::Table, from: toml::Table) {
     for (k, v) in from {

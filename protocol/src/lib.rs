@@ -173,6 +173,21 @@ impl EmbedResult {
     }
 }
 
+/// `scheme://user:secret@host/...` -> `scheme://user:***@host/...`; other URLs as they are. What
+/// may be printed, logged or returned of a URL that can hold a password (the broker's, the
+/// catalog's). A password with `@` or `/` in it (percent-encoded or not) is hidden whole.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    // the authority ends at the first '/', '?' or '#' after the last '@' (a raw '@' or '/' may be
+    // inside a password)
+    let Some(at) = rest.rfind('@') else { return url.to_owned() };
+    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// A fresh id for a message made up by a test or a bench (a process-wide counter); a catalog gives
 /// the real ones.
 #[doc(hidden)]
@@ -205,6 +220,14 @@ mod tests {
         let outcome = Outcome::Embedded { vector: bytes.clone(), checksum: "x".into() };
         let json = serde_json::to_string(&outcome).unwrap();
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redact_url("amqp://app:s3cret@mq:5672/%2f"), "amqp://app:***@mq:5672/%2f");
+        assert_eq!(redact_url("postgres://app:p@ss/w0rd@db/imgsearch"), "postgres://app:***@db/imgsearch");
+        assert_eq!(redact_url("postgres://app@db/imgsearch"), "postgres://app@db/imgsearch");
+        assert_eq!(redact_url("http://127.0.0.1:6334"), "http://127.0.0.1:6334");
     }
 
     #[test]

@@ -68,8 +68,15 @@ impl From<CatalogError> for ApiError {
         match &e {
             CatalogError::NotFound { .. } => ApiError::not_found(e.to_string()),
             CatalogError::Conflict { .. } | CatalogError::InvalidTransition { .. } => ApiError::conflict(e.to_string()),
-            CatalogError::Unavailable(_) | CatalogError::Busy(_) => ApiError::unavailable(e.to_string()),
-            _ => ApiError::internal(e.to_string()),
+            // what the database said stays in the server's log: it can name tables, hosts and users
+            CatalogError::Unavailable(_) | CatalogError::Busy(_) => {
+                tracing::warn!(error = %e, "catalog unavailable");
+                ApiError::unavailable("the catalog is unavailable; try again shortly")
+            }
+            _ => {
+                tracing::error!(error = %e, "catalog error");
+                ApiError::internal("the catalog failed; the server's log says why")
+            }
         }
     }
 }
@@ -109,7 +116,10 @@ impl From<VectorError> for ApiError {
             VectorError::Unavailable(_) | VectorError::InUse(_) => ApiError::unavailable(e.to_string()),
             VectorError::InvalidRequest(_) => ApiError::bad_request(e.to_string()),
             VectorError::NoCollection(_) => ApiError::not_found(e.to_string()),
-            _ => ApiError::internal(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "vector store error");
+                ApiError::internal("the vector store failed; the server's log says why")
+            }
         }
     }
 }
@@ -128,6 +138,13 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::JsonDataError(e) => ApiError::unprocessable(e.body_text()),
+            // a body over the limit is 413, a wrong content type 415: the rejection's own status
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "payload_too_large", message: format!("the body is larger than {} bytes", super::JSON_BODY_LIMIT) }
+            }
+            other if other.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ApiError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, code: "unsupported_media_type", message: other.body_text() }
+            }
             other => ApiError::bad_request(other.body_text()),
         }
     }

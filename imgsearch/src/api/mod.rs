@@ -15,6 +15,7 @@
 
 mod crud;
 mod error;
+pub mod guard;
 mod images;
 pub(crate) mod metrics;
 mod page;
@@ -37,6 +38,12 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The largest JSON body a route takes (1 MiB: the largest, a list of asset ids, is far smaller).
+pub const JSON_BODY_LIMIT: usize = 1 << 20;
+/// The longest text query, in characters (the text tower reads 77 tokens; a longer query is refused
+/// before any work, and the tokenizer cuts what it is given anyway).
+pub const MAX_QUERY_CHARS: usize = 1000;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -112,17 +119,32 @@ pub fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
         .max_age(std::time::Duration::from_secs(600)))
 }
 
+/// Routes that decode images or run a model: at most `state.heavy` at once; beyond, 503 with
+/// Retry-After at once (tower's load shedding), never a queue that grows with the flood.
+fn heavy_routes(state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
+    use axum::{error_handling::HandleErrorLayer, http::header};
+    let busy = |_: tower::BoxError| async {
+        let mut r = axum::response::IntoResponse::into_response(ApiError::unavailable("the server is busy with other searches and images; try again shortly"));
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r
+    };
+    Router::new()
+        .route("/search", post(search::search))
+        .route("/search/image", post(search::search_image).layer(DefaultBodyLimit::max(state.upload_limit)))
+        .route("/search/similar/{asset_id}", get(search::search_similar))
+        .route("/images/{id}/thumbnail", get(images::thumbnail))
+        .route("/images/{id}/full", get(images::full))
+        .route("/training/directories/preview/thumbnail", get(images::preview_thumbnail))
+        .layer(tower::ServiceBuilder::new().layer(HandleErrorLayer::new(busy)).load_shed().layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(state.heavy.clone())))
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
-        .route("/search", post(search::search))
-        .route("/search/image", post(search::search_image))
-        .route("/search/similar/{asset_id}", get(search::search_similar))
+        .merge(heavy_routes(&state))
         .route("/categories", get(crud::list_categories).post(crud::create_category))
         .route("/categories/{id}", get(crud::get_category).patch(crud::update_category).delete(crud::delete_category))
         .route("/assets", get(crud::list_assets))
         .route("/assets/{id}", get(crud::get_asset))
-        .route("/images/{id}/thumbnail", get(images::thumbnail))
-        .route("/images/{id}/full", get(images::full))
         .route("/evidence", get(crud::list_evidence))
         .route("/jobs", get(crud::list_jobs))
         .route("/training/sessions", get(sessions::list).post(sessions::create))
@@ -135,7 +157,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/training/directories", get(sessions::directories))
         .route("/training/directories/scan", post(sessions::scan_directories))
         .route("/training/directories/preview", get(sessions::preview))
-        .route("/training/directories/preview/thumbnail", get(images::preview_thumbnail))
         .route("/training/sessions/{id}/start", post(sessions::start))
         .route("/training/sessions/{id}/pause", post(sessions::pause))
         .route("/training/sessions/{id}/cancel", post(sessions::cancel))
@@ -161,7 +182,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(DefaultBodyLimit::max(64 << 20))
+        // JSON bodies are small; an image upload has its own limit (`search_image`'s route)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(state.cors.clone())
         .with_state(state)
 }

@@ -174,9 +174,17 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, cl
 #[utoipa::path(post, path = "/api/v1/search", request_body = SearchBody,
     responses((status = 200, body = SearchResponse), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn search(State(s): State<Arc<ApiState>>, ApiJson(body): ApiJson<SearchBody>) -> ApiResult<Json<SearchResponse>> {
+    // test hook: a search that takes this many ms (the concurrency limit's test holds one in flight)
+    if let Some(Some(ms)) = fail::eval("api.search.delay_ms", |v| v) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
     let limit = check_limit(body.limit)?;
     if body.query.trim().is_empty() {
         return Err(ApiError::unprocessable("query must not be empty"));
+    }
+    if body.query.chars().count() > super::MAX_QUERY_CHARS {
+        // refused before any work: the text tower reads 77 tokens, a longer text only costs
+        return Err(ApiError::unprocessable(format!("query must be at most {} characters", super::MAX_QUERY_CHARS)));
     }
     let filter = body.filters.to_point_filter(body.category_id)?;
     let Some((collection, model)) = check_model(&s).await? else {

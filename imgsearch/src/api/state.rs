@@ -34,6 +34,21 @@ pub struct ApiState {
     pub thumbnail_dir: Option<PathBuf>,
     /// The origins allowed to call from a browser (`serve --cors-origin`); none by default.
     pub cors: tower_http::cors::CorsLayer,
+    /// Who may call what (token, hosts, origins): `guard`.
+    pub access: super::guard::Access,
+    /// Searches and image work (decode, thumbnails) in flight at most; the next one is answered
+    /// 503 with Retry-After, so `/health` and cheap routes keep answering under a flood.
+    pub heavy: Arc<tokio::sync::Semaphore>,
+    /// The largest image upload (`/search/image`), bytes.
+    pub upload_limit: usize,
+}
+
+/// The largest image upload by default: 32 MiB.
+pub const DEFAULT_UPLOAD_LIMIT: usize = 32 << 20;
+
+/// Heavy requests in flight by default: two per core.
+pub fn default_heavy_limit() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 impl ApiState {
@@ -50,6 +65,9 @@ impl ApiState {
             metrics: metrics::Metrics::new(),
             thumbnail_dir,
             cors: super::cors(&[]).expect("no origins is a valid list"),
+            access: Default::default(),
+            heavy: Arc::new(tokio::sync::Semaphore::new(default_heavy_limit())),
+            upload_limit: DEFAULT_UPLOAD_LIMIT,
         })
     }
 

@@ -708,3 +708,190 @@ fn a_data_dir_from_before_integer_ids_is_refused_with_how_to_reindex() {
     assert!(stderr.contains("was made by an imgsearch before 0.2 (UUID ids)") && stderr.contains("run `imgsearch index` on your folders again"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+/// One HTTP/1.1 request written as is (any Host, Origin or content type), over a fresh connection:
+/// the status and the JSON body.
+fn raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let (status, _, json) = raw_full(base, method, path, headers, body);
+    (status, json)
+}
+
+/// `raw`, with the response's head (status line and headers, lowercase).
+fn raw_full(base: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, Value) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    // a server that refuses a body may answer and close before it is all written: read what it said
+    let _ = stream.write_all(req.as_bytes());
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    // a chunked body: take the JSON between the chunk sizes
+    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
+    (status, head.to_ascii_lowercase(), serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+fn token_file(dir: &Path, token: &str) -> String {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// A token guards every request that changes something (and with `--auth all`, every request but
+/// /health); the answer without it is a JSON 401 that says how to send it.
+#[test]
+fn mutations_need_the_token_and_auth_all_guards_reads_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef-test-token";
+    let s = start(&["--auth-token-file", &token_file(dir.path(), token)]);
+    let category = r#"{"name": "guarded"}"#;
+    let json = ("content-type", "application/json");
+    let (status, body) = raw(&s.base, "POST", "/api/v1/categories", &[json], category);
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Authorization: Bearer"), "{body}");
+    let (status, _) = raw(&s.base, "POST", "/api/v1/categories", &[json, ("authorization", "Bearer 0123456789abcdef-test-tokeX")], category);
+    assert_eq!(status, 401, "a wrong token");
+    let (status, body) = raw(&s.base, "POST", "/api/v1/categories", &[json, ("authorization", &format!("Bearer {token}"))], category);
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = raw(&s.base, "DELETE", &format!("/api/v1/categories/{}", body["id"]), &[("x-api-key", token)], "");
+    assert!(status < 300, "X-API-Key works too: {status}");
+    for path in ["/api/v1/vectors/reset", "/api/v1/vectors/upgrade", "/api/v1/vectors/cleanup-orphans"] {
+        assert_eq!(raw(&s.base, "POST", path, &[json], "{}").0, 401, "{path}");
+    }
+    // reads and searches need nothing by default
+    assert_eq!(s.call("GET", "/api/v1/categories", None).0, 200);
+    assert_eq!(s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle"}))).0, 200);
+    drop(s);
+
+    let s = start(&["--auth-token-file", &token_file(dir.path(), token), "--auth", "all"]);
+    assert_eq!(s.call("GET", "/api/v1/categories", None).0, 401);
+    assert_eq!(s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle"}))).0, 401);
+    assert_eq!(s.call("GET", "/health", None).0, 200, "liveness stays open");
+    assert_eq!(raw(&s.base, "GET", "/api/v1/categories", &[("authorization", &format!("Bearer {token}"))], "").0, 200);
+}
+
+/// Beyond loopback, `serve` will not start without a token unless told it is on purpose.
+#[test]
+fn serve_refuses_to_listen_beyond_loopback_without_a_token() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+        .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+        .env("ORT_DYLIB_PATH", ort())
+        .env_remove("IMGSEARCH_AUTH_TOKEN")
+        .env_remove("IMGSEARCH_AUTH_TOKEN_FILE")
+        .args(["serve", "--addr", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--allow-root"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to serve on 0.0.0.0:0 without a token") && err.contains("--insecure-no-auth"), "{err}");
+    let (mut child, base) = crate::spawn_serve(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+            .env("ORT_DYLIB_PATH", ort())
+            .args(["serve", "--addr", "0.0.0.0:0", "--insecure-no-auth", "--data-dir"])
+            .arg(data.path())
+            .arg("--allow-root")
+            .arg(data.path()),
+    );
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    assert_eq!(raw(&format!("http://127.0.0.1:{port}"), "GET", "/health", &[], "").0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// What a page of another site can make a browser send (a form POST, a plain-text POST) is
+/// refused, and so is a request for another Host (DNS rebinding); the allowed UI origin and
+/// clients without an Origin (curl, scripts) go through.
+#[test]
+fn cross_site_requests_and_foreign_hosts_are_refused() {
+    let s = start(&["--cors-origin", "http://localhost:3000"]);
+    let evil = ("origin", "http://evil.example");
+    let (status, body) = raw(&s.base, "POST", "/api/v1/vectors/cleanup-orphans", &[evil, ("content-type", "text/plain")], r#"{"confirm": true}"#);
+    assert_eq!((status, body["error"].as_str()), (403, Some("cross_site")), "{body}");
+    let (status, _) = raw(&s.base, "POST", "/api/v1/training/sessions/1/start", &[evil, ("content-type", "application/x-www-form-urlencoded")], "a=b");
+    assert_eq!(status, 403);
+    let (status, _) = raw(&s.base, "POST", "/api/v1/categories", &[("sec-fetch-site", "cross-site"), ("content-type", "application/json")], r#"{"name": "x"}"#);
+    assert_eq!(status, 403, "fetch metadata without Origin");
+    let (status, body) = raw(&s.base, "POST", "/api/v1/categories", &[("origin", "http://localhost:3000"), ("content-type", "application/json")], r#"{"name": "from the UI"}"#);
+    assert_eq!(status, 201, "the allowed origin: {body}");
+    let (status, _) = raw(&s.base, "POST", "/api/v1/categories", &[("content-type", "application/json")], r#"{"name": "from curl"}"#);
+    assert_eq!(status, 201, "no Origin: not a browser page");
+    let (status, body) = raw(&s.base, "GET", "/api/v1/categories", &[("host", "evil.example:8080")], "");
+    assert_eq!((status, body["error"].as_str()), (421, Some("host_not_allowed")), "{body}");
+    assert_eq!(raw(&s.base, "GET", "/api/v1/categories", &[("host", "localhost")], "").0, 200);
+}
+
+/// An oversized query is refused before any work and an oversized body before it is read, both with
+/// the JSON error body; a flood of searches beyond the limit is answered 503 with Retry-After at
+/// once while /health keeps answering.
+#[test]
+fn oversized_requests_and_floods_get_json_errors_and_health_keeps_answering() {
+    let s = start(&[]);
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!({"query": "a red circle ".repeat(100)})));
+    assert_eq!((status, body["error"].as_str()), (422, Some("unprocessable")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("at most 1000 characters"), "{body}");
+    // a 2 MB body: refused once the first MiB is read
+    let huge = json!({"query": "x".repeat(2 << 20)}).to_string();
+    let (status, body) = raw(&s.base, "POST", "/api/v1/search", &[("content-type", "application/json")], &huge);
+    assert_eq!((status, body["error"].as_str()), (413, Some("payload_too_large")), "{body}");
+    assert_eq!(s.call("GET", "/health", None).0, 200);
+}
+
+/// With one slot for searches and every search held 4 s (a failpoint), four searches sent at once:
+/// one is served, the others are answered at once with 503, Retry-After and the JSON error body;
+/// /health answers meanwhile.
+#[test]
+fn searches_beyond_the_concurrency_limit_get_503_with_retry_after() {
+    let images = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, base) = crate::spawn_serve(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+            .env("FAILPOINTS", "api.search.delay_ms=return(4000)")
+            .env("ORT_DYLIB_PATH", ort())
+            .args(["serve", "--addr", "127.0.0.1:0", "--max-heavy-requests", "1", "--data-dir"])
+            .arg(data.path())
+            .arg("--allow-root")
+            .arg(images.path()),
+    );
+    let searches: Vec<_> = (0..4)
+        .map(|_| {
+            let base = base.clone();
+            std::thread::spawn(move || raw_full(&base, "POST", "/api/v1/search", &[("content-type", "application/json")], r#"{"query": "a red circle"}"#))
+        })
+        .collect();
+    assert_eq!(raw(&base, "GET", "/health", &[], "").0, 200, "health answers while the searches are saturated");
+    let answers: Vec<(u16, String, Value)> = searches.into_iter().map(|t| t.join().unwrap()).collect();
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<&(u16, String, Value)> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert!(served >= 1 && !busy.is_empty() && served + busy.len() == 4, "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    for (_, head, body) in busy {
+        assert_eq!(body["error"].as_str(), Some("unavailable"), "{body}");
+        assert!(head.contains("\r\nretry-after: 1"), "{head}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The ONNX Runtime library for a `serve` started by hand.
+fn ort() -> std::ffi::OsString {
+    std::env::var_os("ORT_DYLIB_PATH").unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so").into())
+}

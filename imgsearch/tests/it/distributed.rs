@@ -597,10 +597,16 @@ async fn an_assets_trace_runs_from_the_coordinator_through_the_embedder_to_the_r
 
     // each job carries a trace of its own
     let broker = cluster.broker().await;
-    let mut jobs = broker.consume(Queue::Jobs, "test", 50).await.unwrap();
-    let mut traces = std::collections::HashMap::new();
+    let mut jobs = broker.consume(Queue::Jobs, "test", 20).await.unwrap();
+    let mut taken = Vec::new();
     for _ in 0..20 {
-        let d = tokio::time::timeout(Duration::from_secs(10), jobs.next()).await.unwrap().unwrap().unwrap();
+        taken.push(tokio::time::timeout(Duration::from_secs(10), jobs.next()).await.unwrap().unwrap().unwrap());
+    }
+    // no more deliveries to this consumer: the copies put back below must reach the embedder
+    // fresh, not come here and be given back as returned
+    jobs.cancel().await.unwrap();
+    let mut traces = std::collections::HashMap::new();
+    for d in taken {
         let job: protocol::EmbedJob = d.decode("job").unwrap();
         let tp = d.traceparent().expect("a job carries its trace context");
         traces.insert(job.job_id, tp.clone());
