@@ -155,18 +155,37 @@ fn header_dimensions(file: std::fs::File, limits: &clip::Limits) -> Option<(u32,
 }
 
 /// Walks the roots (blocking: run it on a blocking thread) and reads every file in parallel.
-/// Directories in `exclude` (deselected subdirectories) are not entered.
+/// Directories in `exclude` (deselected subdirectories) are not entered. Links are followed, but
+/// only to files and directories inside the roots: a link that leads outside them (to
+/// `/etc/passwd`, to another user's photos) is skipped and reported `outside_root`, never read.
 pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = HashSet::new();
+    let mut canonical = Vec::with_capacity(roots.len());
     for root in roots {
         let root = root.canonicalize().map_err(|e| ScanError::Root(root.clone(), e))?;
         if !root.is_dir() {
             return Err(ScanError::NotADirectory(root));
         }
-        let entries = walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
-        for entry in entries {
+        canonical.push(root);
+    }
+    let inside = |p: &Path| canonical.iter().any(|r| p.starts_with(r));
+    for root in &canonical {
+        let mut entries = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
+        while let Some(entry) = entries.next() {
+            if let Ok(e) = &entry
+                && e.path_is_symlink()
+                && !e.path().canonicalize().is_ok_and(|target| inside(&target))
+            {
+                let path = to_stored(e.path());
+                tracing::warn!(%path, "skipped: a link to outside the roots");
+                skipped.push(Skipped { path, reason: "outside_root" });
+                if e.file_type().is_dir() {
+                    entries.skip_current_dir();
+                }
+                continue;
+            }
             match entry {
                 Ok(e) if e.file_type().is_file() => {
                     // a file reached twice (two roots, or a link) is read once
@@ -371,6 +390,37 @@ mod tests {
         check(b"", None);
     }
 
+    /// Links inside a root that lead outside the roots (a file, a directory) are skipped and
+    /// reported, never read; a link to a file inside is read once; a link into another root is
+    /// fine.
+    #[test]
+    fn links_out_of_the_roots_are_skipped_and_reported() {
+        let (dir, outside, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let root = dir.path();
+        let red = image::RgbImage::from_pixel(4, 3, image::Rgb([255, 0, 0]));
+        red.save(root.join("red.png")).unwrap();
+        red.save(outside.path().join("secret.png")).unwrap();
+        std::fs::create_dir(outside.path().join("album")).unwrap();
+        red.save(outside.path().join("album/private.png")).unwrap();
+        red.save(other.path().join("shared.png")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.png"), root.join("secret.png")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("album"), root.join("album")).unwrap();
+        std::os::unix::fs::symlink(root.join("red.png"), root.join("again.png")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("shared.png"), root.join("shared.png")).unwrap();
+
+        let w = walk(&[root.to_owned(), other.path().to_owned()], &[]).unwrap();
+        let mut read: Vec<String> = w.files.iter().map(|f| Path::new(&f.path).file_name().unwrap().to_string_lossy().into_owned()).collect();
+        read.sort();
+        assert_eq!(read, ["red.png", "shared.png"], "each inside file once; nothing from outside");
+        let mut outside_root: Vec<String> =
+            w.skipped.iter().filter(|s| s.reason == "outside_root").map(|s| Path::new(&s.path).file_name().unwrap().to_string_lossy().into_owned()).collect();
+        outside_root.sort();
+        assert_eq!(outside_root, ["album", "secret.png"]);
+        // alone, the second root's file is outside
+        let w = walk(&[root.to_owned()], &[]).unwrap();
+        assert!(w.skipped.iter().any(|s| s.reason == "outside_root" && s.path.ends_with("shared.png")));
+    }
+
     #[test]
     fn the_walk_skips_non_images_and_symlink_loops() {
         let dir = tempfile::tempdir().unwrap();
@@ -415,7 +465,8 @@ mod tests {
         let w = walk(&[root.to_owned()], &[]).unwrap();
         let mut reasons: Vec<&str> = w.skipped.iter().map(|s| s.reason).collect();
         reasons.sort();
-        assert_eq!(reasons, ["not_a_regular_file"; 4]);
+        // the links to devices lead outside the root: skipped for that first, never opened either way
+        assert_eq!(reasons, ["not_a_regular_file", "not_a_regular_file", "outside_root", "outside_root"]);
         let paths: Vec<PathBuf> = w.files.iter().map(|f| from_stored(&f.path)).collect();
         assert_eq!(paths, [latin1.canonicalize().unwrap(), root.join("red.png").canonicalize().unwrap()]);
         assert!(w.files[0].path.ends_with("caf\\xe9.png"), "{}", w.files[0].path);

@@ -414,12 +414,18 @@ fn skipped(c: &mut Corpus, rng: &mut XorShift) {
     let sock = c.folder("unix-socket-named-png").join("sock.png");
     drop(UnixListener::bind(&sock).unwrap_or_else(|e| panic!("hostile corpus: bind a unix socket at {} (such paths must be under 108 bytes): {e}", sock.display())));
     c.push("unix-socket-named-png", sock, not_regular.clone());
-    for (kind, name, target) in
-        [("symlink-to-dev-zero", "zero.jpg", "/dev/zero"), ("symlink-to-dev-urandom", "random.png", "/dev/urandom"), ("symlink-to-dev-null", "null.gif", "/dev/null")]
-    {
+    // links that lead out of the indexed folder (to devices, to a file elsewhere) are never
+    // followed: skipped as `outside_root` before anything looks at what they point to
+    let outside = Expect::Skipped("outside_root");
+    for (kind, name, target) in [
+        ("symlink-to-dev-zero", "zero.jpg", "/dev/zero"),
+        ("symlink-to-dev-urandom", "random.png", "/dev/urandom"),
+        ("symlink-to-dev-null", "null.gif", "/dev/null"),
+        ("symlink-to-a-file-outside", "passwd.png", "/etc/passwd"),
+    ] {
         let link = c.folder(kind).join(name);
         symlink(target, &link).unwrap_or_else(|e| panic!("hostile corpus: link {} -> {target}: {e}", link.display()));
-        c.push(kind, link, not_regular.clone());
+        c.push(kind, link, outside.clone());
     }
     // a link to its own directory: a walk that follows links must notice and not loop
     let link = c.folder("symlink-loop").join("self");
