@@ -486,13 +486,27 @@ async fn a_job_that_keeps_failing_for_a_transient_reason_is_recorded_failed_and_
 }
 
 /// `imgsearch serve --config` of the cluster: the API of the distributed wiring. Returns its base URL.
+/// Its stderr goes to `serve.log` with the roles' logs.
 fn serve(cluster: &mut Cluster, allow_root: &Path) -> String {
     let config = cluster.logs.path().join("imgsearch.toml");
     std::fs::write(&config, "# everything from the IMGSEARCH__ environment\n").unwrap();
-    let (child, base) =
-        crate::spawn_serve(&mut cluster.command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()]));
+    let log = cluster.logs.path().join("serve.log");
+    let child = cluster
+        .command(&["serve", "--addr", "127.0.0.1:0", "--config", config.to_str().unwrap(), "--allow-root", allow_root.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start imgsearch serve");
     cluster.children.push(("serve".into(), child));
-    base
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(base) = text.lines().find_map(|l| l.strip_prefix("serving ")).and_then(|rest| rest.split_whitespace().next()) {
+            return base.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "serve did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 async fn call(method: &str, url: String) -> serde_json::Value {
@@ -952,4 +966,67 @@ async fn chaos_kills_restarts_and_outages_lose_and_duplicate_nothing() {
     cluster.assert_exactly_once(session, images_n).await;
     assert_eq!(dead, (0, 0), "chaos seed {seed}: nothing dead-lettered");
     cluster.cleanup().await;
+}
+
+/// Passwords never reach a log line or an HTTP answer. The workers run as a RabbitMQ user and a
+/// PostgreSQL user with passwords; their broker connections are closed and their database
+/// connections terminated under them (they reconnect and log it); an embedder meets a broker that
+/// is not there; `serve` starts a session against it. No log line and no answer holds a password.
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_appear_in_no_log_line_and_no_http_answer() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start().await;
+    let user = format!("imgsearch_{}", &cluster.prefix[1..13]);
+    let (amqp_pw, pg_pw) = (format!("amqp-{}", Uuid::new_v4().simple()), format!("pg-{}", Uuid::new_v4().simple()));
+    let ctl = |args: &[&str]| assert!(Command::new("rabbitmqctl").args(args).output().unwrap().status.success(), "rabbitmqctl {args:?}");
+    ctl(&["add_user", &user, &amqp_pw]);
+    ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
+    let psql = |sql: &str| assert!(Command::new("psql").args([&postgres_url(), "-qc", sql]).output().unwrap().status.success(), "{sql}");
+    psql(&format!("CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{pg_pw}'"));
+    let amqp = format!("amqp://{user}:{amqp_pw}@127.0.0.1:5672/%2f");
+    cluster.extra_env.push(("IMGSEARCH__BROKER__URL".into(), amqp.clone()));
+    cluster.extra_env.push(("IMGSEARCH__CATALOG__URL".into(), format!("postgres://{user}:{pg_pw}@127.0.0.1:5432/postgres")));
+
+    let dir = images(200);
+    let session = session_of(&cluster.coordinate(dir.path(), &["--no-wait"]));
+    let embedder = cluster.spawn("embedder", "embedder", None);
+    let writer = cluster.spawn("writer", "writer", None);
+    cluster.wait_completed(session, 50, Duration::from_secs(120), &[&embedder, &writer]).await;
+    assert!(close_connections_of(&cluster.prefix) > 0);
+    assert!(break_postgres_connections(&cluster.schema) > 0);
+    cluster.wait_completed(session, 200, Duration::from_secs(180), &[&embedder, &writer]).await;
+
+    // a broker that is not there: the embedder says so, again and again, and serve answers 503
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cluster.extra_env.push(("IMGSEARCH__BROKER__URL".into(), format!("amqp://{user}:{amqp_pw}@127.0.0.1:{port}/%2f")));
+    let lost = cluster.spawn("embedder-lost", "embedder", None);
+    lost.wait_for("retrying", Duration::from_secs(60)).await;
+    let base = serve(&mut cluster, dir.path());
+    let created = post_json(format!("{base}/api/v1/training/sessions"), serde_json::json!({"name": "lost", "rootPath": dir.path().join("set0")})).await;
+    let answer = tokio::task::spawn_blocking({
+        let url = format!("{base}/api/v1/training/sessions/{}/start", created["id"]);
+        move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let mut resp = agent.post(&url).send_empty().unwrap();
+            (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer.0, 503, "{}", answer.1);
+    assert!(answer.1.contains(&format!("{user}:***@127.0.0.1:{port}")), "the answer names the broker, without its password: {}", answer.1);
+
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(cluster.logs.path()).unwrap() {
+        logs.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    assert!(logs.contains("reconnect") || logs.contains("connecting again"), "the workers reconnected:\n{logs}");
+    for secret in [&amqp_pw, &pg_pw] {
+        assert!(!logs.contains(secret.as_str()), "a password in the logs");
+        assert!(!answer.1.contains(secret.as_str()), "a password in an answer");
+    }
+    cluster.kill_all();
+    ctl(&["delete_user", &user]);
+    cluster.cleanup().await;
+    psql(&format!("DROP ROLE IF EXISTS {user}"));
 }
