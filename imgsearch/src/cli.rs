@@ -277,6 +277,10 @@ pub(crate) struct AccessArgs {
     /// Listen beyond loopback without a token: anyone who reaches the port may delete the index
     #[arg(long)]
     pub(crate) insecure_no_auth: bool,
+    /// A directory whose models `POST /api/v1/vectors/upgrade` may load (repeatable), besides the
+    /// model cache
+    #[arg(long = "model-root", env = "IMGSEARCH_MODEL_ROOTS", value_delimiter = ',')]
+    pub(crate) model_roots: Vec<PathBuf>,
     /// The largest image upload for /search/image, in MiB
     #[arg(long, default_value_t = 32, env = "IMGSEARCH_MAX_UPLOAD_MB")]
     pub(crate) max_upload_mb: usize,

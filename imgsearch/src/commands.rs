@@ -259,10 +259,16 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net
         origins: cors_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
     };
     state.upload_limit = access.max_upload_mb.max(1) << 20;
+    state.model_roots = crate::model_commands::model_cache_dir(None).into_iter().chain(access.model_roots.iter().cloned()).filter_map(|r| r.canonicalize().ok()).collect();
     if let Some(n) = access.max_heavy_requests {
         state.heavy = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
     }
     let state = std::sync::Arc::new(state);
+    // every connection is a file descriptor: the soft limit (often 1,024) goes up to the hard one
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("serving http://{} ({about})", listener.local_addr()?);
     imgsearch::api::serve(state, listener, cancel_on_ctrl_c()).await

@@ -41,6 +41,9 @@ pub struct ApiState {
     pub heavy: Arc<tokio::sync::Semaphore>,
     /// The largest image upload (`/search/image`), bytes.
     pub upload_limit: usize,
+    /// Where the models an upgrade may load live (the model cache, `serve --model-root`), resolved;
+    /// none: upgrades through the API are refused.
+    pub model_roots: Vec<PathBuf>,
 }
 
 /// The largest image upload by default: 32 MiB.
@@ -68,6 +71,7 @@ impl ApiState {
             access: Default::default(),
             heavy: Arc::new(tokio::sync::Semaphore::new(default_heavy_limit())),
             upload_limit: DEFAULT_UPLOAD_LIMIT,
+            model_roots: Vec::new(),
         })
     }
 

@@ -383,7 +383,13 @@ pub(crate) async fn start_upgrade(State(s): State<Arc<ApiState>>, ApiJson(b): Ap
             return Err(ApiError::conflict("a model upgrade is already running"));
         }
     }
-    let dir = std::path::PathBuf::from(&b.model_dir);
+    // only models under the model cache or a --model-root; the answer for any other path is the
+    // same, whether it exists or not
+    let outside = || ApiError::unprocessable("modelDir must be a model directory in this server's model cache or under one of its --model-root directories");
+    let dir = std::path::Path::new(&b.model_dir).canonicalize().map_err(|_| outside())?;
+    if !s.model_roots.iter().any(|r| dir.starts_with(r)) {
+        return Err(outside());
+    }
     let model = tokio::task::spawn_blocking(move || -> Result<clip::ClipModel, String> {
         let d = clip::ModelDir::open(&dir).map_err(|e| e.to_string())?;
         clip::ClipModel::load(&d, &clip::RuntimeOptions::default()).map_err(|e| e.to_string())

@@ -491,7 +491,8 @@ fn operators_delete_clean_up_and_reset_vectors_through_the_api() {
 
 #[test]
 fn a_model_upgrade_through_the_api_keeps_search_answering() {
-    let s = start(&[]);
+    let (_b, b_dir) = crate::manage::second_model();
+    let s = start(&["--model-root", b_dir.to_str().unwrap()]);
     let root = s.images.path().to_str().unwrap().to_owned();
     let (_, session) = s.call("POST", "/api/v1/training/sessions", Some(json!({"name": "shapes", "rootPath": root})));
     let id = session["id"].as_i64().unwrap();
@@ -502,7 +503,10 @@ fn a_model_upgrade_through_the_api_keeps_search_answering() {
 
     let (status, body) = s.call("POST", "/api/v1/vectors/upgrade", Some(json!({"modelDir": "/nonexistent"})));
     assert_error(status, &body, 422, "unprocessable");
-    let (_b, b_dir) = crate::manage::second_model();
+    // a directory outside the model roots gets the same answer as one that does not exist
+    let (status, outside) = s.call("POST", "/api/v1/vectors/upgrade", Some(json!({"modelDir": fixtures().join("models/tiny-clip")})));
+    assert_error(status, &outside, 422, "unprocessable");
+    assert_eq!(outside["message"], body["message"], "nothing said about what exists outside");
     let (status, started) = s.call("POST", "/api/v1/vectors/upgrade", Some(json!({"modelDir": b_dir})));
     assert_eq!((status, started["state"].as_str()), (202, Some("running")), "{started}");
     let version_b = started["modelVersion"].as_str().unwrap().to_owned();
@@ -853,6 +857,33 @@ fn oversized_requests_and_floods_get_json_errors_and_health_keeps_answering() {
     let (status, body) = raw(&s.base, "POST", "/api/v1/search", &[("content-type", "application/json")], &huge);
     assert_eq!((status, body["error"].as_str()), (413, Some("payload_too_large")), "{body}");
     assert_eq!(s.call("GET", "/health", None).0, 200);
+}
+
+/// Every connection is a file descriptor: started with a soft limit of 256, `serve` raises it to
+/// the hard limit before it listens.
+#[test]
+fn serve_raises_its_open_files_limit() {
+    use std::os::unix::process::CommandExt;
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip")).env("ORT_DYLIB_PATH", ort()).args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(data.path());
+    // SAFETY: only getrlimit/setrlimit between fork and exec, both async-signal-safe
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 256.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let (mut child, _base) = crate::spawn_serve(&mut cmd);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let files: Vec<&str> = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(files[3], files[4], "soft == hard: {limits}");
+    assert_ne!(files[3], "256");
 }
 
 /// With one slot for searches and every search held 4 s (a failpoint), four searches sent at once:
