@@ -288,6 +288,13 @@ pub(crate) struct AccessArgs {
     /// Retry-After (default: two per core)
     #[arg(long, env = "IMGSEARCH_MAX_HEAVY_REQUESTS")]
     pub(crate) max_heavy_requests: Option<usize>,
+    /// Connections served at once; more wait until one closes (each is a file descriptor)
+    #[arg(long, default_value_t = 1000, env = "IMGSEARCH_MAX_CONNECTIONS")]
+    pub(crate) max_connections: usize,
+    /// Close a connection that sends nothing for this many seconds while the server waits for it
+    /// (idle keep-alive, headers never finished)
+    #[arg(long, default_value_t = 30, env = "IMGSEARCH_IDLE_TIMEOUT_S")]
+    pub(crate) idle_timeout_s: u64,
 }
 
 #[derive(Args)]

@@ -259,6 +259,8 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net
         origins: cors_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
     };
     state.upload_limit = access.max_upload_mb.max(1) << 20;
+    state.max_connections = access.max_connections.max(1);
+    state.idle_timeout = std::time::Duration::from_secs(access.idle_timeout_s.max(1));
     state.model_roots = crate::model_commands::model_cache_dir(None).into_iter().chain(access.model_roots.iter().cloned()).filter_map(|r| r.canonicalize().ok()).collect();
     if let Some(n) = access.max_heavy_requests {
         state.heavy = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));

@@ -13,6 +13,7 @@
 //! Indexing sessions started through the API run inside this process on the same pipeline as
 //! `imgsearch index`; pause and cancel stop the feed and let the batches in flight finish.
 
+pub mod conn;
 mod crud;
 mod error;
 pub mod guard;
@@ -207,6 +208,7 @@ async fn ready(State(s): State<Arc<ApiState>>) -> ApiResult<Json<serde_json::Val
 pub async fn serve(state: Arc<ApiState>, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let app = router(state.clone());
     let stop = shutdown.clone();
+    let listener = conn::Limited::new(listener, state.max_connections, state.idle_timeout);
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
     state.shutdown().await;
     Ok(())

@@ -44,6 +44,10 @@ pub struct ApiState {
     /// Where the models an upgrade may load live (the model cache, `serve --model-root`), resolved;
     /// none: upgrades through the API are refused.
     pub model_roots: Vec<PathBuf>,
+    /// Connections served at once (`serve --max-connections`), and how long one may send nothing
+    /// while the server waits to read (`--idle-timeout-s`): see `conn`.
+    pub max_connections: usize,
+    pub idle_timeout: std::time::Duration,
 }
 
 /// The largest image upload by default: 32 MiB.
@@ -72,6 +76,8 @@ impl ApiState {
             heavy: Arc::new(tokio::sync::Semaphore::new(default_heavy_limit())),
             upload_limit: DEFAULT_UPLOAD_LIMIT,
             model_roots: Vec::new(),
+            max_connections: 1000,
+            idle_timeout: std::time::Duration::from_secs(30),
         })
     }
 

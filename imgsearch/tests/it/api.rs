@@ -926,3 +926,47 @@ fn searches_beyond_the_concurrency_limit_get_503_with_retry_after() {
 fn ort() -> std::ffi::OsString {
     std::env::var_os("ORT_DYLIB_PATH").unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so").into())
 }
+
+/// 1,100 connections opened and left idle (more than the server takes at once, more than a
+/// default descriptor limit) and one that sends half a request: the idle ones are closed after the
+/// idle timeout, the half request too, and /health answers.
+#[test]
+fn an_idle_connection_flood_and_half_sent_headers_do_not_stop_health() {
+    use std::{
+        io::{Read, Write},
+        os::unix::process::CommandExt,
+    };
+    // a server whose descriptors are 1,024 in all (soft and hard): 1,100 connections would take
+    // them all without the connection limit
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+        .env("ORT_DYLIB_PATH", ort())
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-connections", "800", "--idle-timeout-s", "2", "--data-dir"])
+        .arg(data.path());
+    // SAFETY: only setrlimit between fork and exec, async-signal-safe
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let (mut child, base) = crate::spawn_serve(&mut cmd);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nx-never: finished").unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..1100).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    // health answers once the idle ones are cut (the agent waits at most 60 s)
+    assert_eq!(agent.get(&format!("{base}/health")).call().unwrap().status().as_u16(), 200);
+    // the half-sent request was closed, not held: its read ends
+    half.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let closed = half.read_to_end(&mut buf).map(|_| true).unwrap_or_else(|e| e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut);
+    assert!(closed, "the half-sent request was held");
+    drop(idle);
+    assert_eq!(agent.get(&format!("{base}/health")).call().unwrap().status().as_u16(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
