@@ -191,6 +191,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        // every body this API takes is an object: serde would read a struct from an array too
+        // (`["a red circle"]` as a search), which no client means
+        if !value.is_object() {
+            return Err(ApiError::unprocessable("request body: expected a JSON object"));
+        }
         let value = camel_keys(value);
         serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
             let at = e.path().to_string();

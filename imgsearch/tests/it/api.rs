@@ -274,6 +274,10 @@ fn bad_requests_get_the_error_shape_never_a_500() {
     let (_, _, text) = s.get_bytes("/metrics");
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains(r#"imgsearch_api_requests_total{route="/api/v1/search",status="422"} 2"#), "{text}");
+    // an array where an object is expected is not read as one
+    let (status, body) = s.call("POST", "/api/v1/search", Some(json!(["a red circle", 5])));
+    assert_error(status, &body, 422, "unprocessable");
+    assert!(body["message"].as_str().unwrap().contains("expected a JSON object"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
