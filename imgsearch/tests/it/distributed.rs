@@ -997,7 +997,9 @@ async fn passwords_appear_in_no_log_line_and_no_http_answer() {
     cluster.wait_completed(session, 200, Duration::from_secs(180), &[&embedder, &writer]).await;
 
     // a broker that is not there: the embedder says so, again and again, and serve answers 503
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // port 1: nothing listens there, ever (a free port picked and released could be taken by
+    // another test's server meanwhile, which would accept and never speak AMQP)
+    let port = 1;
     cluster.extra_env.push(("IMGSEARCH__BROKER__URL".into(), format!("amqp://{user}:{amqp_pw}@127.0.0.1:{port}/%2f")));
     let lost = cluster.spawn("embedder-lost", "embedder", None);
     lost.wait_for("retrying", Duration::from_secs(60)).await;
