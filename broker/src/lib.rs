@@ -367,20 +367,20 @@ impl Broker {
     /// Moves a message that can never succeed to its queue's dead-letter queue with the reason in
     /// the `x-imgsearch-reason` header (a plain reject cannot carry one), then acks it.
     pub async fn dead_letter(&self, queue: Queue, delivery: &Delivery, reason: &str) -> Result<()> {
-        let name = self.config.queue_name(queue);
-        let traceparent = delivery.traceparent();
-        let confirm = self.send(&self.config.dlx_name(), &name, delivery.data(), headers(traceparent.as_deref(), Some(reason))).await?;
-        confirmed(confirm, &self.config.dead_queue_name(queue)).await?;
+        self.send_dead(queue, delivery.data(), delivery.traceparent().as_deref(), reason).await?;
         delivery.ack().await
+    }
+
+    /// Sends bytes to a queue's dead-letter queue with the reason, and waits for the confirm.
+    async fn send_dead(&self, queue: Queue, payload: &[u8], traceparent: Option<&str>, reason: &str) -> Result<()> {
+        let confirm = self.send(&self.config.dlx_name(), &self.config.queue_name(queue), payload, headers(traceparent, Some(reason))).await?;
+        confirmed(confirm, &self.config.dead_queue_name(queue)).await
     }
 
     /// Puts a message the pipeline gives up on into a queue's dead-letter queue with its reason (a
     /// job whose runs reached the limit, sent by the writer that decided it).
     pub async fn dead_letter_message<T: Serialize>(&self, queue: Queue, message: &T, traceparent: Option<&str>, reason: &str) -> Result<()> {
-        let name = self.config.queue_name(queue);
-        let payload = serde_json::to_vec(message).expect("messages serialize");
-        let confirm = self.send(&self.config.dlx_name(), &name, &payload, headers(traceparent, Some(reason))).await?;
-        confirmed(confirm, &self.config.dead_queue_name(queue)).await
+        self.send_dead(queue, &serde_json::to_vec(message).expect("messages serialize"), traceparent, reason).await
     }
 
     /// Tells every embedder listening that a session is paused, cancelled or resumed.

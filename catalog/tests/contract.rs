@@ -18,9 +18,18 @@ where
     F: FnOnce(Catalog) -> Fut,
     Fut: Future<Output = ()>,
 {
+    with_postgres_schema(|catalog, _| case(catalog)).await
+}
+
+/// `with_postgres`, telling the case its schema (for a raw connection of its own in it).
+async fn with_postgres_schema<F, Fut>(case: F)
+where
+    F: FnOnce(Catalog, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let schema = format!("t_{}", Uuid::new_v4().simple());
     let catalog = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
-    let outcome = AssertUnwindSafe(case(catalog)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(case(catalog, schema.clone())).catch_unwind().await;
     let admin = Catalog::connect_postgres(&postgres_url(), None).await.unwrap();
     admin.drop_schema_for_tests(&schema).await;
     if let Err(panic) = outcome {
@@ -426,9 +435,7 @@ async fn processes_opening_a_new_sqlite_file_at_once_all_succeed() {
 /// recounted from a snapshot taken before, and the counters ended one short).
 #[tokio::test]
 async fn two_writers_committing_one_sessions_batches_at_once_count_both() {
-    let schema = format!("t_{}", Uuid::new_v4().simple());
-    let c = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.unwrap();
-    let outcome = AssertUnwindSafe(async {
+    with_postgres_schema(|c, schema| async move {
         let (session, jobs) = session_with_jobs(&c, 2).await;
         c.transition_session(session.id, SessionStatus::Running).await.unwrap();
         let a = raw_in(&schema).await;
@@ -463,12 +470,7 @@ async fn two_writers_committing_one_sessions_batches_at_once_count_both() {
         assert_eq!(b.await.unwrap().applied, vec![jobs[1].id]);
         assert_eq!(c.get_session(session.id).await.unwrap().processed_images, 2, "both writers' jobs are counted");
     })
-    .catch_unwind()
-    .await;
-    c.drop_schema_for_tests(&schema).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    .await
 }
 
 /// A writer whose transaction has inserted its evidence rows (their foreign key holds KEY SHARE on
@@ -478,9 +480,7 @@ async fn two_writers_committing_one_sessions_batches_at_once_count_both() {
 /// chaos test found it). Fails before the fix: B waits until A ends.
 #[tokio::test]
 async fn a_writer_holding_its_evidence_rows_does_not_block_another_writers_commit() {
-    let schema = format!("t_{}", Uuid::new_v4().simple());
-    let c = Catalog::connect_postgres(&postgres_url(), Some(&schema)).await.unwrap();
-    let outcome = AssertUnwindSafe(async {
+    with_postgres_schema(|c, schema| async move {
         let (session, jobs) = session_with_jobs(&c, 2).await;
         c.transition_session(session.id, SessionStatus::Running).await.unwrap();
         let a = raw_in(&schema).await;
@@ -501,12 +501,7 @@ async fn a_writer_holding_its_evidence_rows_does_not_block_another_writers_commi
         tx.rollback().await.unwrap();
         assert_eq!(c.get_session(session.id).await.unwrap().processed_images, 1);
     })
-    .catch_unwind()
-    .await;
-    c.drop_schema_for_tests(&schema).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    .await
 }
 
 /// A pool on the schema a test catalog lives in.

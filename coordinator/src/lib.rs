@@ -24,6 +24,18 @@ pub enum CoordinatorError {
     Catalog(#[from] CatalogError),
 }
 
+impl CoordinatorError {
+    /// Whether trying again later can work: the broker or the catalog went away, or a publish was
+    /// refused, or a transaction lost a race.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CoordinatorError::Catalog(e) => e.is_retryable(),
+            CoordinatorError::Broker(e) => e.is_retryable(),
+            CoordinatorError::Scan(_) => false,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, CoordinatorError>;
 
 /// How a session's roots are written in its `root_path`: canonical paths joined by a newline.
@@ -317,7 +329,7 @@ pub async fn watch(
         match watch_round(catalog, session_id, stranded, shutdown, &mut finished, &mut since, &mut on_progress).await {
             Ok(session) if session.status != SessionStatus::Running => return Ok(session),
             Ok(session) => last = Some(session),
-            Err(e) if retryable(&e) => tracing::warn!(error = %e, session = session_id, "cannot watch the session for now; trying again"),
+            Err(e) if e.is_retryable() => tracing::warn!(error = %e, session = session_id, "cannot watch the session for now; trying again"),
             Err(e) => return Err(e),
         }
         tokio::select! {
@@ -327,14 +339,6 @@ pub async fn watch(
                 None => Ok(catalog.get_session(session_id).await?),
             },
         }
-    }
-}
-
-fn retryable(e: &CoordinatorError) -> bool {
-    match e {
-        CoordinatorError::Catalog(e) => e.is_retryable(),
-        CoordinatorError::Broker(e) => e.is_retryable(),
-        CoordinatorError::Scan(_) => false,
     }
 }
 

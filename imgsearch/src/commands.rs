@@ -207,7 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let state =
         imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
-    run_api(state, args.addr, &args.cors_origins, &args.access, &format!("data in {}", app.data_dir.display())).await?;
+    run_api(state, &args, &format!("data in {}", app.data_dir.display())).await?;
     app.catalog.close().await;
     Ok(())
 }
@@ -243,7 +243,8 @@ fn auth_token(args: &crate::cli::AccessArgs) -> Result<Option<secrecy::SecretStr
 
 /// Listens on `--addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C.
 /// Refuses an address beyond loopback without a token, unless `--insecure-no-auth`.
-async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net::SocketAddr, cors_origins: &[String], access: &crate::cli::AccessArgs, about: &str) -> Result<()> {
+async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeArgs, about: &str) -> Result<()> {
+    let (addr, cors_origins, access) = (args.addr, &args.cors_origins, &args.access);
     let token = auth_token(access)?;
     if token.is_none() && !addr.ip().is_loopback() && !access.insecure_no_auth {
         anyhow::bail!(
@@ -261,7 +262,11 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, addr: std::net
     state.upload_limit = access.max_upload_mb.max(1) << 20;
     state.max_connections = access.max_connections.max(1);
     state.idle_timeout = std::time::Duration::from_secs(access.idle_timeout_s.max(1));
-    state.model_roots = crate::model_commands::model_cache_dir(None).into_iter().chain(access.model_roots.iter().cloned()).filter_map(|r| r.canonicalize().ok()).collect();
+    state.model_roots = crate::model_commands::model_cache_dir(args.model.model_cache.clone())
+        .into_iter()
+        .chain(access.model_roots.iter().cloned())
+        .filter_map(|r| r.canonicalize().ok())
+        .collect();
     if let Some(n) = access.max_heavy_requests {
         state.heavy = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
     }
@@ -285,7 +290,7 @@ pub async fn serve_distributed(args: ServeArgs, config: imgsearch::config::Confi
     let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
     let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
     let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed_roots(&args.allow_roots)?, config.broker.broker_config());
-    run_api(state, args.addr, &args.cors_origins, &args.access, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
+    run_api(state, &args, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
     catalog.close().await;
     Ok(())
 }

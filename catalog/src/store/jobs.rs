@@ -86,19 +86,7 @@ impl Catalog {
     /// The status of each of these jobs, in one query; unknown ids are left out. The writer uses it
     /// to skip results whose job is already finished or was cancelled.
     pub async fn job_statuses(&self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let text = format!("SELECT id, status FROM training_jobs WHERE id IN ({placeholders})");
-        let rows: Vec<(JobId, String)> = on_pool!(self, p => {
-            let mut q = sqlx::query_as(sql(text.clone()));
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.fetch_all(p).await
-        })?;
-        rows.into_iter().map(|(id, s)| Ok((id, s.parse().map_err(CatalogError::Corrupt)?))).collect()
+        Ok(self.job_attempts(ids).await?.into_iter().map(|(id, status, _)| (id, status)).collect())
     }
 
     /// Puts a session's published and unfinished jobs (`queued`, `running`) back to pending, so they
