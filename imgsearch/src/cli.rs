@@ -379,7 +379,7 @@ pub(crate) struct StatusArgs {
     pub(crate) data: DataArgs,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct ModelArgs {
     /// A model directory in the Immich layout, or the name of one in the model cache
     #[arg(long, env = "IMGSEARCH_MODEL", default_value = DEFAULT_MODEL)]

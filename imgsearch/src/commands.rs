@@ -28,7 +28,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         }
     }
     let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
-    let model_args = args.model;
+    let model_args = args.model.clone();
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), true).await?;
@@ -146,7 +146,7 @@ pub async fn search(args: SearchArgs) -> Result<()> {
     let to = args.to.as_deref().map(|s| parse_time(s, true)).transpose()?;
     let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), false).await?;
-    let model_args = args.model;
+    let model_args = args.model.clone();
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let req = SearchRequest { query: args.query.clone(), limit: args.limit, offset: args.offset, filter: PointFilter { from, to, category_id: category, path_prefix: None } };
     let hits = search_text(&app.catalog, &app.vectors, &[model], &req).await?;
@@ -202,7 +202,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let app = App::open(&imgsearch::app::data_dir(args.data.data_dir.clone())?, args.qdrant_url.as_deref()).await?;
-    let model_args = args.model;
+    let model_args = args.model.clone();
     let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let state =
