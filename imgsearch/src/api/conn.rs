@@ -1,16 +1,25 @@
 //! The connections `serve` takes: at most `max` at once (each is a file descriptor; the next waits
 //! in the kernel's backlog until one closes), and each closed once it has sent nothing for
 //! `idle` while the server waits to read from it and writes nothing to it (an idle keep-alive
-//! connection, headers sent half and never finished). A flood of idle connections therefore holds the slots for at most
-//! `idle`, and `/health` answers after it.
+//! connection, headers sent half and never finished). A flood of idle connections therefore holds
+//! the slots for at most `idle`, and `/health` answers after it.
+//!
+//! A connection whose request is being handled is not idle, however long the handler takes: hyper
+//! keeps reading meanwhile (to see the client go), so the `busy` layer counts the connection's
+//! requests in flight (`InFlight`, handed to it as connect info) and the timeout waits while any is.
 
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
+
+use axum::extract::{ConnectInfo, Request, connect_info::Connected};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -39,7 +48,8 @@ impl axum::serve::Listener for Limited {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let permit = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (Conn { stream, idle: self.idle, deadline: Box::pin(tokio::time::sleep(self.idle)), _slot: permit }, addr)
+        let conn = Conn { stream, idle: self.idle, deadline: Box::pin(tokio::time::sleep(self.idle)), in_flight: InFlight::default(), was_busy: false, _slot: permit };
+        (conn, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -52,7 +62,47 @@ pub struct Conn {
     stream: TcpStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    in_flight: InFlight,
+    /// A request was in flight at the last read: the idle time starts again when it is done.
+    was_busy: bool,
     _slot: OwnedSemaphorePermit,
+}
+
+/// The requests of one connection being handled now.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+/// One request in flight, until dropped.
+struct Handling(InFlight);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    fn busy(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, Limited>> for InFlight {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
+        stream.io().in_flight.clone()
+    }
+}
+
+/// The layer that marks a request's connection busy until its handler has answered (the body
+/// that follows is writes, which count as activity anyway).
+pub async fn busy(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let handling = req.extensions().get::<ConnectInfo<InFlight>>().map(|ConnectInfo(c)| {
+        c.0.fetch_add(1, Ordering::AcqRel);
+        Handling(c.clone())
+    });
+    let response = next.run(req).await;
+    drop(handling);
+    response
 }
 
 impl AsyncRead for Conn {
@@ -63,10 +113,21 @@ impl AsyncRead for Conn {
                 self.deadline.as_mut().reset(next);
                 Poll::Ready(r)
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing for too long"))),
-                Poll::Pending => Poll::Pending,
-            },
+            // the server is answering: waiting for the client is not what takes the time
+            Poll::Pending if self.in_flight.busy() => {
+                self.was_busy = true;
+                Poll::Pending
+            }
+            Poll::Pending => {
+                if std::mem::take(&mut self.was_busy) {
+                    let next = Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing for too long"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }

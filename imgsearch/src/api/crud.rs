@@ -19,8 +19,10 @@ use super::{
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
     /// 1-based page (default 1).
+    #[param(minimum = 1)]
     pub(crate) page: Option<i64>,
     /// Items per page, 1-100 (default 50). `page_size` is read too.
+    #[param(minimum = 1, maximum = 100)]
     pub(crate) page_size: Option<i64>,
 }
 
@@ -35,9 +37,11 @@ pub(crate) async fn list_categories(State(s): State<Arc<ApiState>>, ApiQuery(p):
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CategoryBody {
     /// 1-100 characters, unique.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     description: Option<String>,
     /// `#RRGGBB`.
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$")]
     color: Option<String>,
     #[serde(default)]
     is_default: bool,
@@ -103,8 +107,10 @@ pub(crate) async fn delete_category(State(s): State<Arc<ApiState>>, ApiPath(id):
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AssetParams {
+    #[param(minimum = 1)]
     page: Option<i64>,
     /// 1-100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
     /// Created (taken) at or after: RFC 3339, or a date (from its first instant, UTC).
     from_date: Option<String>,
@@ -136,7 +142,9 @@ pub(crate) struct EvidenceParams {
     asset_id: Option<i64>,
     /// A session's evidence, a page at a time.
     session_id: Option<i64>,
+    #[param(minimum = 1)]
     page: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 
@@ -163,12 +171,14 @@ pub(crate) struct JobParams {
     session_id: i64,
     /// pending, queued, running, completed, failed, cancelled
     status: Option<String>,
+    #[param(minimum = 1)]
     page: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 
 /// The jobs of a session (also at `/training/sessions/{id}/jobs`).
-#[utoipa::path(get, path = "/api/v1/jobs", params(JobParams), responses((status = 200, body = Paged<JobView>), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs", params(JobParams), responses((status = 200, body = Paged<JobView>), (status = 404, description = "no session has that sessionId", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn list_jobs(State(s): State<Arc<ApiState>>, ApiQuery(p): ApiQuery<JobParams>) -> ApiResult<Json<Paged<JobView>>> {
     Ok(Json(jobs_page(&s, p.session_id, p.status.as_deref(), p.page, p.page_size).await?))
 }

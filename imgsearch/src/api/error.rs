@@ -63,6 +63,102 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The stable code of an error status, for answers no handler wrote (a layer, an extractor).
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::MISDIRECTED_REQUEST => "misdirected_request",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_fields_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "client_error",
+    }
+}
+
+/// The longest request target (path and query) served; hyper's own limit is 64 KiB, and its bare
+/// answer beyond it is not the error body.
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) a request may carry, below hyper's own limit.
+pub(crate) const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The outermost layer but CORS: every error answer is the error body, whichever layer or
+/// extractor made it (axum's 405 for a method a route lacks, a body limit's 413, a multipart
+/// extractor's text), with the headers it had (`Allow`, `Retry-After`); and a request target or
+/// header block over the limits above is 414 / 431 in that shape before any routing.
+pub(crate) async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header;
+    if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI_BYTES {
+        return ApiError { status: StatusCode::URI_TOO_LONG, code: "uri_too_long", message: format!("the request target is longer than {MAX_URI_BYTES} bytes") }.into_response();
+    }
+    if req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>() > MAX_HEADER_BYTES {
+        return ApiError {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            code: "header_fields_too_large",
+            message: format!("the headers are larger than {MAX_HEADER_BYTES} bytes"),
+        }
+        .into_response();
+    }
+    let response = next.run(req).await;
+    let status = response.status();
+    let json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // what the layer said, as the message (its texts are short; a long one is cut)
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut out = ApiError { status, code: code_of(status), message }.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Adds the error answers every operation can give to the OpenAPI document, each with the error
+/// body: the input checks (400, 422), the guard (401, 403, 421), a store that cannot be reached
+/// (503), a path id that names nothing (404), and for operations with a body 413 and 415. The
+/// handlers declare their own answers; these are the ones the shared layers and extractors give.
+pub(crate) struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, ResponseBuilder, path::ParameterIn};
+        let error = |status: StatusCode| {
+            ResponseBuilder::new()
+                .description(status.canonical_reason().unwrap_or("error"))
+                .content("application/json", ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))).build())
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+                let mut statuses = vec![StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::MISDIRECTED_REQUEST, StatusCode::URI_TOO_LONG];
+                statuses.extend([StatusCode::UNPROCESSABLE_ENTITY, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, StatusCode::SERVICE_UNAVAILABLE]);
+                if op.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Path) {
+                    statuses.push(StatusCode::NOT_FOUND);
+                }
+                if op.request_body.is_some() {
+                    statuses.extend([StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNSUPPORTED_MEDIA_TYPE]);
+                }
+                for status in statuses {
+                    op.responses.responses.entry(status.as_u16().to_string()).or_insert_with(|| error(status).into());
+                }
+            }
+        }
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match &e {

@@ -27,6 +27,7 @@ use super::{ApiResult, ApiState, error::*};
 #[into_params(parameter_in = Query)]
 pub(crate) struct ThumbParams {
     /// Longer side in pixels, 16-1024 (default 256).
+    #[param(minimum = 16, maximum = 1024)]
     size: Option<u32>,
 }
 
@@ -110,6 +111,7 @@ pub(crate) struct PreviewThumbParams {
     /// An image file inside the allowed roots.
     path: String,
     /// Longer side in pixels, 16-1024 (default 256).
+    #[param(minimum = 16, maximum = 1024)]
     size: Option<u32>,
 }
 

@@ -33,6 +33,7 @@ use axum::{
     extract::{DefaultBodyLimit, State},
     routing::{delete, get, post},
 };
+use error::ErrorResponses;
 pub use error::{ApiError, ErrorBody};
 pub use state::ApiState;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +99,8 @@ pub const MAX_QUERY_CHARS: usize = 1000;
         vector_admin::directory_stats,
         vector_admin::deletion_logs,
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&ErrorResponses)
 )]
 struct ApiDoc;
 
@@ -186,7 +188,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // JSON bodies are small; an image upload has its own limit (`search_image`'s route)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(state.cors.clone())
+        .layer(axum::middleware::from_fn(conn::busy))
         .with_state(state)
 }
 
@@ -209,7 +213,36 @@ pub async fn serve(state: Arc<ApiState>, listener: tokio::net::TcpListener, shut
     let app = router(state.clone());
     let stop = shutdown.clone();
     let listener = conn::Limited::new(listener, state.max_connections, state.idle_timeout);
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<conn::InFlight>()).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
     state.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document says what the server sends: enums in their sent spelling, both answers of a
+    /// delete, limits as schema bounds, and the shared error answers on every operation.
+    #[test]
+    fn the_openapi_document_describes_what_is_sent() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["SessionStatus"]["enum"], serde_json::json!(["pending", "running", "paused", "completed", "cancelled", "failed"]));
+        assert_eq!(schemas["TrainingStatus"]["enum"][3], "trained");
+        assert_eq!(schemas["DeletionType"]["enum"][5], "FULL_RESET");
+        let answers: Vec<&str> = schemas["AssetsDeleted"]["oneOf"].as_array().unwrap().iter().map(|s| s["$ref"].as_str().unwrap()).collect();
+        assert_eq!(answers, ["#/components/schemas/VectorsDeleted", "#/components/schemas/SoftDeleted"]);
+        assert_eq!(schemas["SearchBody"]["properties"]["query"]["maxLength"], MAX_QUERY_CHARS);
+        assert_eq!(schemas["ByAssets"]["properties"]["assetIds"]["maxItems"], 1000);
+        let page_size = doc["paths"]["/api/v1/assets"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "pageSize").unwrap().clone();
+        assert_eq!((page_size["in"].as_str(), &page_size["schema"]["maximum"]), (Some("query"), &serde_json::json!(100)));
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for status in ["400", "401", "422", "503"] {
+                    assert_eq!(op["responses"][status]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                }
+            }
+        }
+    }
 }

@@ -73,8 +73,11 @@ pub(crate) fn int_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Op
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SearchBody {
+    /// At most 1,000 characters (the model reads 77 tokens).
+    #[schema(max_length = 1000)]
     query: String,
     /// 1-100, default 50.
+    #[schema(minimum = 1, maximum = 100)]
     limit: Option<usize>,
     #[serde(default)]
     offset: usize,
@@ -205,6 +208,7 @@ pub(crate) struct ImageSearchForm {
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
     /// 1-100, default 50.
+    #[schema(minimum = 1, maximum = 100)]
     limit: Option<usize>,
     offset: Option<usize>,
     /// Also accepted as `category_id`.
@@ -252,6 +256,7 @@ pub(crate) async fn search_image(State(s): State<Arc<ApiState>>, mut form: Multi
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SimilarParams {
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
     #[serde(default)]
     offset: usize,

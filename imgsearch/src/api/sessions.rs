@@ -66,8 +66,10 @@ pub(crate) async fn create(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<C
 pub(crate) struct ListParams {
     /// pending, running, paused, completed, cancelled, failed
     status: Option<String>,
+    #[param(minimum = 1)]
     page: Option<i64>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 
@@ -301,8 +303,10 @@ pub(crate) async fn progress_unified(State(s): State<Arc<ApiState>>, ApiPath(id)
 pub(crate) struct SessionJobParams {
     /// pending, queued, running, completed, failed, cancelled
     status: Option<String>,
+    #[param(minimum = 1)]
     page: Option<i64>,
     /// 1-100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 

@@ -33,6 +33,32 @@ pub(crate) struct VectorsDeleted {
     log: DeletionLog,
 }
 
+/// What a soft delete did: the vectors stay, hidden from searches until restored.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SoftDeleted {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asset_id: Option<i64>,
+    /// Vectors now hidden.
+    soft_deleted: u64,
+    message: String,
+}
+
+/// The answer of a delete of assets' vectors: `VectorsDeleted`, or `SoftDeleted` when `soft`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum AssetsDeleted {
+    Deleted(Box<VectorsDeleted>),
+    Soft(SoftDeleted),
+}
+
+/// What a restore did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Restored {
+    /// Vectors searchable again.
+    restored: u64,
+}
+
 impl VectorsDeleted {
     fn of(d: Deletion) -> Self {
         VectorsDeleted {
@@ -80,31 +106,33 @@ pub(crate) struct ByAsset {
 }
 
 /// Deletes one asset's vector; `?soft=true` only hides it from searches.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = i64, Path), ByAsset), responses((status = 200, body = VectorsDeleted), (status = 404, body = ErrorBody)))]
-pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(q): ApiQuery<ByAsset>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(delete, path = "/api/v1/vectors/by-asset/{id}", params(("id" = i64, Path), ByAsset), responses((status = 200, body = AssetsDeleted), (status = 404, body = ErrorBody)))]
+pub(crate) async fn by_asset(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>, ApiQuery(q): ApiQuery<ByAsset>) -> ApiResult<Json<AssetsDeleted>> {
     s.catalog.get_asset(id).await?;
     if q.soft.unwrap_or(false) {
         let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &[id], q.deletion_reason, true).await?;
-        return Ok(Json(serde_json::json!({"assetId": id, "softDeleted": changed, "message": format!("Hid {changed} vectors from searches")})));
+        return Ok(Json(AssetsDeleted::Soft(SoftDeleted { asset_id: Some(id), soft_deleted: changed, message: format!("Hid {changed} vectors from searches") })));
     }
     let answer = VectorsDeleted { asset_id: Some(id), ..delete(&s, Target::Assets(vec![id]), q.deletion_reason, true).await? };
-    Ok(Json(serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(AssetsDeleted::Deleted(Box::new(answer))))
 }
 
 /// Makes a soft-deleted vector searchable again.
-#[utoipa::path(post, path = "/api/v1/vectors/restore/{id}", params(("id" = i64, Path)), responses((status = 200, description = "{restored: n}"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn restore(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(post, path = "/api/v1/vectors/restore/{id}", params(("id" = i64, Path)), responses((status = 200, body = Restored), (status = 404, body = ErrorBody)))]
+pub(crate) async fn restore(State(s): State<Arc<ApiState>>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Restored>> {
     s.catalog.get_asset(id).await?;
     let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &[id], None, false).await?;
     if changed == 0 {
         return Err(ApiError::not_found(format!("asset {id} has no vector to restore")));
     }
-    Ok(Json(serde_json::json!({"restored": changed})))
+    Ok(Json(Restored { restored: changed }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ByAssets {
+    /// 1 to 1,000 ids.
+    #[schema(min_items = 1, max_items = 1000)]
     asset_ids: Vec<i64>,
     /// Only hide the vectors from searches.
     #[serde(default)]
@@ -113,17 +141,16 @@ pub(crate) struct ByAssets {
 }
 
 /// Deletes the vectors of a batch of assets (at most 1,000); `soft` only hides them.
-#[utoipa::path(delete, path = "/api/v1/vectors/by-assets", request_body = ByAssets, responses((status = 200, body = VectorsDeleted), (status = 422, body = ErrorBody)))]
-pub(crate) async fn by_assets(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ByAssets>) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(delete, path = "/api/v1/vectors/by-assets", request_body = ByAssets, responses((status = 200, body = AssetsDeleted), (status = 422, body = ErrorBody)))]
+pub(crate) async fn by_assets(State(s): State<Arc<ApiState>>, ApiJson(b): ApiJson<ByAssets>) -> ApiResult<Json<AssetsDeleted>> {
     if b.asset_ids.is_empty() || b.asset_ids.len() > 1000 {
         return Err(ApiError::unprocessable(format!("assetIds must hold 1 to 1000 ids, not {}", b.asset_ids.len())));
     }
     if b.soft {
         let changed = manage::soft_delete(&s.catalog, &s.vectors, vectors::DEFAULT_COLLECTION, &b.asset_ids, b.deletion_reason, true).await?;
-        return Ok(Json(serde_json::json!({"softDeleted": changed, "message": format!("Hid {changed} vectors from searches")})));
+        return Ok(Json(AssetsDeleted::Soft(SoftDeleted { asset_id: None, soft_deleted: changed, message: format!("Hid {changed} vectors from searches") })));
     }
-    let answer = delete(&s, Target::Assets(b.asset_ids), b.deletion_reason, true).await?;
-    Ok(Json(serde_json::to_value(answer).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(AssetsDeleted::Deleted(Box::new(delete(&s, Target::Assets(b.asset_ids), b.deletion_reason, true).await?))))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

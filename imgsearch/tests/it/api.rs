@@ -863,6 +863,51 @@ fn oversized_requests_and_floods_get_json_errors_and_health_keeps_answering() {
     assert_eq!(s.call("GET", "/health", None).0, 200);
 }
 
+/// The idle timeout is for a client that sends nothing while the server waits for it, not for a
+/// handler that takes long: a search held 3 s (a failpoint) behind a 1 s idle timeout is answered.
+#[test]
+fn a_handler_slower_than_the_idle_timeout_still_answers() {
+    let images = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, base) = crate::spawn_serve(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+            .env("FAILPOINTS", "api.search.delay_ms=return(3000)")
+            .env("ORT_DYLIB_PATH", ort())
+            .args(["serve", "--addr", "127.0.0.1:0", "--idle-timeout-s", "1", "--data-dir"])
+            .arg(data.path())
+            .arg("--allow-root")
+            .arg(images.path()),
+    );
+    let (status, body) = raw(&base, "POST", "/api/v1/search", &[("content-type", "application/json")], r#"{"query": "a red circle"}"#);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["results"].is_array(), "{body}");
+}
+
+/// Errors that no handler writes (a method a route lacks, a request target or headers too long, a
+/// multipart body that is not one) are the JSON error body too, with the headers they need.
+#[test]
+fn errors_from_every_layer_are_the_json_error_body() {
+    let s = start(&[]);
+    let (status, head, body) = raw_full(&s.base, "PUT", "/api/v1/search", &[], "");
+    assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")), "{head} {body}");
+    assert!(head.contains("allow: post"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let long = format!("/api/v1/assets?fromDate={}", "9".repeat(9000));
+    let (status, body) = raw(&s.base, "GET", &long, &[], "");
+    assert_eq!((status, body["error"].as_str()), (414, Some("uri_too_long")), "{body}");
+    let cookie = "c".repeat(40_000);
+    let (status, body) = raw(&s.base, "GET", "/api/v1/assets", &[("cookie", &cookie)], "");
+    assert_eq!((status, body["error"].as_str()), (431, Some("header_fields_too_large")), "{body}");
+    let (status, body) = raw(&s.base, "POST", "/api/v1/search/image", &[("content-type", "multipart/form-data")], "");
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("boundary"), "{body}");
+    let (status, body) = raw(&s.base, "GET", "/nowhere", &[], "");
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+}
+
 /// Every connection is a file descriptor: started with a soft limit of 256, `serve` raises it to
 /// the hard limit before it listens.
 #[test]
