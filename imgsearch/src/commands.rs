@@ -73,6 +73,13 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     let progress = bar.clone();
     let stats = pipeline::run(jobs, embedder, writer, options, cancel, move |r| progress.inc((r.completed + r.failed.len()) as u64)).await?;
     bar.finish_and_clear();
+    // the HNSW index is built before `index` returns: a search right after is served by it, not
+    // by a scan of every point written since the last background optimize
+    let optimizing = std::time::Instant::now();
+    if stats.completed > 0 && !stats.interrupted {
+        app.vectors.optimize(&collection).await?;
+    }
+    let optimize_secs = optimizing.elapsed().as_secs_f64();
 
     let session = if stats.interrupted {
         app.catalog.transition_session(prepared.session.id, SessionStatus::Paused).await?
@@ -97,6 +104,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         "missingOnDisk": prepared.scan.missing.len(),
         "removedVectorsOfMissing": removed_missing,
         "seconds": secs,
+        "optimizeSeconds": optimize_secs,
         "imagesPerSecond": if secs > 0.0 { (stats.completed + stats.failed) as f64 / secs } else { 0.0 },
         "embedFlushes": stats.embed_flushes,
         "collection": collection,
@@ -175,6 +183,8 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         "vectors": info.as_ref().map(|i| i.points).unwrap_or(0),
         "collection": info.as_ref().map(|i| i.name.clone()),
         "modelVersion": info.as_ref().and_then(|i| i.model_version.clone()),
+        "indexedVectors": info.as_ref().map(|i| i.indexed_vectors).unwrap_or(0),
+        "payloadIndexes": info.as_ref().map(|i| i.payload_indexes.clone()).unwrap_or_default(),
         "sessions": counts.sessions,
         "failedJobs": counts.failed_jobs,
         "failedAssets": failures.iter().map(|f| f.count).sum::<i64>(),
@@ -188,7 +198,14 @@ pub async fn status(args: StatusArgs) -> Result<()> {
     println!("data dir:  {}", app.data_dir.display());
     println!("assets:    {assets} ({})", by.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
     match &info {
-        Some(i) => println!("vectors:   {} in {} (model {})", i.points, i.name, i.model_version.as_deref().unwrap_or("?")),
+        Some(i) => println!(
+            "vectors:   {} in {} (model {}), {} in the HNSW index; payload indexes: {}",
+            i.points,
+            i.name,
+            i.model_version.as_deref().unwrap_or("?"),
+            i.indexed_vectors,
+            i.payload_indexes.join(", ")
+        ),
         None => println!("vectors:   none yet"),
     }
     println!("sessions:  {}", counts.sessions.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
@@ -271,6 +288,14 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeAr
         state.heavy = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
     }
     let state = std::sync::Arc::new(state);
+    // points an interrupted `index` or an earlier serve wrote after its last optimize go into the
+    // HNSW index now, beside the searches (which read the old segments until the swap)
+    let (vectors, collection) = (state.vectors.clone(), state.collection());
+    tokio::spawn(async move {
+        if let Err(e) = vectors.optimize(&collection).await {
+            tracing::warn!(error = %e, "optimizing the vector index at start failed");
+        }
+    });
     // every connection is a file descriptor: the soft limit (often 1,024) goes up to the hard one
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(open_files = n, "file descriptor limit"),

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
 };
 
@@ -31,13 +31,25 @@ type Result<T> = std::result::Result<T, VectorError>;
 /// Points written since the last optimize after which a background optimize starts.
 const OPTIMIZE_AFTER_POINTS: usize = 2_000;
 
+/// A segment larger than this (KB) gets an HNSW index. The engine's default, 10 MB, is per
+/// segment: points spread over several segments, so 50,000 64-d vectors (13 MB) were never
+/// indexed and every search scanned them all. Below 1 MB (500 512-d vectors) a scan is as quick.
+const INDEXING_THRESHOLD_KB: usize = 1_000;
+
+fn optimizers() -> qdrant_edge::EdgeOptimizersConfig {
+    qdrant_edge::EdgeOptimizersConfig { indexing_threshold: Some(INDEXING_THRESHOLD_KB), ..Default::default() }
+}
+
 struct Collection {
     shard: Arc<EdgeShard>,
     spec: StoredSpec,
     /// Serializes writes that must read then write (delete by filter returns its count).
     write_lock: tokio::sync::Mutex<()>,
     written_since_optimize: AtomicUsize,
-    optimizing: Arc<AtomicBool>,
+    /// Held while an optimize runs: the background one skips when it is taken, an explicit one
+    /// waits for it (an optimize beside a running one skips the segments that one holds, and
+    /// returned with them still unindexed).
+    optimizing: Arc<Mutex<()>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +145,7 @@ impl EdgeStore {
             spec,
             write_lock: tokio::sync::Mutex::new(()),
             written_since_optimize: AtomicUsize::new(0),
-            optimizing: Arc::new(AtomicBool::new(false)),
+            optimizing: Arc::new(Mutex::new(())),
         });
         self.open.lock().expect("collections lock").insert(name, c.clone());
         Ok(Some(c))
@@ -150,21 +162,16 @@ impl EdgeStore {
             if c.spec.dim != spec.dim || c.spec.distance != "cosine" {
                 return Err(VectorError::Mismatch { name: spec.name.clone(), existing: format!("{}-d {}", c.spec.dim, c.spec.distance), wanted: format!("{}-d cosine", spec.dim) });
             }
+            // a collection made by an older version may lack an index added since
+            let shard = c.shard.clone();
+            blocking(move || ensure_payload_indexes(&shard)).await?;
             return Ok(false);
         }
         let dir = self.shard_dir(&spec.name);
         std::fs::create_dir_all(&dir).map_err(|source| VectorError::Io { path: dir.clone(), source })?;
-        let config = EdgeConfigBuilder::new().vector("", EdgeVectorParamsBuilder::new(spec.dim, Distance::Cosine).build()).build();
+        let config = EdgeConfigBuilder::new().vector("", EdgeVectorParamsBuilder::new(spec.dim, Distance::Cosine).build()).optimizers(optimizers()).build();
         let shard = EdgeShard::new(&dir, config).map_err(edge_err("create a shard"))?;
-        for (field, kind) in [("created_at", PayloadSchemaType::Datetime), ("category_id", PayloadSchemaType::Integer), ("path_dirs", PayloadSchemaType::Keyword)] {
-            shard
-                .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
-                    field_name: JsonPath::try_from(field).expect("static field name"),
-                    field_schema: Some(PayloadFieldSchema::FieldType(kind)),
-                })))
-                .map_err(edge_err("create a payload index"))?;
-        }
-        shard.flush().map_err(edge_err("flush"))?;
+        ensure_payload_indexes(&shard)?;
         drop(shard);
         let stored = StoredSpec { dim: spec.dim, distance: "cosine".into(), model_version: spec.model_version.clone() };
         // the spec file is written last: a crash before it leaves no half-made collection visible
@@ -206,25 +213,28 @@ impl EdgeStore {
     }
 
     fn optimize_in_background(&self, c: &Arc<Collection>) {
-        if c.optimizing.swap(true, Ordering::AcqRel) {
-            return;
-        }
         c.written_since_optimize.store(0, Ordering::Relaxed);
         let shard = c.shard.clone();
-        let flag = c.optimizing.clone();
+        let lock = c.optimizing.clone();
         tokio::task::spawn_blocking(move || {
+            // one already runs: it or the next one takes these points
+            let Ok(_running) = lock.try_lock() else { return };
             if let Err(e) = shard.optimize() {
                 tracing::warn!(error = %e, "background optimize of the embedded vector store failed");
             }
-            flag.store(false, Ordering::Release);
         });
     }
 
-    /// Builds the HNSW index now (tests and benches; the store also does it in the background).
+    /// Builds the HNSW index of every segment over the threshold now, after any background
+    /// optimize has finished (`imgsearch index` before it returns, `serve` at start).
     pub(crate) async fn optimize(&self, name: &str) -> Result<()> {
         let c = self.existing(name)?;
-        let shard = c.shard.clone();
-        blocking(move || shard.optimize().map(|_| ()).map_err(edge_err("optimize"))).await
+        let (shard, lock) = (c.shard.clone(), c.optimizing.clone());
+        blocking(move || {
+            let _running = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            shard.optimize().map(|_| ()).map_err(edge_err("optimize"))
+        })
+        .await
     }
 
     pub(crate) async fn search(&self, name: &str, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize) -> Result<Vec<Hit>> {
@@ -354,7 +364,19 @@ impl EdgeStore {
             return Ok(None);
         };
         let points = self.count(name, &PointFilter::default()).await?;
-        Ok(Some(CollectionInfo { name: resolved, dim: c.spec.dim, distance: c.spec.distance.clone(), model_version: Some(c.spec.model_version.clone()), points }))
+        let shard = c.shard.clone();
+        let shard_info = blocking(move || shard.info().map_err(edge_err("read shard info"))).await?;
+        let mut payload_indexes: Vec<String> = shard_info.payload_schema.keys().map(|k| k.to_string()).collect();
+        payload_indexes.sort();
+        Ok(Some(CollectionInfo {
+            name: resolved,
+            dim: c.spec.dim,
+            distance: c.spec.distance.clone(),
+            model_version: Some(c.spec.model_version.clone()),
+            points,
+            indexed_vectors: shard_info.indexed_vectors_count as u64,
+            payload_indexes,
+        }))
     }
 
     pub(crate) async fn set_alias(&self, alias: &str, collection: &str) -> Result<()> {
@@ -402,6 +424,36 @@ impl EdgeStore {
         std::fs::remove_dir_all(&dir).map_err(|source| VectorError::Io { path: dir, source })?;
         Ok(true)
     }
+}
+
+/// Creates the payload indexes of `PAYLOAD_INDEXES` the shard lacks, and sets the optimizer
+/// settings of `optimizers()` on a shard made before them; flushes.
+fn ensure_payload_indexes(shard: &EdgeShard) -> Result<()> {
+    if shard.config().optimizers() != optimizers() {
+        shard.set_optimizers_config(optimizers()).map_err(edge_err("set the optimizer config"))?;
+    }
+    let have = shard.info().map_err(edge_err("read shard info"))?.payload_schema;
+    let mut created = false;
+    for (field, kind) in PAYLOAD_INDEXES {
+        let field_name = JsonPath::try_from(field).expect("static field name");
+        if have.contains_key(&field_name) {
+            continue;
+        }
+        let kind = match kind {
+            IndexKind::Datetime => PayloadSchemaType::Datetime,
+            IndexKind::Integer => PayloadSchemaType::Integer,
+            IndexKind::Keyword => PayloadSchemaType::Keyword,
+            IndexKind::Bool => PayloadSchemaType::Bool,
+        };
+        shard
+            .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex { field_name, field_schema: Some(PayloadFieldSchema::FieldType(kind)) })))
+            .map_err(edge_err("create a payload index"))?;
+        created = true;
+    }
+    if created {
+        shard.flush().map_err(edge_err("flush"))?;
+    }
+    Ok(())
 }
 
 fn edge_filter(filter: &PointFilter) -> Result<Option<Filter>> {

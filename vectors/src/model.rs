@@ -25,7 +25,26 @@ pub struct CollectionInfo {
     pub distance: String,
     pub model_version: Option<String>,
     pub points: u64,
+    /// Points whose vector is in the HNSW index (the rest are searched by a scan of their
+    /// segment: a few thousand at most once the store has optimized).
+    pub indexed_vectors: u64,
+    /// The payload fields with an index, sorted.
+    pub payload_indexes: Vec<String>,
 }
+
+/// The kind of a payload index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Datetime,
+    Integer,
+    Keyword,
+    Bool,
+}
+
+/// Every payload field a search or a delete filters on, with its index: without one, a filtered
+/// search checks every point (the soft-delete flag is in every search's filter).
+pub const PAYLOAD_INDEXES: [(&str, IndexKind); 4] =
+    [("created_at", IndexKind::Datetime), ("category_id", IndexKind::Integer), ("path_dirs", IndexKind::Keyword), (DELETED_KEY, IndexKind::Bool)];
 
 /// One asset's vector and the payload every point carries.
 #[derive(Debug, Clone, PartialEq)]

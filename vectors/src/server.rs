@@ -124,6 +124,7 @@ impl ServerStore {
             if info.dim != spec.dim || info.distance != "cosine" {
                 return Err(VectorError::Mismatch { name: spec.name.clone(), existing: format!("{}-d {}", info.dim, info.distance), wanted: format!("{}-d cosine", spec.dim) });
             }
+            self.ensure_payload_indexes(&spec.name, &info.payload_indexes).await?;
             return Ok(false);
         }
         let metadata = HashMap::from([("model_version".to_owned(), serde_json::Value::from(spec.model_version.clone()))]);
@@ -137,10 +138,25 @@ impl ServerStore {
             Err(QdrantError::ResponseError { status }) if status.code() == Code::AlreadyExists => return Box::pin(self.ensure_collection(spec)).await,
             Err(e) => return Err(self.err("create a collection")(e)),
         }
-        for (field, kind) in [("created_at", FieldType::Datetime), ("category_id", FieldType::Integer), ("path_dirs", FieldType::Keyword)] {
-            self.client.create_field_index(CreateFieldIndexCollectionBuilder::new(&spec.name, field, kind).wait(true)).await.map_err(self.err("create a payload index"))?;
-        }
+        self.ensure_payload_indexes(&spec.name, &[]).await?;
         Ok(true)
+    }
+
+    /// Creates the payload indexes of `PAYLOAD_INDEXES` not in `have`.
+    async fn ensure_payload_indexes(&self, name: &str, have: &[String]) -> Result<()> {
+        for (field, kind) in PAYLOAD_INDEXES {
+            if have.iter().any(|h| h == field) {
+                continue;
+            }
+            let kind = match kind {
+                IndexKind::Datetime => FieldType::Datetime,
+                IndexKind::Integer => FieldType::Integer,
+                IndexKind::Keyword => FieldType::Keyword,
+                IndexKind::Bool => FieldType::Bool,
+            };
+            self.client.create_field_index(CreateFieldIndexCollectionBuilder::new(name, field, kind).wait(true)).await.map_err(self.err("create a payload index"))?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn upsert(&self, name: &str, points: Vec<AssetPoint>) -> Result<()> {
@@ -271,7 +287,17 @@ impl ServerStore {
         };
         let distance = Distance::try_from(params.distance).map(|d| d.as_str_name().to_lowercase()).unwrap_or_else(|_| format!("distance {}", params.distance));
         let model_version = config.metadata.get("model_version").and_then(|v| serde_json::Value::from(v.clone()).as_str().map(str::to_owned));
-        Ok(Some(CollectionInfo { name: resolved, dim: params.size as usize, distance, model_version, points: info.points_count.unwrap_or(0) }))
+        let mut payload_indexes: Vec<String> = info.payload_schema.keys().cloned().collect();
+        payload_indexes.sort();
+        Ok(Some(CollectionInfo {
+            name: resolved,
+            dim: params.size as usize,
+            distance,
+            model_version,
+            points: info.points_count.unwrap_or(0),
+            indexed_vectors: info.indexed_vectors_count.unwrap_or(0),
+            payload_indexes,
+        }))
     }
 
     /// Sets payload keys on these points (the others keep theirs); returns how many exist.

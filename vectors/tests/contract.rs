@@ -51,7 +51,47 @@ contract!(
     a_missing_collection_searches_empty,
     an_alias_swaps_atomically_and_protects_its_collection,
     a_soft_deleted_point_is_never_found_until_restored,
+    every_filtered_field_has_a_payload_index,
 );
+
+/// Every field a search filters on has a payload index, the soft-delete flag included (it is in
+/// every search's filter), on a new collection and on one made before an index was added.
+async fn every_filtered_field_has_a_payload_index(s: &VectorStore) {
+    let n = name();
+    s.ensure_collection(&spec(&n)).await.unwrap();
+    let mut wanted: Vec<&str> = PAYLOAD_INDEXES.iter().map(|(f, _)| *f).collect();
+    wanted.sort();
+    assert_eq!(s.info(&n).await.unwrap().unwrap().payload_indexes, wanted);
+    assert!(wanted.contains(&"deleted"));
+}
+
+/// The shape a million images need: once `optimize` returns (as `imgsearch index` calls it), a
+/// collection of 3,000 512-d vectors (6 MB, spread over the engine's segments) has every vector in
+/// the HNSW index, so a search walks the graph instead of scanning every point. With the engine's
+/// default threshold (10 MB per segment) none was indexed.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_optimize_a_large_collection_is_searched_through_its_hnsw_index() {
+    let f = embedded();
+    let s = &f.store;
+    let n = name();
+    s.ensure_collection(&CollectionSpec { name: n.clone(), dim: 512, model_version: "m1".into() }).await.unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for chunk in 0..6 {
+        let points =
+            (0..500).map(|i| AssetPoint { vector: (0..512).map(|_| next()).collect(), ..point(&format!("/p/{chunk}/{i}.jpg"), vec![], "2024-01-01T00:00:00Z", Some(1)) }).collect();
+        s.upsert(&n, points).await.unwrap();
+    }
+    s.optimize(&n).await.unwrap();
+    let info = s.info(&n).await.unwrap().unwrap();
+    assert_eq!(info.points, 3000);
+    assert_eq!(info.indexed_vectors, 3000, "every vector in the HNSW index: {info:?}");
+}
 
 const DIM: usize = 8;
 
