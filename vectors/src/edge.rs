@@ -129,7 +129,10 @@ impl EdgeStore {
     /// An open collection, or `None` if it does not exist.
     fn collection(&self, name: &str) -> Result<Option<Arc<Collection>>> {
         let name = self.resolve(name)?;
-        if let Some(c) = self.open.lock().expect("collections lock").get(&name) {
+        // held until the shard is open and listed: two first callers at once (serve's start-up
+        // optimize and a search) would otherwise both load it, and the second find it locked
+        let mut open = self.open.lock().expect("collections lock");
+        if let Some(c) = open.get(&name) {
             return Ok(Some(c.clone()));
         }
         let spec_path = self.spec_file(&name);
@@ -147,7 +150,7 @@ impl EdgeStore {
             written_since_optimize: AtomicUsize::new(0),
             optimizing: Arc::new(Mutex::new(())),
         });
-        self.open.lock().expect("collections lock").insert(name, c.clone());
+        open.insert(name, c.clone());
         Ok(Some(c))
     }
 

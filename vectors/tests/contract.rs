@@ -401,3 +401,33 @@ async fn a_second_process_on_the_same_directory_is_told_so() {
     assert!(matches!(err, VectorError::InUse(_)), "{err:?}");
     assert!(err.to_string().contains("in use by another process"), "{err}");
 }
+
+/// The first callers on a store opened over an existing collection (serve's start-up optimize and
+/// the first search) open its shard once between them: before, each loaded it, and all but one
+/// found it locked ("in use by another process").
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_first_calls_open_a_collection_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = name();
+    {
+        let s = VectorStore::embedded(dir.path()).unwrap();
+        s.ensure_collection(&spec(&n)).await.unwrap();
+        s.upsert(&n, vec![point("/a.jpg", vec![1.0; DIM], "2024-01-01T00:00:00Z", None)]).await.unwrap();
+    }
+    for _ in 0..5 {
+        let s = std::sync::Arc::new(VectorStore::embedded(dir.path()).unwrap());
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (s, barrier, n) = (s.clone(), barrier.clone(), n.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.search(&n, &[1.0; DIM], &PointFilter::default(), 5, 0).await.map(|hits| hits.len())
+                })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().unwrap(), 1);
+        }
+    }
+}
