@@ -95,6 +95,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         "resumed": prepared.resumed,
         "indexed": stats.completed,
         "skippedUnchanged": skipped_unchanged,
+        "hashedFiles": prepared.scan.hashed,
         "failed": stats.failed,
         "failedReasons": reasons.iter().map(|(r, n)| serde_json::json!({"reason": r, "count": n})).collect::<Vec<_>>(),
         "failedExamples": stats.failed_examples.iter().map(|(r, p)| serde_json::json!({"reason": r, "path": p})).collect::<Vec<_>>(),

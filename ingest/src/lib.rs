@@ -13,12 +13,12 @@
 //! `missing`.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io::{Read, Seek},
     path::{Path, PathBuf},
 };
 
-use catalog::{AssetChange, Catalog, CatalogError, NewAsset};
+use catalog::{Asset, AssetChange, Catalog, CatalogError, NewAsset};
 use chrono::{DateTime, SubsecRound, Utc};
 use protocol::paths::{from_stored, to_stored};
 use rayon::prelude::*;
@@ -60,6 +60,38 @@ pub struct Skipped {
 pub struct Walk {
     pub files: Vec<ScannedFile>,
     pub skipped: Vec<Skipped>,
+    /// Files read and hashed; the others matched the catalog's size and mtime and were not opened.
+    pub hashed: usize,
+}
+
+/// What the catalog knows of the files under the roots, by stored path: a file whose size and
+/// mtime are the catalog's is not read again (as rsync and git decide; an edit that keeps both is
+/// seen once either changes, or by deleting the asset's vector).
+pub type Known = HashMap<String, Asset>;
+
+/// The media types `sniff` gives, for a type read back from the catalog.
+fn known_mime(mime: &str) -> Option<&'static str> {
+    ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"].into_iter().find(|m| *m == mime)
+}
+
+/// The catalog's record of `path` as a scanned file, if its size and mtime still match.
+fn unchanged(path: &Path, known: &Known) -> Option<ScannedFile> {
+    let stored = to_stored(path);
+    let asset = known.get(&stored).filter(|a| a.deleted_at.is_none())?;
+    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+    let modified = DateTime::<Utc>::from(meta.modified().ok()?).trunc_subsecs(6);
+    if asset.file_size != Some(meta.len() as i64) || asset.file_modified_at != Some(modified) {
+        return None;
+    }
+    Some(ScannedFile {
+        path: stored,
+        size: meta.len(),
+        modified,
+        hash: asset.content_hash.clone()?,
+        mime: known_mime(asset.mime_type.as_deref()?)?,
+        width: asset.width.map(|w| w as u32),
+        height: asset.height.map(|h| h as u32),
+    })
 }
 
 /// The image formats the pipeline decodes, by magic bytes.
@@ -159,6 +191,11 @@ fn header_dimensions(file: std::fs::File, limits: &clip::Limits) -> Option<(u32,
 /// only to files and directories inside the roots: a link that leads outside them (to
 /// `/etc/passwd`, to another user's photos) is skipped and reported `outside_root`, never read.
 pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
+    walk_known(roots, exclude, &Known::new())
+}
+
+/// `walk`, reading only the files whose size or mtime differ from what `known` has.
+pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Result<Walk, ScanError> {
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     let mut seen = HashSet::new();
@@ -210,10 +247,17 @@ pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
             }
         }
     }
+    let hashed = std::sync::atomic::AtomicUsize::new(0);
     let read: Vec<(PathBuf, Result<Option<ScannedFile>, &'static str>)> = candidates
         .into_par_iter()
         .map(|p| {
-            let r = read_file(&p);
+            let r = match unchanged(&p, known) {
+                Some(f) => Ok(Some(f)),
+                None => {
+                    hashed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    read_file(&p)
+                }
+            };
             (p, r)
         })
         .collect();
@@ -225,7 +269,7 @@ pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
             Err(reason) => skipped.push(Skipped { path: to_stored(&path), reason }),
         }
     }
-    Ok(Walk { files, skipped })
+    Ok(Walk { files, skipped, hashed: hashed.into_inner() })
 }
 
 /// What recording a walk in the catalog did.
@@ -239,6 +283,8 @@ pub struct ScanReport {
     pub skipped: Vec<Skipped>,
     /// Assets the catalog has under the roots whose file is gone.
     pub missing: Vec<i64>,
+    /// Files read and hashed (new, or size or mtime changed).
+    pub hashed: usize,
 }
 
 /// What a scan records, besides the files.
@@ -252,11 +298,23 @@ pub struct ScanOptions {
 
 /// Records what the walk found. An asset needs embedding when it is new, its file changed, or it
 /// was never indexed; an unchanged file that failed permanently only when `retry_failed`.
-pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], walk: Walk, options: ScanOptions) -> Result<ScanReport, ScanError> {
-    let mut report = ScanReport { skipped: walk.skipped, ..Default::default() };
+/// `known` is what the catalog had under the roots before the walk (`known_under`): an unchanged
+/// file is decided from it, without a query per file.
+pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &Known, options: ScanOptions) -> Result<ScanReport, ScanError> {
+    let mut report = ScanReport { skipped: walk.skipped, hashed: walk.hashed, ..Default::default() };
     let mut found = HashSet::new();
     for f in walk.files {
         found.insert(f.path.clone());
+        if let Some(asset) = known.get(&f.path)
+            && asset.deleted_at.is_none()
+            && asset.content_hash.as_deref() == Some(f.hash.as_str())
+            && asset.file_size == Some(f.size as i64)
+            && asset.file_modified_at == Some(f.modified)
+        {
+            report.unchanged += 1;
+            report.assets.push((asset.id, needs_embedding(asset, AssetChange::Unchanged, options)));
+            continue;
+        }
         let new = NewAsset {
             path: f.path,
             created_at: Some(f.modified),
@@ -274,33 +332,47 @@ pub async fn record(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], w
             AssetChange::Changed => report.changed += 1,
             AssetChange::Unchanged => report.unchanged += 1,
         }
-        let needs = change != AssetChange::Unchanged
-            || match asset.training_status {
-                catalog::TrainingStatus::Trained => false,
-                // failed permanently and nothing changed on disk: the same bytes would fail again
-                catalog::TrainingStatus::Failed => options.retry_failed,
-                _ => true,
-            };
-        report.assets.push((asset.id, needs));
+        report.assets.push((asset.id, needs_embedding(&asset, change, options)));
     }
-    for root in roots {
-        let Ok(root) = root.canonicalize() else { continue };
-        for asset in catalog.assets_under(&to_stored(&root)).await? {
-            let deselected = exclude.iter().any(|x| from_stored(&asset.path).starts_with(x));
-            // newly gone: an asset already marked deleted is not reported again
-            if !found.contains(&asset.path) && !deselected && asset.deleted_at.is_none() {
-                report.missing.push(asset.id);
-            }
+    for asset in known.values() {
+        let deselected = exclude.iter().any(|x| from_stored(&asset.path).starts_with(x));
+        // newly gone: an asset already marked deleted is not reported again
+        if !found.contains(&asset.path) && !deselected && asset.deleted_at.is_none() {
+            report.missing.push(asset.id);
         }
     }
+    report.missing.sort_unstable();
     Ok(report)
 }
 
-/// Walks and records in one call.
+/// Whether an asset needs embedding: new, changed or never indexed; an unchanged file that
+/// failed permanently only when `retry_failed`.
+fn needs_embedding(asset: &Asset, change: AssetChange, options: ScanOptions) -> bool {
+    change != AssetChange::Unchanged
+        || match asset.training_status {
+            catalog::TrainingStatus::Trained => false,
+            // failed permanently and nothing changed on disk: the same bytes would fail again
+            catalog::TrainingStatus::Failed => options.retry_failed,
+            _ => true,
+        }
+}
+
+/// What the catalog has under the roots (one query per root), by path.
+pub async fn known_under(catalog: &Catalog, roots: &[PathBuf]) -> Result<Known, ScanError> {
+    let mut known = Known::new();
+    for root in roots {
+        let Ok(root) = root.canonicalize() else { continue };
+        known.extend(catalog.assets_under(&to_stored(&root)).await?.into_iter().map(|a| (a.path.clone(), a)));
+    }
+    Ok(known)
+}
+
+/// Walks and records in one call; files the catalog has with the same size and mtime are not read.
 pub async fn scan(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], options: ScanOptions) -> Result<ScanReport, ScanError> {
-    let (owned, excluded) = (roots.to_vec(), exclude.to_vec());
-    let walked = tokio::task::spawn_blocking(move || walk(&owned, &excluded)).await.expect("the walk does not panic")?;
-    record(catalog, roots, exclude, walked, options).await
+    let known = std::sync::Arc::new(known_under(catalog, roots).await?);
+    let (owned, excluded, shared) = (roots.to_vec(), exclude.to_vec(), known.clone());
+    let walked = tokio::task::spawn_blocking(move || walk_known(&owned, &excluded, &shared)).await.expect("the walk does not panic")?;
+    record(catalog, exclude, walked, &known, options).await
 }
 
 /// A directory directly under a root, with how many images its subtree holds.

@@ -98,9 +98,12 @@ fn index_then_search_finds_the_described_images() {
 fn a_second_run_skips_unchanged_files_and_embeds_changed_ones() {
     let data = tempfile::tempdir().unwrap();
     let images = shapes(1);
-    ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    let first_run = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
+    assert_eq!(first_run["hashedFiles"].as_u64(), Some(240));
     let again = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
     assert_eq!((again["indexed"].as_u64(), again["skippedUnchanged"].as_u64()), (Some(0), Some(240)));
+    // same size and mtime as the catalog has: not opened, not hashed
+    assert_eq!(again["hashedFiles"].as_u64(), Some(0), "{again}");
 
     // one file replaced by another picture, one deleted
     let set = images.path().join("set0");
@@ -114,6 +117,7 @@ fn a_second_run_skips_unchanged_files_and_embeds_changed_ones() {
     std::fs::remove_file(first("green-triangle-")).unwrap();
     let third = ok_json(data.path(), &["index", path_str(images.path()), "--json"]);
     assert_eq!((third["indexed"].as_u64(), third["skippedUnchanged"].as_u64(), third["missingOnDisk"].as_u64()), (Some(1), Some(238), Some(1)));
+    assert_eq!(third["hashedFiles"].as_u64(), Some(1), "only the rewritten file is read: {third}");
 }
 
 #[test]
