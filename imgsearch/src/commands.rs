@@ -33,7 +33,9 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), true).await?;
 
+    let scanning = std::time::Instant::now();
     let prepared = coordinator::prepare(&app.catalog, &args.dirs, category, None, args.retry_failed).await.context("cannot scan the folders")?;
+    let scan_secs = scanning.elapsed().as_secs_f64();
     // files gone since the last scan: their vectors go, their assets are marked deleted
     let removed_missing = manage::forget_missing(&app.catalog, &app.vectors, &collection, &prepared.scan.missing).await?;
     let jobs = coordinator::open_jobs(&app.catalog, &prepared.session).await?;
@@ -76,8 +78,12 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     // the HNSW index is built before `index` returns: a search right after is served by it, not
     // by a scan of every point written since the last background optimize
     let optimizing = std::time::Instant::now();
-    if stats.completed > 0 && !stats.interrupted {
-        app.vectors.optimize(&collection).await?;
+    if stats.completed > 0
+        && !stats.interrupted
+        && let Err(e) = app.vectors.optimize(&collection).await
+    {
+        // the vectors are written: searches scan what is not indexed, and the next run or serve optimizes
+        tracing::warn!(error = %e, "building the vector index failed");
     }
     let optimize_secs = optimizing.elapsed().as_secs_f64();
 
@@ -105,6 +111,8 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         "missingOnDisk": prepared.scan.missing.len(),
         "removedVectorsOfMissing": removed_missing,
         "seconds": secs,
+        // the walk and the catalog records of it (the session and its jobs included)
+        "scanSeconds": scan_secs,
         "optimizeSeconds": optimize_secs,
         "imagesPerSecond": if secs > 0.0 { (stats.completed + stats.failed) as f64 / secs } else { 0.0 },
         "embedFlushes": stats.embed_flushes,
@@ -293,8 +301,10 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeAr
     // HNSW index now, beside the searches (which read the old segments until the swap)
     let (vectors, collection) = (state.vectors.clone(), state.collection());
     tokio::spawn(async move {
-        if let Err(e) = vectors.optimize(&collection).await {
-            tracing::warn!(error = %e, "optimizing the vector index at start failed");
+        match vectors.optimize(&collection).await {
+            // nothing indexed yet
+            Ok(()) | Err(vectors::VectorError::NoCollection(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "optimizing the vector index at start failed"),
         }
     });
     // every connection is a file descriptor: the soft limit (often 1,024) goes up to the hard one

@@ -62,6 +62,8 @@ struct StoredSpec {
 pub(crate) struct EdgeStore {
     root: PathBuf,
     open: Mutex<HashMap<String, Arc<Collection>>>,
+    /// Taken to open a shard (see `collection`).
+    opening: tokio::sync::Mutex<()>,
     /// Serializes collection creation and alias changes.
     admin: tokio::sync::Mutex<()>,
 }
@@ -84,7 +86,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl EdgeStore {
     pub(crate) fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join("collections")).map_err(|e| VectorError::Io { path: root.to_owned(), source: e })?;
-        Ok(EdgeStore { root: root.to_owned(), open: Mutex::new(HashMap::new()), admin: tokio::sync::Mutex::new(()) })
+        Ok(EdgeStore { root: root.to_owned(), open: Mutex::new(HashMap::new()), opening: tokio::sync::Mutex::new(()), admin: tokio::sync::Mutex::new(()) })
     }
 
     fn shard_dir(&self, name: &str) -> PathBuf {
@@ -127,12 +129,17 @@ impl EdgeStore {
     }
 
     /// An open collection, or `None` if it does not exist.
-    fn collection(&self, name: &str) -> Result<Option<Arc<Collection>>> {
+    async fn collection(&self, name: &str) -> Result<Option<Arc<Collection>>> {
         let name = self.resolve(name)?;
-        // held until the shard is open and listed: two first callers at once (serve's start-up
-        // optimize and a search) would otherwise both load it, and the second find it locked
-        let mut open = self.open.lock().expect("collections lock");
-        if let Some(c) = open.get(&name) {
+        if let Some(c) = self.open.lock().expect("collections lock").get(&name) {
+            return Ok(Some(c.clone()));
+        }
+        // one opener at a time, checking again once it has the turn: two first callers at once
+        // (serve's start-up optimize and a search) would otherwise both load the shard, and the
+        // second find it locked; the load (a WAL replay) runs on the blocking pool, so callers of
+        // collections already open are never held behind it
+        let _opening = self.opening.lock().await;
+        if let Some(c) = self.open.lock().expect("collections lock").get(&name) {
             return Ok(Some(c.clone()));
         }
         let spec_path = self.spec_file(&name);
@@ -140,9 +147,11 @@ impl EdgeStore {
             return Ok(None);
         };
         let spec: StoredSpec = serde_json::from_str(&text).map_err(|e| VectorError::Backend { action: "read a collection spec", reason: e.to_string() })?;
+        let (dir, root) = (self.shard_dir(&name), self.root.clone());
         // qdrant-edge locks a shard's WAL: a second process on the same directory gets WouldBlock
-        let shard = EdgeShard::load(&self.shard_dir(&name), None)
-            .map_err(|e| if e.to_string().contains("WouldBlock") { VectorError::InUse(self.root.clone()) } else { edge_err("open a shard")(e) })?;
+        let shard =
+            blocking(move || EdgeShard::load(&dir, None).map_err(|e| if e.to_string().contains("WouldBlock") { VectorError::InUse(root) } else { edge_err("open a shard")(e) }))
+                .await?;
         let c = Arc::new(Collection {
             shard: Arc::new(shard),
             spec,
@@ -150,18 +159,18 @@ impl EdgeStore {
             written_since_optimize: AtomicUsize::new(0),
             optimizing: Arc::new(Mutex::new(())),
         });
-        open.insert(name, c.clone());
+        self.open.lock().expect("collections lock").insert(name, c.clone());
         Ok(Some(c))
     }
 
-    fn existing(&self, name: &str) -> Result<Arc<Collection>> {
-        self.collection(name)?.ok_or_else(|| VectorError::NoCollection(name.to_owned()))
+    async fn existing(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collection(name).await?.ok_or_else(|| VectorError::NoCollection(name.to_owned()))
     }
 
     pub(crate) async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<bool> {
         valid_name(&spec.name)?;
         let _admin = self.admin.lock().await;
-        if let Some(c) = self.collection(&spec.name)? {
+        if let Some(c) = self.collection(&spec.name).await? {
             if c.spec.dim != spec.dim || c.spec.distance != "cosine" {
                 return Err(VectorError::Mismatch { name: spec.name.clone(), existing: format!("{}-d {}", c.spec.dim, c.spec.distance), wanted: format!("{}-d cosine", spec.dim) });
             }
@@ -184,7 +193,7 @@ impl EdgeStore {
     }
 
     pub(crate) async fn upsert(&self, name: &str, points: Vec<AssetPoint>) -> Result<()> {
-        let c = self.existing(name)?;
+        let c = self.existing(name).await?;
         for p in &points {
             if p.vector.len() != c.spec.dim {
                 return Err(VectorError::InvalidRequest(format!("vector of asset {} has {} values, the collection takes {}", p.asset_id, p.vector.len(), c.spec.dim)));
@@ -216,13 +225,17 @@ impl EdgeStore {
     }
 
     fn optimize_in_background(&self, c: &Arc<Collection>) {
-        c.written_since_optimize.store(0, Ordering::Relaxed);
-        let shard = c.shard.clone();
-        let lock = c.optimizing.clone();
+        let c = c.clone();
         tokio::task::spawn_blocking(move || {
-            // one already runs: it or the next one takes these points
-            let Ok(_running) = lock.try_lock() else { return };
-            if let Err(e) = shard.optimize() {
+            let _running = match c.optimizing.try_lock() {
+                Ok(running) => running,
+                // an optimize that panicked left nothing half done that the next one cannot redo
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                // one already runs: the next write past the threshold starts another
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            c.written_since_optimize.store(0, Ordering::Relaxed);
+            if let Err(e) = c.shard.optimize() {
                 tracing::warn!(error = %e, "background optimize of the embedded vector store failed");
             }
         });
@@ -231,7 +244,7 @@ impl EdgeStore {
     /// Builds the HNSW index of every segment over the threshold now, after any background
     /// optimize has finished (`imgsearch index` before it returns, `serve` at start).
     pub(crate) async fn optimize(&self, name: &str) -> Result<()> {
-        let c = self.existing(name)?;
+        let c = self.existing(name).await?;
         let (shard, lock) = (c.shard.clone(), c.optimizing.clone());
         blocking(move || {
             let _running = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -241,7 +254,7 @@ impl EdgeStore {
     }
 
     pub(crate) async fn search(&self, name: &str, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize) -> Result<Vec<Hit>> {
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(Vec::new());
         };
         if vector.len() != c.spec.dim {
@@ -261,7 +274,7 @@ impl EdgeStore {
 
     /// Sets payload keys on these points (the others keep theirs); returns how many exist.
     pub(crate) async fn set_payload(&self, name: &str, ids: &[AssetId], payload: serde_json::Map<String, serde_json::Value>) -> Result<u64> {
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(0);
         };
         let _w = c.write_lock.lock().await;
@@ -282,7 +295,7 @@ impl EdgeStore {
     }
 
     pub(crate) async fn retrieve(&self, name: &str, ids: &[AssetId], with_vectors: bool) -> Result<Vec<StoredPoint>> {
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(Vec::new());
         };
         let req = RetrieveRequestBuilder::new(ids.iter().map(|id| point_id(*id)).collect())
@@ -308,7 +321,7 @@ impl EdgeStore {
     }
 
     pub(crate) async fn count(&self, name: &str, filter: &PointFilter) -> Result<u64> {
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(0);
         };
         let mut req = CountRequestBuilder::new().exact(true);
@@ -321,7 +334,7 @@ impl EdgeStore {
     }
 
     pub(crate) async fn delete_ids(&self, name: &str, ids: &[AssetId]) -> Result<u64> {
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(0);
         };
         let _w = c.write_lock.lock().await;
@@ -338,7 +351,7 @@ impl EdgeStore {
 
     /// Every point id, page by page until the end (not only the first page).
     pub(crate) async fn scroll_ids(&self, name: &str, page: usize) -> Result<Vec<AssetId>> {
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(Vec::new());
         };
         let mut ids = Vec::new();
@@ -363,7 +376,7 @@ impl EdgeStore {
 
     pub(crate) async fn info(&self, name: &str) -> Result<Option<CollectionInfo>> {
         let resolved = self.resolve(name)?;
-        let Some(c) = self.collection(name)? else {
+        let Some(c) = self.collection(name).await? else {
             return Ok(None);
         };
         let points = self.count(name, &PointFilter::default()).await?;

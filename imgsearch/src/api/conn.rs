@@ -7,6 +7,7 @@
 //! A connection whose request is being handled is not idle, however long the handler takes: hyper
 //! keeps reading meanwhile (to see the client go), so the `busy` layer counts the connection's
 //! requests in flight (`InFlight`, handed to it as connect info) and the timeout waits while any is.
+//! A request body that stops arriving is cut by the router's body timeout (the same idle time).
 
 use std::{
     io,

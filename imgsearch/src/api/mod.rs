@@ -187,6 +187,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         // JSON bodies are small; an image upload has its own limit (`search_image`'s route)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        // a body that stops arriving fails the request (400) after the idle time: while a handler
+        // waits for it the connection counts as busy, and the idle timeout would never cut it
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.idle_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(state.cors.clone())

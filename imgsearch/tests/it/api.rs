@@ -886,6 +886,37 @@ fn a_handler_slower_than_the_idle_timeout_still_answers() {
     assert!(body["results"].is_array(), "{body}");
 }
 
+/// A request whose body stops arriving is answered (400) after the idle time, not held: its
+/// handler waits for the body, which keeps the connection busy for the idle timeout.
+#[test]
+fn a_body_that_stops_arriving_is_cut_after_the_idle_time() {
+    use std::io::{Read, Write};
+    let images = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, base) = crate::spawn_serve(
+        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
+            .env("ORT_DYLIB_PATH", ort())
+            .args(["serve", "--addr", "127.0.0.1:0", "--idle-timeout-s", "1", "--data-dir"])
+            .arg(data.path())
+            .arg("--allow-root")
+            .arg(images.path()),
+    );
+    let addr = base.trim_start_matches("http://");
+    let mut stalled = std::net::TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(format!("POST /api/v1/search HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{{\"query\": \"a").as_bytes())
+        .unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = String::new();
+    let read = stalled.read_to_string(&mut answer);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(read.is_ok(), "the stalled request was held: {read:?}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains(r#""error":"bad_request""#), "{answer}");
+}
+
 /// Errors that no handler writes (a method a route lacks, a request target or headers too long, a
 /// multipart body that is not one) are the JSON error body too, with the headers they need.
 #[test]
