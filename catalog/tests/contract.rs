@@ -61,6 +61,7 @@ macro_rules! contract {
 contract!(
     categories_have_unique_names_and_full_crud,
     assets_are_keyed_by_path_and_changes_are_noticed,
+    a_batch_of_files_is_recorded_in_few_statements_keeping_known_ids,
     assets_hydrate_by_ids_in_one_call,
     sessions_move_only_along_their_state_machine,
     sessions_list_by_status_and_page,
@@ -144,6 +145,18 @@ async fn assets_are_keyed_by_path_and_changes_are_noticed(c: Catalog) {
     let listing = c.list_assets(Page::new(0, 10)).await.unwrap();
     assert_eq!((listing.total, listing.items.len()), (2, 2));
     assert!(matches!(c.get_asset(987_654_321).await.unwrap_err(), CatalogError::NotFound { .. }));
+}
+
+async fn a_batch_of_files_is_recorded_in_few_statements_keeping_known_ids(c: Catalog) {
+    let (known, _) = c.upsert_asset(asset("/b/0007.jpg", "old")).await.unwrap();
+    let batch: Vec<NewAsset> = (0..1200).map(|i| asset(&format!("/b/{i:04}.jpg"), "h")).collect();
+    let rows = c.record_assets(&batch).await.unwrap();
+    assert_eq!(rows.len(), 1200);
+    let again = rows.iter().find(|a| a.path == "/b/0007.jpg").unwrap();
+    assert_eq!((again.id, again.content_hash.as_deref(), again.training_status), (known.id, Some("h"), TrainingStatus::Pending));
+    let ids: std::collections::HashSet<i64> = rows.iter().map(|a| a.id).collect();
+    assert_eq!(ids.len(), 1200, "one row per path");
+    assert_eq!(c.list_assets(Page::new(0, 1)).await.unwrap().total, 1200);
 }
 
 async fn assets_hydrate_by_ids_in_one_call(c: Catalog) {

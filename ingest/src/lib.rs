@@ -64,6 +64,9 @@ pub struct Walk {
     pub hashed: usize,
 }
 
+/// Files written to the catalog per batch of a scan.
+const RECORD_BATCH: usize = 2_000;
+
 /// What the catalog knows of the files under the roots, by stored path: a file whose size and
 /// mtime are the catalog's is not read again (as rsync and git decide; an edit that keeps both is
 /// seen once either changes, or by deleting the asset's vector).
@@ -303,17 +306,25 @@ pub struct ScanOptions {
 pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &Known, options: ScanOptions) -> Result<ScanReport, ScanError> {
     let mut report = ScanReport { skipped: walk.skipped, hashed: walk.hashed, ..Default::default() };
     let mut found = HashSet::new();
+    // new and changed files are written in batches; `slots` keeps the walk's order in `assets`
+    let mut slots: Vec<Option<(i64, bool)>> = Vec::with_capacity(walk.files.len());
+    let mut pending: Vec<(usize, NewAsset)> = Vec::new();
     for f in walk.files {
         found.insert(f.path.clone());
-        if let Some(asset) = known.get(&f.path)
-            && asset.deleted_at.is_none()
-            && asset.content_hash.as_deref() == Some(f.hash.as_str())
-            && asset.file_size == Some(f.size as i64)
-            && asset.file_modified_at == Some(f.modified)
-        {
-            report.unchanged += 1;
-            report.assets.push((asset.id, needs_embedding(asset, AssetChange::Unchanged, options)));
-            continue;
+        match known.get(&f.path) {
+            Some(asset)
+                if asset.deleted_at.is_none()
+                    && asset.content_hash.as_deref() == Some(f.hash.as_str())
+                    && asset.file_size == Some(f.size as i64)
+                    && asset.file_modified_at == Some(f.modified) =>
+            {
+                report.unchanged += 1;
+                slots.push(Some((asset.id, needs_embedding(asset, AssetChange::Unchanged, options))));
+                continue;
+            }
+            // a file back after it was found gone is embedded again, like a changed one
+            Some(_) => report.changed += 1,
+            None => report.inserted += 1,
         }
         let new = NewAsset {
             path: f.path,
@@ -326,14 +337,19 @@ pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &
             content_hash: Some(f.hash),
             category_id: options.category_id,
         };
-        let (asset, change) = catalog.upsert_asset(new).await?;
-        match change {
-            AssetChange::Inserted => report.inserted += 1,
-            AssetChange::Changed => report.changed += 1,
-            AssetChange::Unchanged => report.unchanged += 1,
-        }
-        report.assets.push((asset.id, needs_embedding(&asset, change, options)));
+        pending.push((slots.len(), new));
+        slots.push(None);
     }
+    for batch in pending.chunks(RECORD_BATCH) {
+        let news: Vec<NewAsset> = batch.iter().map(|(_, n)| n.clone()).collect();
+        let ids: HashMap<String, i64> = catalog.record_assets(&news).await?.into_iter().map(|a| (a.path, a.id)).collect();
+        for (slot, new) in batch {
+            let id = *ids.get(&new.path).ok_or_else(|| CatalogError::NotFound { what: "asset", id: new.path.clone() })?;
+            // new or changed: embedded
+            slots[*slot] = Some((id, true));
+        }
+    }
+    report.assets = slots.into_iter().map(|s| s.expect("every slot is filled")).collect();
     for asset in known.values() {
         let deselected = exclude.iter().any(|x| from_stored(&asset.path).starts_with(x));
         // newly gone: an asset already marked deleted is not reported again

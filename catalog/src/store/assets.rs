@@ -39,6 +39,48 @@ impl Catalog {
         Ok((row.try_into()?, change))
     }
 
+    /// Records new or changed files, many rows per statement (a scan's batches; `upsert_asset` is
+    /// the one-file form): each goes (back) to `pending` with the same id as before if its path is
+    /// known. Returns the rows, in no particular order.
+    pub async fn record_assets(&self, new: &[NewAsset]) -> Result<Vec<Asset>> {
+        // 10 values a row: 500 rows stay far below SQLite's and PostgreSQL's bind limits
+        const ROWS: usize = 500;
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(new.len());
+        for chunk in new.chunks(ROWS) {
+            let values = (0..chunk.len())
+                .map(|r| {
+                    let b = r * 10;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let text = format!(
+                "INSERT INTO image_assets (path, created_at, width, height, file_size, mime_type, file_modified_at,
+                     content_hash, category_id, training_status, updated_at)
+                 VALUES {values}
+                 ON CONFLICT (path) DO UPDATE SET width = excluded.width, height = excluded.height,
+                     file_size = excluded.file_size, mime_type = excluded.mime_type,
+                     file_modified_at = excluded.file_modified_at, content_hash = excluded.content_hash,
+                     category_id = COALESCE(excluded.category_id, image_assets.category_id),
+                     training_status = 'pending', indexed_at = NULL, deleted_at = NULL, updated_at = excluded.updated_at
+                 RETURNING {ASSET_COLUMNS}"
+            );
+            let rows: Vec<AssetRow> = on_pool!(self, p => {
+                let mut q = sqlx::query_as(sql(text.clone()));
+                for a in chunk {
+                    q = q.bind(&a.path).bind(a.created_at.unwrap_or(now)).bind(a.width).bind(a.height).bind(a.file_size).bind(&a.mime_type)
+                        .bind(a.file_modified_at).bind(&a.content_hash).bind(a.category_id).bind(now);
+                }
+                q.fetch_all(p).await
+            })?;
+            for row in rows {
+                out.push(row.try_into()?);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn get_asset(&self, id: AssetId) -> Result<Asset> {
         let row: Option<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!("SELECT {ASSET_COLUMNS} FROM image_assets WHERE id = $1")))
             .bind(id).fetch_optional(p).await)?;
