@@ -138,6 +138,14 @@ pub struct Asset {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+impl Asset {
+    /// Whether `new` is the file this asset records, unchanged: same content hash, size and
+    /// modification time, and not found gone since (a file back after it was gone is embedded again).
+    pub fn is_unchanged(&self, new: &NewAsset) -> bool {
+        self.deleted_at.is_none() && self.content_hash == new.content_hash && self.file_size == new.file_size && self.file_modified_at == new.file_modified_at
+    }
+}
+
 /// What a scan learned about a file. The catalog gives a new path its id.
 #[derive(Debug, Clone, Default)]
 pub struct NewAsset {

@@ -306,26 +306,12 @@ pub struct ScanOptions {
 pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &Known, options: ScanOptions) -> Result<ScanReport, ScanError> {
     let mut report = ScanReport { skipped: walk.skipped, hashed: walk.hashed, ..Default::default() };
     let mut found = HashSet::new();
-    // new and changed files are written in batches; `slots` keeps the walk's order in `assets`
+    // new and changed files are written in batches; `slots` keeps the walk's order in `assets`,
+    // `pending[i]` fills `slots[pending_slots[i]]`
     let mut slots: Vec<Option<(i64, bool)>> = Vec::with_capacity(walk.files.len());
-    let mut pending: Vec<(usize, NewAsset)> = Vec::new();
+    let (mut pending, mut pending_slots): (Vec<NewAsset>, Vec<usize>) = (Vec::new(), Vec::new());
     for f in walk.files {
         found.insert(f.path.clone());
-        match known.get(&f.path) {
-            Some(asset)
-                if asset.deleted_at.is_none()
-                    && asset.content_hash.as_deref() == Some(f.hash.as_str())
-                    && asset.file_size == Some(f.size as i64)
-                    && asset.file_modified_at == Some(f.modified) =>
-            {
-                report.unchanged += 1;
-                slots.push(Some((asset.id, needs_embedding(asset, AssetChange::Unchanged, options))));
-                continue;
-            }
-            // a file back after it was found gone is embedded again, like a changed one
-            Some(_) => report.changed += 1,
-            None => report.inserted += 1,
-        }
         let new = NewAsset {
             path: f.path,
             created_at: Some(f.modified),
@@ -337,13 +323,22 @@ pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &
             content_hash: Some(f.hash),
             category_id: options.category_id,
         };
-        pending.push((slots.len(), new));
+        match known.get(&new.path) {
+            Some(asset) if asset.is_unchanged(&new) => {
+                report.unchanged += 1;
+                slots.push(Some((asset.id, needs_embedding(asset, AssetChange::Unchanged, options))));
+                continue;
+            }
+            Some(_) => report.changed += 1,
+            None => report.inserted += 1,
+        }
+        pending_slots.push(slots.len());
+        pending.push(new);
         slots.push(None);
     }
-    for batch in pending.chunks(RECORD_BATCH) {
-        let news: Vec<NewAsset> = batch.iter().map(|(_, n)| n.clone()).collect();
-        let ids: HashMap<String, i64> = catalog.record_assets(&news).await?.into_iter().map(|a| (a.path, a.id)).collect();
-        for (slot, new) in batch {
+    for (news, at) in pending.chunks(RECORD_BATCH).zip(pending_slots.chunks(RECORD_BATCH)) {
+        let ids: HashMap<String, i64> = catalog.record_assets(news).await?.into_iter().map(|a| (a.path, a.id)).collect();
+        for (new, slot) in news.iter().zip(at) {
             let id = *ids.get(&new.path).ok_or_else(|| CatalogError::NotFound { what: "asset", id: new.path.clone() })?;
             // new or changed: embedded
             slots[*slot] = Some((id, true));

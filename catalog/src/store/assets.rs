@@ -9,34 +9,13 @@ impl Catalog {
     /// Records the file at `new.path`. A file seen before keeps its id; if its content hash, size or
     /// modification time changed, it goes back to `pending` (it must be embedded again).
     pub async fn upsert_asset(&self, new: NewAsset) -> Result<(Asset, AssetChange)> {
-        let now = Utc::now();
-        let existing = self.asset_by_path(&new.path).await?;
-        let change = match &existing {
+        let change = match self.asset_by_path(&new.path).await? {
             None => AssetChange::Inserted,
-            // a file back after it was found gone is embedded again
-            Some(a) if a.deleted_at.is_none() && a.content_hash == new.content_hash && a.file_size == new.file_size && a.file_modified_at == new.file_modified_at => {
-                AssetChange::Unchanged
-            }
+            Some(a) if a.is_unchanged(&new) => return Ok((a, AssetChange::Unchanged)),
             Some(_) => AssetChange::Changed,
         };
-        if change == AssetChange::Unchanged {
-            return Ok((existing.expect("unchanged implies existing"), change));
-        }
-        let row: AssetRow = on_pool!(self, p => sqlx::query_as(sql(format!(
-            "INSERT INTO image_assets (path, created_at, width, height, file_size, mime_type, file_modified_at,
-                 content_hash, category_id, training_status, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)
-             ON CONFLICT (path) DO UPDATE SET width = excluded.width, height = excluded.height,
-                 file_size = excluded.file_size, mime_type = excluded.mime_type,
-                 file_modified_at = excluded.file_modified_at, content_hash = excluded.content_hash,
-                 category_id = COALESCE(excluded.category_id, image_assets.category_id),
-                 training_status = 'pending', indexed_at = NULL, deleted_at = NULL, updated_at = excluded.updated_at
-             RETURNING {ASSET_COLUMNS}")))
-            .bind(&new.path).bind(new.created_at.unwrap_or(now)).bind(new.width).bind(new.height)
-            .bind(new.file_size).bind(&new.mime_type).bind(new.file_modified_at).bind(&new.content_hash)
-            .bind(new.category_id).bind(now)
-            .fetch_one(p).await)?;
-        Ok((row.try_into()?, change))
+        let row = self.record_assets(std::slice::from_ref(&new)).await?.pop().ok_or_else(|| CatalogError::not_found("asset", &new.path))?;
+        Ok((row, change))
     }
 
     /// Records new or changed files, many rows per statement (a scan's batches; `upsert_asset` is

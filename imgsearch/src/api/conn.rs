@@ -97,13 +97,11 @@ impl Connected<axum::serve::IncomingStream<'_, Limited>> for InFlight {
 /// The layer that marks a request's connection busy until its handler has answered (the body
 /// that follows is writes, which count as activity anyway).
 pub async fn busy(req: Request, next: axum::middleware::Next) -> axum::response::Response {
-    let handling = req.extensions().get::<ConnectInfo<InFlight>>().map(|ConnectInfo(c)| {
+    let _handling = req.extensions().get::<ConnectInfo<InFlight>>().map(|ConnectInfo(c)| {
         c.0.fetch_add(1, Ordering::AcqRel);
         Handling(c.clone())
     });
-    let response = next.run(req).await;
-    drop(handling);
-    response
+    next.run(req).await
 }
 
 impl AsyncRead for Conn {

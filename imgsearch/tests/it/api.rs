@@ -30,6 +30,11 @@ impl Drop for Server {
 
 /// The 240 held-out shapes in a fresh directory, which is the only root sessions may index.
 fn start(extra: &[&str]) -> Server {
+    start_with(&[], extra)
+}
+
+/// `start`, with these environment variables (failpoints) too.
+fn start_with(env: &[(&str, &str)], extra: &[&str]) -> Server {
     let images = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(fixtures().join("shapes")).unwrap() {
         let e = e.unwrap();
@@ -37,6 +42,7 @@ fn start(extra: &[&str]) -> Server {
     }
     let data = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgsearch"));
+    cmd.envs(env.iter().copied());
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
         cmd.env("ORT_DYLIB_PATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-ort/libonnxruntime.so"));
     }
@@ -867,21 +873,8 @@ fn oversized_requests_and_floods_get_json_errors_and_health_keeps_answering() {
 /// handler that takes long: a search held 3 s (a failpoint) behind a 1 s idle timeout is answered.
 #[test]
 fn a_handler_slower_than_the_idle_timeout_still_answers() {
-    let images = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let (mut child, base) = crate::spawn_serve(
-        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
-            .env("FAILPOINTS", "api.search.delay_ms=return(3000)")
-            .env("ORT_DYLIB_PATH", ort())
-            .args(["serve", "--addr", "127.0.0.1:0", "--idle-timeout-s", "1", "--data-dir"])
-            .arg(data.path())
-            .arg("--allow-root")
-            .arg(images.path()),
-    );
-    let (status, body) = raw(&base, "POST", "/api/v1/search", &[("content-type", "application/json")], r#"{"query": "a red circle"}"#);
-    let _ = child.kill();
-    let _ = child.wait();
+    let s = start_with(&[("FAILPOINTS", "api.search.delay_ms=return(3000)")], &["--idle-timeout-s", "1"]);
+    let (status, body) = raw(&s.base, "POST", "/api/v1/search", &[("content-type", "application/json")], r#"{"query": "a red circle"}"#);
     assert_eq!(status, 200, "{body}");
     assert!(body["results"].is_array(), "{body}");
 }
@@ -891,18 +884,8 @@ fn a_handler_slower_than_the_idle_timeout_still_answers() {
 #[test]
 fn a_body_that_stops_arriving_is_cut_after_the_idle_time() {
     use std::io::{Read, Write};
-    let images = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let (mut child, base) = crate::spawn_serve(
-        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
-            .env("ORT_DYLIB_PATH", ort())
-            .args(["serve", "--addr", "127.0.0.1:0", "--idle-timeout-s", "1", "--data-dir"])
-            .arg(data.path())
-            .arg("--allow-root")
-            .arg(images.path()),
-    );
-    let addr = base.trim_start_matches("http://");
+    let s = start(&["--idle-timeout-s", "1"]);
+    let addr = s.base.trim_start_matches("http://");
     let mut stalled = std::net::TcpStream::connect(addr).unwrap();
     stalled
         .write_all(format!("POST /api/v1/search HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{{\"query\": \"a").as_bytes())
@@ -910,8 +893,6 @@ fn a_body_that_stops_arriving_is_cut_after_the_idle_time() {
     stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut answer = String::new();
     let read = stalled.read_to_string(&mut answer);
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(read.is_ok(), "the stalled request was held: {read:?}");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains(r#""error":"bad_request""#), "{answer}");
@@ -971,18 +952,8 @@ fn serve_raises_its_open_files_limit() {
 /// /health answers meanwhile.
 #[test]
 fn searches_beyond_the_concurrency_limit_get_503_with_retry_after() {
-    let images = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let (mut child, base) = crate::spawn_serve(
-        Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-            .env("IMGSEARCH_MODEL", fixtures().join("models/tiny-clip"))
-            .env("FAILPOINTS", "api.search.delay_ms=return(4000)")
-            .env("ORT_DYLIB_PATH", ort())
-            .args(["serve", "--addr", "127.0.0.1:0", "--max-heavy-requests", "1", "--data-dir"])
-            .arg(data.path())
-            .arg("--allow-root")
-            .arg(images.path()),
-    );
+    let s = start_with(&[("FAILPOINTS", "api.search.delay_ms=return(4000)")], &["--max-heavy-requests", "1"]);
+    let base = s.base.clone();
     let searches: Vec<_> = (0..4)
         .map(|_| {
             let base = base.clone();
@@ -998,8 +969,6 @@ fn searches_beyond_the_concurrency_limit_get_503_with_retry_after() {
         assert_eq!(body["error"].as_str(), Some("unavailable"), "{body}");
         assert!(head.contains("\r\nretry-after: 1"), "{head}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The ONNX Runtime library for a `serve` started by hand.
