@@ -119,11 +119,6 @@ pub async fn cancel_open_jobs(catalog: &Catalog, session_id: i64) -> Result<u64>
     Ok(cancelled)
 }
 
-/// Every job of the session that is not finished, as the message the embed stage takes.
-pub async fn open_jobs(catalog: &Catalog, session: &Session) -> Result<Vec<EmbedJob>> {
-    jobs_in(catalog, session, &[JobStatus::Pending, JobStatus::Queued, JobStatus::Running]).await
-}
-
 /// Publishes the session's pending jobs to the broker's jobs queue (pipelined confirms, in batches
 /// of 500) and marks each batch queued once it is confirmed. Returns how many were published.
 ///
@@ -209,15 +204,6 @@ impl JobPages {
             .collect();
         Ok(Some(jobs))
     }
-}
-
-async fn jobs_in(catalog: &Catalog, session: &Session, statuses: &[JobStatus]) -> Result<Vec<EmbedJob>> {
-    let mut pages = JobPages::new(session, statuses, 1000);
-    let mut jobs = Vec::new();
-    while let Some(page) = pages.next(catalog).await? {
-        jobs.extend(page);
-    }
-    Ok(jobs)
 }
 
 /// Ends a session whose jobs are all finished: completed (failed files are counted, not fatal).

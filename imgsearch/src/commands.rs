@@ -38,7 +38,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     let scan_secs = scanning.elapsed().as_secs_f64();
     // files gone since the last scan: their vectors go, their assets are marked deleted
     let removed_missing = manage::forget_missing(&app.catalog, &app.vectors, &collection, &prepared.scan.missing).await?;
-    let jobs = coordinator::open_jobs(&app.catalog, &prepared.session).await?;
+    let open = coordinator::job_counts(&app.catalog, prepared.session.id).await?.open();
     let skipped_unchanged = prepared.scan.assets.iter().filter(|(_, needs)| !needs).count();
     // what the scan passed over, by reason, with a few paths each
     let mut skipped: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
@@ -50,7 +50,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
         }
     }
 
-    let bar = if args.json || !std::io::stderr().is_terminal() { ProgressBar::hidden() } else { ProgressBar::new(jobs.len() as u64) };
+    let bar = if args.json || !std::io::stderr().is_terminal() { ProgressBar::hidden() } else { ProgressBar::new(open.max(0) as u64) };
     bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} images  {per_sec}  eta {eta}  {msg}").expect("static template").progress_chars("=> "));
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
@@ -73,6 +73,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     };
     let options = PipelineOptions { embed_batch: args.batch_size.max(1), overlap_decode: overlap, ..Default::default() };
     let progress = bar.clone();
+    let jobs = pipeline::open_jobs(app.catalog.clone(), &prepared.session);
     let stats = pipeline::run(jobs, embedder, writer, options, cancel, move |r| progress.inc((r.completed + r.failed.len()) as u64)).await?;
     bar.finish_and_clear();
     // the HNSW index is built before `index` returns: a search right after is served by it, not

@@ -282,7 +282,6 @@ pub async fn upgrade_model(
     swap: bool,
     cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Upgrade> {
-    use anyhow::Context;
     let alias = vectors::DEFAULT_COLLECTION;
     let previous = vectors.info(alias).await?;
     if let Some(p) = &previous
@@ -304,7 +303,7 @@ pub async fn upgrade_model(
     let session = catalog.transition_session(session.id, catalog::SessionStatus::Running).await?;
     let ids = catalog.asset_ids(AssetSelection::All).await?;
     catalog.create_jobs(session.id, &ids).await?;
-    let jobs = coordinator::open_jobs(catalog, &session).await.context("cannot list the upgrade's jobs")?;
+    let jobs = crate::pipeline::open_jobs(catalog.clone(), &session);
     let embedder = std::sync::Arc::new(embedder::Embedder::new(model.clone(), 0, false));
     let writer = std::sync::Arc::new(writer::Writer { catalog: catalog.clone(), vectors: vectors.clone(), collection: collection.clone() });
     let options = crate::pipeline::PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };

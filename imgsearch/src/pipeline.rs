@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use embedder::{Batcher, DecodedBatch, Embedder};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use protocol::{EmbedJob, EmbedResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -56,9 +57,23 @@ pub struct RunStats {
     pub elapsed: Duration,
 }
 
-/// Runs the jobs through embed and write; `on_write` sees every written batch (progress).
+/// A session's open jobs (pending, queued or running), read from the catalog a page at a time as
+/// the pipeline takes them: a run of any size holds one page, not a message per asset.
+pub fn open_jobs(catalog: catalog::Catalog, session: &catalog::Session) -> impl Stream<Item = Result<EmbedJob>> + Send + 'static {
+    use catalog::JobStatus::*;
+    let pages = coordinator::JobPages::new(session, &[Pending, Queued, Running], 1000);
+    futures_util::stream::try_unfold((catalog, pages), |(catalog, mut pages)| async move {
+        let page = pages.next(&catalog).await.context("cannot read the session's jobs")?;
+        anyhow::Ok(page.map(|jobs| (futures_util::stream::iter(jobs.into_iter().map(anyhow::Ok)), (catalog, pages))))
+    })
+    .try_flatten()
+}
+
+/// Runs the jobs through embed and write; `on_write` sees every written batch (progress). The jobs
+/// are taken as the embed stage asks for them; when reading them fails, what was taken is embedded
+/// and written, and the error is returned.
 pub async fn run(
-    jobs: Vec<EmbedJob>,
+    jobs: impl Stream<Item = Result<EmbedJob>>,
     embedder: Arc<Embedder>,
     writer: Arc<Writer>,
     options: PipelineOptions,
@@ -72,7 +87,22 @@ pub async fn run(
     let write = tokio::spawn(write_stage(result_rx, writer, options.clone(), on_write));
     let embed = tokio::spawn(embed_stage(job_rx, result_tx, embedder, options.clone()));
     let mut interrupted = false;
-    for job in jobs {
+    let mut feed_error = None;
+    let mut jobs = std::pin::pin!(jobs);
+    loop {
+        let job = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => { interrupted = true; break; }
+            job = jobs.next() => job,
+        };
+        let job = match job {
+            None => break,
+            Some(Err(e)) => {
+                feed_error = Some(e);
+                break;
+            }
+            Some(Ok(job)) => job,
+        };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => { interrupted = true; break; }
@@ -85,7 +115,10 @@ pub async fn run(
     stats.embed_flushes = flushes;
     stats.interrupted = interrupted;
     stats.elapsed = started.elapsed();
-    Ok(stats)
+    match feed_error {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
 }
 
 /// Batches jobs and decodes each batch on the decode pool; the decoded batch goes to `infer_stage`

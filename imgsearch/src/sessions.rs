@@ -127,10 +127,9 @@ impl SessionRunner {
         let roots: Vec<PathBuf> = session.root_path.lines().map(protocol::paths::from_stored).collect();
         let prepared = coordinator::prepare_session(&self.catalog, session, &roots, false, false).await?;
         crate::manage::forget_missing(&self.catalog, &self.vectors, &collection, &prepared.scan.missing).await?;
-        let jobs = coordinator::open_jobs(&self.catalog, &prepared.session).await.map_err(|e| RunnerError::Internal(e.to_string()))?;
         let cancel = CancellationToken::new();
         let stop_as = Arc::new(Mutex::new(StopAs::Pause));
-        let task = tokio::spawn(self.clone().run_here(id, jobs, model, collection, cancel.clone(), stop_as.clone()));
+        let task = tokio::spawn(self.clone().run_here(prepared.session.clone(), model, collection, cancel.clone(), stop_as.clone()));
         self.runs.lock().expect("runs lock").insert(id, Run { cancel, stop_as, task });
         Ok(prepared.session)
     }
@@ -169,11 +168,13 @@ impl SessionRunner {
     }
 
     /// The embedded run: the pipeline over the session's open jobs, then the session's end.
-    async fn run_here(self: Arc<Self>, id: i64, jobs: Vec<protocol::EmbedJob>, model: Arc<ClipModel>, collection: String, cancel: CancellationToken, stop_as: Arc<Mutex<StopAs>>) {
+    async fn run_here(self: Arc<Self>, session: catalog::Session, model: Arc<ClipModel>, collection: String, cancel: CancellationToken, stop_as: Arc<Mutex<StopAs>>) {
         let embedder = Arc::new(Embedder::new(model.clone(), 0, false));
         let writer = Arc::new(Writer { catalog: self.catalog.clone(), vectors: self.vectors.clone(), collection });
         let options = PipelineOptions { overlap_decode: model.image_device() != "cpu", ..Default::default() };
         // the stages count their own batches and jobs (imgsearch_embedder_*, imgsearch_writer_*)
+        let id = session.id;
+        let jobs = pipeline::open_jobs(self.catalog.clone(), &session);
         let result = pipeline::run(jobs, embedder, writer, options, cancel, |_| {}).await;
         let end = match &result {
             Ok(stats) if stats.interrupted => {

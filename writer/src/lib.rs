@@ -6,9 +6,9 @@
 //! id is the asset id, so a second upsert overwrites the same point with the same vector; the
 //! catalog moves a job only forward (`pending|queued|running -> completed|failed`), so a job that is
 //! already completed is reported as `already_done` and nothing is written; evidence is keyed by
-//! (session, asset) with `ON CONFLICT DO NOTHING`; counters are recounted from the jobs, never
-//! incremented. A crash between the upsert and the commit leaves a vector whose job is not done:
-//! the batch comes again, and the replay completes it.
+//! (session, asset) with `ON CONFLICT DO NOTHING`; a session's counters move by the jobs the
+//! transaction moved, so a replay that moves none adds nothing. A crash between the upsert and the
+//! commit leaves a vector whose job is not done: the batch comes again, and the replay completes it.
 //!
 //! Before upserting, the batch asks the catalog which of its jobs are finished already (a
 //! redelivery) or were cancelled (a cancelled session): those results are skipped, so a cancelled

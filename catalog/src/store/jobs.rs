@@ -12,7 +12,7 @@ impl Catalog {
     /// before a restart, is opened again (its asset is asked for again: a retry of failures, a
     /// transient failure in a resumed session, a restarted session);
     /// any other existing job is left as it is. Returns how many jobs were made pending; the
-    /// session's total is recounted.
+    /// session's counters are recounted.
     pub async fn create_jobs(&self, session_id: SessionId, asset_ids: &[AssetId]) -> Result<u64> {
         let now = Utc::now();
         let mut created = 0;
@@ -28,8 +28,10 @@ impl Catalog {
                     .bind(session_id).bind(*asset_id).bind(now)
                     .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "job", &asset_id.to_string()))?.rows_affected();
             }
-            sqlx::query("UPDATE training_sessions SET total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1), updated_at = $2 WHERE id = $1")
-                .bind(session_id).bind(now).execute(&mut *tx).await?;
+            // jobs reopened here were counted as failed: every counter is recounted, under the
+            // session's row lock taken first (see `lock_session`)
+            sqlx::query(lock_session(self.backend())).bind(session_id).execute(&mut *tx).await?;
+            sqlx::query(RECOUNT_SESSION).bind(session_id).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(created)
@@ -182,17 +184,9 @@ impl Catalog {
     /// module docs). The writer calls this only after the vectors are durable.
     pub async fn record_results(&self, results: &[JobResult]) -> Result<RecordReport> {
         let now = Utc::now();
-        // SQLite has one writer at a time: its write transaction is the lock. On PostgreSQL, NO KEY
-        // UPDATE: the evidence rows inserted before hold KEY SHARE on the session row (their foreign
-        // key), which FOR UPDATE waits for, so two writers committing one session's batches at once
-        // deadlocked every time (found by the chaos test); NO KEY UPDATE only waits for the other's
-        // recount, which is the point.
-        let lock_session = match self.backend() {
-            "postgres" => "SELECT id FROM training_sessions WHERE id = $1 FOR NO KEY UPDATE",
-            _ => "SELECT id FROM training_sessions WHERE id = $1",
-        };
         let mut report = RecordReport::default();
-        let mut sessions: Vec<SessionId> = Vec::new();
+        // per session touched: (jobs completed, jobs failed) by this batch
+        let mut moves: std::collections::BTreeMap<SessionId, (i64, i64)> = Default::default();
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
             for r in results {
@@ -231,27 +225,44 @@ impl Catalog {
                 sqlx::query("UPDATE image_assets SET training_status = $2, indexed_at = COALESCE($3, indexed_at), updated_at = $4 WHERE id = $1")
                     .bind(asset_id).bind(asset_status).bind(indexed_at).bind(now).execute(&mut *tx).await?;
                 report.applied.push(r.job_id);
-                if !sessions.contains(&session_id) {
-                    sessions.push(session_id);
-                }
+                let counted = moves.entry(session_id).or_default();
+                if status == "completed" { counted.0 += 1 } else { counted.1 += 1 }
             }
-            // Recount each session under its row lock, taken in id order (no two writers wait on
-            // each other in a cycle). Under READ COMMITTED each statement sees what was committed
-            // when it began: a writer that waited on the lock recounts after the other committed,
-            // never from a snapshot taken before (which once left the counters short).
-            sessions.sort_unstable();
-            for session_id in &sessions {
-                sqlx::query(lock_session).bind(*session_id).execute(&mut *tx).await?;
+            // Each job above moved exactly once (only from an open state), so the counters move
+            // by what this batch moved: a cost per batch, where a recount from the jobs grew with
+            // the session (quadratic over a run). The UPDATE takes the row lock and, under READ
+            // COMMITTED, adds to the newest committed counters; sessions go in id order, so no two
+            // writers wait on each other in a cycle. It is a NO KEY UPDATE lock on PostgreSQL: the
+            // evidence rows' foreign keys hold KEY SHARE on the session row, which it does not wait
+            // for (a FOR UPDATE there deadlocked two writers of one session every time).
+            for (session_id, (completed, failed)) in &moves {
                 sqlx::query(
-                    "UPDATE training_sessions SET
-                         processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed'),
-                         failed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'failed'),
-                         updated_at = $2
+                    "UPDATE training_sessions SET processed_images = processed_images + $2, failed_images = failed_images + $3, updated_at = $4
                      WHERE id = $1")
-                    .bind(*session_id).bind(now).execute(&mut *tx).await?;
+                    .bind(*session_id).bind(*completed).bind(*failed).bind(now).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
         Ok(report)
+    }
+}
+
+/// Sets a session's counters from its jobs. Take `lock_session` first, in a statement of its own:
+/// under READ COMMITTED a statement sees what was committed when it began, so a recount that had to
+/// wait for the lock would count from before the writer it waited for committed, and miss its jobs.
+pub(super) const RECOUNT_SESSION: &str = "UPDATE training_sessions SET
+         total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1),
+         processed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'completed'),
+         failed_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1 AND status = 'failed'),
+         updated_at = $2
+     WHERE id = $1";
+
+/// The statement that takes a session's row lock before its counters are recounted.
+pub(super) fn lock_session(backend: &str) -> &'static str {
+    match backend {
+        // NO KEY UPDATE: evidence rows hold KEY SHARE on the session row (their foreign key)
+        "postgres" => "SELECT id FROM training_sessions WHERE id = $1 FOR NO KEY UPDATE",
+        // SQLite has one writer at a time: its write transaction is the lock
+        _ => "SELECT id FROM training_sessions WHERE id = $1",
     }
 }

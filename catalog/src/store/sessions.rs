@@ -70,6 +70,9 @@ impl Catalog {
             } else {
                 sqlx::query("DELETE FROM training_jobs WHERE session_id = $1").bind(id).execute(&mut *tx).await?;
             }
+            // the counters are recounted after the row lock, in a statement of their own (see
+            // `jobs::RECOUNT_SESSION`): a writer still committing results adds to them after
+            sqlx::query(super::jobs::lock_session(self.backend())).bind(id).execute(&mut *tx).await?;
             let row: Option<SessionRow> = sqlx::query_as(sql(format!(
                 "UPDATE training_sessions SET status = 'pending',
                      total_images = (SELECT COUNT(*) FROM training_jobs WHERE session_id = $1),

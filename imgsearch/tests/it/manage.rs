@@ -106,7 +106,7 @@ async fn setup(server: bool) -> Indexed {
     ingest::scan(&catalog, &[images.path().join("a")], &[], ingest::ScanOptions { category_id: Some(category), retry_failed: false }).await.unwrap();
     let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, Some("all".into()), false).await.unwrap();
     assert_eq!(prepared.jobs_created, 240);
-    let jobs = coordinator::open_jobs(&catalog, &prepared.session).await.unwrap();
+    let jobs: Vec<protocol::EmbedJob> = futures_util::TryStreamExt::try_collect(imgsearch::pipeline::open_jobs(catalog.clone(), &prepared.session)).await.unwrap();
     let results: Vec<EmbedResult> = jobs
         .into_iter()
         .map(|j| {
@@ -330,7 +330,7 @@ async fn model_upgrade(server: bool) {
     x.catalog.mark_unindexed(&x.catalog.asset_ids(catalog::AssetSelection::All).await.unwrap()).await.unwrap();
     coordinator::finish_if_done(&x.catalog, x.session).await.unwrap();
     let prepared = coordinator::prepare(&x.catalog, &[x.images.path().to_owned()], None, None, false).await.unwrap();
-    let jobs = coordinator::open_jobs(&x.catalog, &prepared.session).await.unwrap();
+    let jobs = imgsearch::pipeline::open_jobs(x.catalog.clone(), &prepared.session);
     let writer = std::sync::Arc::new(Writer { catalog: x.catalog.clone(), vectors: x.vectors.clone(), collection: a_collection.clone() });
     let stats =
         imgsearch::pipeline::run(jobs, std::sync::Arc::new(embedder::Embedder::new(a.clone(), 0, false)), writer, Default::default(), Default::default(), |_| {}).await.unwrap();
