@@ -86,9 +86,14 @@ pub async fn prepare(catalog: &Catalog, roots: &[PathBuf], category_id: Option<i
 /// Subdirectories the user deselected are not scanned.
 pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathBuf], resumed: bool, retry_failed: bool) -> Result<Prepared> {
     let exclude: Vec<PathBuf> = catalog.list_subdirectories(session.id).await?.into_iter().filter(|d| !d.selected).map(|d| protocol::paths::from_stored(&d.path)).collect();
-    let scan = ingest::scan(catalog, roots, &exclude, ingest::ScanOptions { category_id: session.category_id, retry_failed }).await?;
-    let needs: Vec<i64> = scan.assets.iter().filter(|(_, needs)| *needs).map(|(id, _)| *id).collect();
-    let jobs_created = catalog.create_jobs(session.id, &needs).await?;
+    // the jobs are added a chunk at a time as the scan records the files, and counted once at the end
+    let mut scan = ingest::Scan::start(catalog, roots, &exclude, ingest::ScanOptions { category_id: session.category_id, retry_failed }).await?;
+    let mut jobs_created = 0;
+    while let Some(ids) = scan.next_chunk().await? {
+        jobs_created += catalog.add_jobs(session.id, &ids).await?;
+    }
+    let scan = scan.finish().await;
+    catalog.recount_session(session.id).await?;
     let session = match session.status {
         SessionStatus::Pending | SessionStatus::Paused => catalog.transition_session(session.id, SessionStatus::Running).await?,
         _ => catalog.get_session(session.id).await?,

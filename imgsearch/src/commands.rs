@@ -39,7 +39,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     // files gone since the last scan: their vectors go, their assets are marked deleted
     let removed_missing = manage::forget_missing(&app.catalog, &app.vectors, &collection, &prepared.scan.missing).await?;
     let open = coordinator::job_counts(&app.catalog, prepared.session.id).await?.open();
-    let skipped_unchanged = prepared.scan.assets.iter().filter(|(_, needs)| !needs).count();
+    let skipped_unchanged = prepared.scan.skipped_unchanged();
     // what the scan passed over, by reason, with a few paths each
     let mut skipped: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
     for s in &prepared.scan.skipped {

@@ -64,8 +64,8 @@ pub struct Walk {
     pub hashed: usize,
 }
 
-/// Files written to the catalog per batch of a scan.
-const RECORD_BATCH: usize = 2_000;
+/// Files a scan walks, reads and records at a time: what it holds of the corpus at any moment.
+const CHUNK: usize = 2_000;
 
 /// What the catalog knows of the files under the roots, by stored path: a file whose size and
 /// mtime are the catalog's is not read again (as rsync and git decide; an edit that keeps both is
@@ -189,19 +189,8 @@ fn header_dimensions(file: std::fs::File, limits: &clip::Limits) -> Option<(u32,
     reader.into_dimensions().ok()
 }
 
-/// Walks the roots (blocking: run it on a blocking thread) and reads every file in parallel.
-/// Directories in `exclude` (deselected subdirectories) are not entered. Links are followed, but
-/// only to files and directories inside the roots: a link that leads outside them (to
-/// `/etc/passwd`, to another user's photos) is skipped and reported `outside_root`, never read.
-pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
-    walk_known(roots, exclude, &Known::new())
-}
-
-/// `walk`, reading only the files whose size or mtime differ from what `known` has.
-pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Result<Walk, ScanError> {
-    let mut candidates = Vec::new();
-    let mut skipped = Vec::new();
-    let mut seen = HashSet::new();
+/// The roots, canonical; each must be a directory.
+fn canonical_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>, ScanError> {
     let mut canonical = Vec::with_capacity(roots.len());
     for root in roots {
         let root = root.canonicalize().map_err(|e| ScanError::Root(root.clone(), e))?;
@@ -210,8 +199,20 @@ pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Resu
         }
         canonical.push(root);
     }
+    Ok(canonical)
+}
+
+/// Walks the (canonical) roots, blocking, and hands the regular files it finds to `emit`, `chunk`
+/// paths at a time, until `emit` returns false; returns what it passed over. Directories in
+/// `exclude` are not entered. A file reached twice (two roots, or a link) is handed over once: the
+/// walk remembers the (device, inode) of each file, 16 bytes, not its path.
+fn walk_paths(canonical: &[PathBuf], exclude: &[PathBuf], size: usize, mut emit: impl FnMut(Vec<PathBuf>) -> bool) -> Vec<Skipped> {
+    use std::os::unix::fs::MetadataExt;
+    let mut chunk = Vec::with_capacity(size);
+    let mut skipped = Vec::new();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let inside = |p: &Path| canonical.iter().any(|r| p.starts_with(r));
-    for root in &canonical {
+    for root in canonical {
         let mut entries = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
         while let Some(entry) = entries.next() {
             if let Ok(e) = &entry
@@ -228,10 +229,15 @@ pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Resu
             }
             match entry {
                 Ok(e) if e.file_type().is_file() => {
-                    // a file reached twice (two roots, or a link) is read once
-                    let path = e.path().canonicalize().unwrap_or_else(|_| e.path().to_owned());
-                    if seen.insert(path.clone()) {
-                        candidates.push(path);
+                    // the walk follows links, so the entry's metadata is its target's
+                    if let Ok(meta) = e.metadata()
+                        && !seen.insert((meta.dev(), meta.ino()))
+                    {
+                        continue;
+                    }
+                    chunk.push(e.path().canonicalize().unwrap_or_else(|_| e.path().to_owned()));
+                    if chunk.len() == size && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(size))) {
+                        return skipped;
                     }
                 }
                 Ok(e) if e.file_type().is_dir() => {}
@@ -250,8 +256,17 @@ pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Resu
             }
         }
     }
+    if !chunk.is_empty() {
+        emit(chunk);
+    }
+    skipped
+}
+
+/// Reads a chunk of files in parallel (blocking), each only if its size or mtime differ from what
+/// `known` has.
+fn read_chunk(paths: Vec<PathBuf>, known: &Known) -> Walk {
     let hashed = std::sync::atomic::AtomicUsize::new(0);
-    let read: Vec<(PathBuf, Result<Option<ScannedFile>, &'static str>)> = candidates
+    let read: Vec<(PathBuf, Result<Option<ScannedFile>, &'static str>)> = paths
         .into_par_iter()
         .map(|p| {
             let r = match unchanged(&p, known) {
@@ -264,22 +279,47 @@ pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Resu
             (p, r)
         })
         .collect();
-    let mut files = Vec::new();
+    let mut walk = Walk { hashed: hashed.into_inner(), ..Default::default() };
     for (path, r) in read {
         match r {
-            Ok(Some(f)) => files.push(f),
-            Ok(None) => skipped.push(Skipped { path: to_stored(&path), reason: "not_an_image" }),
-            Err(reason) => skipped.push(Skipped { path: to_stored(&path), reason }),
+            Ok(Some(f)) => walk.files.push(f),
+            Ok(None) => walk.skipped.push(Skipped { path: to_stored(&path), reason: "not_an_image" }),
+            Err(reason) => walk.skipped.push(Skipped { path: to_stored(&path), reason }),
         }
     }
-    Ok(Walk { files, skipped, hashed: hashed.into_inner() })
+    walk
+}
+
+/// Walks the roots (blocking: run it on a blocking thread) and reads every file, in parallel, into
+/// one `Walk`. Directories in `exclude` (deselected subdirectories) are not entered. Links are
+/// followed, but only to files and directories inside the roots: a link that leads outside them
+/// (to `/etc/passwd`, to another user's photos) is skipped and reported `outside_root`, never
+/// read. A scan (`Scan`) goes the same way a chunk at a time, without holding the whole walk.
+pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
+    walk_known(roots, exclude, &Known::new())
+}
+
+/// `walk`, reading only the files whose size or mtime differ from what `known` has.
+pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Result<Walk, ScanError> {
+    let canonical = canonical_roots(roots)?;
+    let mut walk = Walk::default();
+    let skipped = walk_paths(&canonical, exclude, CHUNK, |chunk| {
+        let read = read_chunk(chunk, known);
+        walk.files.extend(read.files);
+        walk.skipped.extend(read.skipped);
+        walk.hashed += read.hashed;
+        true
+    });
+    walk.skipped.splice(0..0, skipped);
+    Ok(walk)
 }
 
 /// What recording a walk in the catalog did.
 #[derive(Debug, Default)]
 pub struct ScanReport {
-    /// Every image found, with its asset id and whether it needs embedding.
-    pub assets: Vec<(i64, bool)>,
+    /// Images found that need embedding (new, changed, never indexed, or failed and retried);
+    /// `Scan::next_chunk` handed over their ids.
+    pub to_embed: usize,
     pub inserted: usize,
     pub changed: usize,
     pub unchanged: usize,
@@ -288,6 +328,13 @@ pub struct ScanReport {
     pub missing: Vec<i64>,
     /// Files read and hashed (new, or size or mtime changed).
     pub hashed: usize,
+}
+
+impl ScanReport {
+    /// Images found that need no embedding: unchanged and indexed (or failed, not retried).
+    pub fn skipped_unchanged(&self) -> usize {
+        self.inserted + self.changed + self.unchanged - self.to_embed
+    }
 }
 
 /// What a scan records, besides the files.
@@ -299,19 +346,80 @@ pub struct ScanOptions {
     pub retry_failed: bool,
 }
 
-/// Records what the walk found. An asset needs embedding when it is new, its file changed, or it
-/// was never indexed; an unchanged file that failed permanently only when `retry_failed`.
-/// `known` is what the catalog had under the roots before the walk (`known_under`): an unchanged
-/// file is decided from it, without a query per file.
-pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &Known, options: ScanOptions) -> Result<ScanReport, ScanError> {
-    let mut report = ScanReport { skipped: walk.skipped, hashed: walk.hashed, ..Default::default() };
-    let mut found = HashSet::new();
-    // new and changed files are written in batches; `slots` keeps the walk's order in `assets`,
-    // `pending[i]` fills `slots[pending_slots[i]]`
-    let mut slots: Vec<Option<(i64, bool)>> = Vec::with_capacity(walk.files.len());
-    let (mut pending, mut pending_slots): (Vec<NewAsset>, Vec<usize>) = (Vec::new(), Vec::new());
-    for f in walk.files {
-        found.insert(f.path.clone());
+/// A scan under way: the walk runs on a blocking thread, `CHUNK` files ahead of the catalog; each
+/// `next_chunk` reads a chunk (in parallel, hashing only files whose size or mtime changed),
+/// records its new and changed files in the catalog and hands over the assets to embed. What it
+/// holds of the corpus is one chunk, what the catalog had under the roots (`known_under`), and a
+/// (device, inode) pair per file walked.
+pub struct Scan<'a> {
+    catalog: &'a Catalog,
+    exclude: Vec<PathBuf>,
+    options: ScanOptions,
+    known: std::sync::Arc<Known>,
+    chunks: tokio::sync::mpsc::Receiver<Vec<PathBuf>>,
+    walker: tokio::task::JoinHandle<Vec<Skipped>>,
+    /// Ids of the known assets found on disk (the others are missing).
+    found: HashSet<i64>,
+    /// Whether the walk is done (`next_chunk` gave `None`).
+    done: bool,
+    report: ScanReport,
+}
+
+impl<'a> Scan<'a> {
+    /// Starts walking the roots. Files the catalog has with the same size and mtime are not read.
+    pub async fn start(catalog: &'a Catalog, roots: &[PathBuf], exclude: &[PathBuf], options: ScanOptions) -> Result<Scan<'a>, ScanError> {
+        let canonical = canonical_roots(roots)?;
+        let known = std::sync::Arc::new(known_under(catalog, &canonical).await?);
+        // two chunks in flight: the walk goes on while one is read and another recorded
+        let (tx, chunks) = tokio::sync::mpsc::channel(2);
+        let excluded = exclude.to_vec();
+        let walker = tokio::task::spawn_blocking(move || walk_paths(&canonical, &excluded, CHUNK, |chunk| tx.blocking_send(chunk).is_ok()));
+        Ok(Scan { catalog, exclude: exclude.to_vec(), options, known, chunks, walker, found: HashSet::new(), done: false, report: ScanReport::default() })
+    }
+
+    /// Reads and records the next chunk of files; returns the ids of its assets that need
+    /// embedding (possibly none), or `None` once the walk is done.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<i64>>, ScanError> {
+        let Some(paths) = self.chunks.recv().await else {
+            self.done = true;
+            return Ok(None);
+        };
+        let known = self.known.clone();
+        let read = tokio::task::spawn_blocking(move || read_chunk(paths, &known)).await.expect("reading files does not panic");
+        self.report.skipped.extend(read.skipped);
+        self.report.hashed += read.hashed;
+        let ids = record(self.catalog, read.files, &self.known, self.options, &mut self.report, &mut self.found).await?;
+        self.report.to_embed += ids.len();
+        Ok(Some(ids))
+    }
+
+    /// What the scan found: the files the walk passed over come first, and, once `next_chunk`
+    /// returned `None`, the assets under the roots that are gone from disk are listed (before
+    /// then, none is: the walk has not seen them all).
+    pub async fn finish(mut self) -> ScanReport {
+        // a walk stopped early ends when it next hands over a chunk
+        drop(self.chunks);
+        let walked = self.walker.await.expect("the walk does not panic");
+        self.report.skipped.splice(0..0, walked);
+        for asset in self.known.values().filter(|_| self.done) {
+            let deselected = self.exclude.iter().any(|x| from_stored(&asset.path).starts_with(x));
+            // newly gone: an asset already marked deleted is not reported again
+            if !self.found.contains(&asset.id) && !deselected && asset.deleted_at.is_none() {
+                self.report.missing.push(asset.id);
+            }
+        }
+        self.report.missing.sort_unstable();
+        self.report
+    }
+}
+
+/// Records a chunk of files the walk read; returns the ids of the assets that need embedding. An
+/// unchanged file is decided from `known` (what the catalog had under the roots before the walk)
+/// without a query; new and changed files are written in one batch.
+async fn record(catalog: &Catalog, files: Vec<ScannedFile>, known: &Known, options: ScanOptions, report: &mut ScanReport, found: &mut HashSet<i64>) -> Result<Vec<i64>, ScanError> {
+    let mut ids = Vec::new();
+    let mut pending: Vec<NewAsset> = Vec::new();
+    for f in files {
         let new = NewAsset {
             path: f.path,
             created_at: Some(f.modified),
@@ -324,36 +432,24 @@ pub async fn record(catalog: &Catalog, exclude: &[PathBuf], walk: Walk, known: &
             category_id: options.category_id,
         };
         match known.get(&new.path) {
-            Some(asset) if asset.is_unchanged(&new) => {
-                report.unchanged += 1;
-                slots.push(Some((asset.id, needs_embedding(asset, AssetChange::Unchanged, options))));
-                continue;
+            Some(asset) => {
+                found.insert(asset.id);
+                if asset.is_unchanged(&new) {
+                    report.unchanged += 1;
+                    if needs_embedding(asset, AssetChange::Unchanged, options) {
+                        ids.push(asset.id);
+                    }
+                    continue;
+                }
+                report.changed += 1;
             }
-            Some(_) => report.changed += 1,
             None => report.inserted += 1,
         }
-        pending_slots.push(slots.len());
         pending.push(new);
-        slots.push(None);
     }
-    for (news, at) in pending.chunks(RECORD_BATCH).zip(pending_slots.chunks(RECORD_BATCH)) {
-        let ids: HashMap<String, i64> = catalog.record_assets(news).await?.into_iter().map(|a| (a.path, a.id)).collect();
-        for (new, slot) in news.iter().zip(at) {
-            let id = *ids.get(&new.path).ok_or_else(|| CatalogError::NotFound { what: "asset", id: new.path.clone() })?;
-            // new or changed: embedded
-            slots[*slot] = Some((id, true));
-        }
-    }
-    report.assets = slots.into_iter().map(|s| s.expect("every slot is filled")).collect();
-    for asset in known.values() {
-        let deselected = exclude.iter().any(|x| from_stored(&asset.path).starts_with(x));
-        // newly gone: an asset already marked deleted is not reported again
-        if !found.contains(&asset.path) && !deselected && asset.deleted_at.is_none() {
-            report.missing.push(asset.id);
-        }
-    }
-    report.missing.sort_unstable();
-    Ok(report)
+    // new or changed: embedded
+    ids.extend(catalog.record_assets(&pending).await?.into_iter().map(|a| a.id));
+    Ok(ids)
 }
 
 /// Whether an asset needs embedding: new, changed or never indexed; an unchanged file that
@@ -378,12 +474,12 @@ pub async fn known_under(catalog: &Catalog, roots: &[PathBuf]) -> Result<Known, 
     Ok(known)
 }
 
-/// Walks and records in one call; files the catalog has with the same size and mtime are not read.
+/// Scans in one call, recording the files but no jobs: the chunks' assets to embed are only
+/// counted (`ScanReport::to_embed`). Files the catalog has with the same size and mtime are not read.
 pub async fn scan(catalog: &Catalog, roots: &[PathBuf], exclude: &[PathBuf], options: ScanOptions) -> Result<ScanReport, ScanError> {
-    let known = std::sync::Arc::new(known_under(catalog, roots).await?);
-    let (owned, excluded, shared) = (roots.to_vec(), exclude.to_vec(), known.clone());
-    let walked = tokio::task::spawn_blocking(move || walk_known(&owned, &excluded, &shared)).await.expect("the walk does not panic")?;
-    record(catalog, exclude, walked, &known, options).await
+    let mut scan = Scan::start(catalog, roots, exclude, options).await?;
+    while scan.next_chunk().await?.is_some() {}
+    Ok(scan.finish().await)
 }
 
 /// A directory directly under a root, with how many images its subtree holds.
@@ -502,6 +598,32 @@ mod tests {
         // alone, the second root's file is outside
         let w = walk(&[root.to_owned()], &[]).unwrap();
         assert!(w.skipped.iter().any(|s| s.reason == "outside_root" && s.path.ends_with("shared.png")));
+    }
+
+    #[test]
+    fn the_walk_hands_over_files_a_chunk_at_a_time_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for d in ["a", "b"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+            for i in 0..4 {
+                std::fs::write(root.join(d).join(format!("{i}.png")), b"x").unwrap();
+            }
+        }
+        // reached again through a link in a later chunk, and through a second root
+        std::os::unix::fs::symlink(root.join("a/0.png"), root.join("b/link.png")).unwrap();
+        let mut chunks = Vec::new();
+        let skipped = walk_paths(&[root.clone(), root.join("a")], &[], 3, |chunk| {
+            chunks.push(chunk.len());
+            true
+        });
+        assert_eq!((chunks, skipped), (vec![3, 3, 2], vec![]), "8 files, each once, in chunks of at most 3");
+        let mut taken = 0;
+        walk_paths(&[root], &[], 3, |_| {
+            taken += 1;
+            false
+        });
+        assert_eq!(taken, 1, "the walk stops when the taker does");
     }
 
     #[test]

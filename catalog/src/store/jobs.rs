@@ -14,27 +14,54 @@ impl Catalog {
     /// any other existing job is left as it is. Returns how many jobs were made pending; the
     /// session's counters are recounted.
     pub async fn create_jobs(&self, session_id: SessionId, asset_ids: &[AssetId]) -> Result<u64> {
+        let created = self.add_jobs(session_id, asset_ids).await?;
+        self.recount_session(session_id).await?;
+        Ok(created)
+    }
+
+    /// `create_jobs` without the recount, for a caller that adds a session's jobs in many calls
+    /// (a scan, a chunk at a time) and recounts once at the end with `recount_session`; until
+    /// then the session's counters leave these jobs out. 500 jobs a statement.
+    pub async fn add_jobs(&self, session_id: SessionId, asset_ids: &[AssetId]) -> Result<u64> {
+        const ROWS: usize = 500;
         let now = Utc::now();
+        // an asset twice in one statement is an error on PostgreSQL (a row affected twice)
+        let mut ids = asset_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
         let mut created = 0;
+        for chunk in ids.chunks(ROWS) {
+            let values = (0..chunk.len()).map(|r| format!("($1, ${}, 'pending', $2, $2)", r + 3)).collect::<Vec<_>>().join(", ");
+            let text = format!(
+                "INSERT INTO training_jobs (session_id, asset_id, status, created_at, updated_at)
+                 VALUES {values}
+                 ON CONFLICT (session_id, asset_id) DO UPDATE SET status = 'pending', error_message = NULL,
+                     completed_at = NULL, updated_at = excluded.updated_at
+                 WHERE training_jobs.status IN ('failed', 'cancelled')"
+            );
+            let what = || if chunk.len() == 1 { chunk[0].to_string() } else { format!("one of {} assets from {}", chunk.len(), chunk[0]) };
+            created += on_pool!(self, p => {
+                let mut q = sqlx::query(sql(text.clone())).bind(session_id).bind(now);
+                for asset_id in chunk {
+                    q = q.bind(*asset_id);
+                }
+                q.execute(p).await.map_err(|e| CatalogError::from_write(e, "job", &what()))?.rows_affected()
+            });
+        }
+        Ok(created)
+    }
+
+    /// Sets the session's counters from its jobs, under its row lock (taken first: see
+    /// `RECOUNT_SESSION`).
+    pub async fn recount_session(&self, session_id: SessionId) -> Result<()> {
+        let now = Utc::now();
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            for asset_id in asset_ids {
-                created += sqlx::query(
-                    "INSERT INTO training_jobs (session_id, asset_id, status, created_at, updated_at)
-                     VALUES ($1, $2, 'pending', $3, $3)
-                     ON CONFLICT (session_id, asset_id) DO UPDATE SET status = 'pending', error_message = NULL,
-                         completed_at = NULL, updated_at = excluded.updated_at
-                     WHERE training_jobs.status IN ('failed', 'cancelled')")
-                    .bind(session_id).bind(*asset_id).bind(now)
-                    .execute(&mut *tx).await.map_err(|e| CatalogError::from_write(e, "job", &asset_id.to_string()))?.rows_affected();
-            }
-            // jobs reopened here were counted as failed: every counter is recounted, under the
-            // session's row lock taken first (see `lock_session`)
             sqlx::query(lock_session(self.backend())).bind(session_id).execute(&mut *tx).await?;
             sqlx::query(RECOUNT_SESSION).bind(session_id).bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
         });
-        Ok(created)
+        Ok(())
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Job> {
@@ -262,7 +289,9 @@ pub(super) fn lock_session(backend: &str) -> &'static str {
     match backend {
         // NO KEY UPDATE: evidence rows hold KEY SHARE on the session row (their foreign key)
         "postgres" => "SELECT id FROM training_sessions WHERE id = $1 FOR NO KEY UPDATE",
-        // SQLite has one writer at a time: its write transaction is the lock
-        _ => "SELECT id FROM training_sessions WHERE id = $1",
+        // SQLite has one writer at a time: its write lock is the row lock. A write, not a read: a
+        // transaction that reads first and writes later cannot wait for another writer (its
+        // snapshot would be stale) and fails at once with "database is locked"
+        _ => "UPDATE training_sessions SET id = id WHERE id = $1",
     }
 }

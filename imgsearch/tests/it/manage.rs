@@ -179,7 +179,7 @@ async fn deletes_count_log_and_unindex_in_that_order(x: Indexed) {
         vec![(DeletionType::Category, 120), (DeletionType::Directory, 119), (DeletionType::Asset, 1)]
     );
     let rescan = ingest::scan(c, &[x.images.path().to_owned()], &[], ingest::ScanOptions::default()).await.unwrap();
-    assert_eq!(rescan.assets.iter().filter(|(_, needs)| *needs).count(), 240);
+    assert_eq!(rescan.to_embed, 240);
     x.done().await;
 }
 
