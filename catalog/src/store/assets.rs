@@ -93,10 +93,10 @@ impl Catalog {
     /// Every asset under a directory (its whole subtree), by path. A scan compares them with the
     /// files it found to notice deleted ones.
     pub async fn assets_under(&self, dir: &str) -> Result<Vec<Asset>> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let (from, to) = subtree(dir);
         let rows: Vec<AssetRow> = on_pool!(self, p => sqlx::query_as(sql(format!(
-            "SELECT {ASSET_COLUMNS} FROM image_assets WHERE substr(path, 1, length($1)) = $1 ORDER BY path")))
-            .bind(&prefix).fetch_all(p).await)?;
+            "SELECT {ASSET_COLUMNS} FROM image_assets WHERE path >= $1 AND path < $2 ORDER BY path")))
+            .bind(&from).bind(&to).fetch_all(p).await)?;
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
@@ -164,13 +164,21 @@ impl Catalog {
     /// How many assets under a directory (its whole subtree) have a vector, and when the last one
     /// was indexed.
     pub async fn indexed_under(&self, dir: &str) -> Result<(i64, Option<chrono::DateTime<Utc>>)> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let under = "substr(path, 1, length($1)) = $1 AND indexed_at IS NOT NULL AND deleted_at IS NULL";
+        let (from, to) = subtree(dir);
+        let under = "path >= $1 AND path < $2 AND indexed_at IS NOT NULL AND deleted_at IS NULL";
         on_pool!(self, p => {
-            let count: i64 = sqlx::query_scalar(sql(format!("SELECT COUNT(*) FROM image_assets WHERE {under}"))).bind(&prefix).fetch_one(p).await?;
+            let count: i64 = sqlx::query_scalar(sql(format!("SELECT COUNT(*) FROM image_assets WHERE {under}"))).bind(&from).bind(&to).fetch_one(p).await?;
             let last: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(sql(format!("SELECT indexed_at FROM image_assets WHERE {under} ORDER BY indexed_at DESC LIMIT 1")))
-                .bind(&prefix).fetch_optional(p).await?;
+                .bind(&from).bind(&to).fetch_optional(p).await?;
             Ok((count, last))
         })
     }
+}
+
+/// The stored paths under `dir` (its whole subtree) as a range of the path index: from `dir/` up
+/// to, not including, `dir0` ('0' is the byte after '/'). Paths compare byte by byte: SQLite's
+/// default, and the path column's collation ("C") on PostgreSQL, whatever the database's.
+fn subtree(dir: &str) -> (String, String) {
+    let dir = dir.trim_end_matches('/');
+    (format!("{dir}/"), format!("{dir}0"))
 }
