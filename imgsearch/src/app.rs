@@ -55,12 +55,12 @@ impl App {
 /// The collection a model writes to: the one the alias points at when its model matches, else a
 /// new `image_assets_v1` (with the alias) when there is none yet.
 pub async fn collection_for(vectors: &VectorStore, model_version: &str, dim: usize) -> Result<String> {
-    if let Some(info) = vectors.info(DEFAULT_COLLECTION).await? {
-        if info.model_version.as_deref() != Some(model_version) || info.dim != dim {
+    if let Some(info) = vectors.spec(DEFAULT_COLLECTION).await? {
+        if info.model_version != model_version || info.dim != dim {
             bail!(
                 "the index ({}) was built with model version {} ({}-d); this model is {model_version} ({dim}-d). Use the model that built it, or re-index into a new collection",
                 info.name,
-                info.model_version.as_deref().unwrap_or("unknown"),
+                info.model_version,
                 info.dim
             );
         }

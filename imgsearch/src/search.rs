@@ -41,8 +41,8 @@ pub async fn search_text(catalog: &Catalog, vectors: &VectorStore, models: &[Arc
     if req.limit == 0 || req.limit > MAX_LIMIT {
         bail!("limit must be between 1 and {MAX_LIMIT}, not {}", req.limit);
     }
-    let Some(info) = vectors.info(DEFAULT_COLLECTION).await? else { return Ok(Vec::new()) };
-    let built_with = info.model_version.clone().unwrap_or_else(|| "unknown".into());
+    let Some(info) = vectors.spec(DEFAULT_COLLECTION).await? else { return Ok(Vec::new()) };
+    let built_with = info.model_version.clone();
     let Some(model) = models.iter().find(|m| m.version == built_with).cloned() else {
         let this = models.iter().map(|m| m.version.clone()).collect::<Vec<_>>().join(", ");
         return Err(ModelMismatch { built_with, this }.into());

@@ -18,9 +18,10 @@ use std::{
 
 use protocol::AssetId;
 use qdrant_edge::{
-    CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter, JsonPath, NamedQuery, Payload,
-    PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder,
-    RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder, SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+    BoolIndexParamsBuilder, CountRequestBuilder, CreateIndex, DatetimeIndexParamsBuilder, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations,
+    Filter, HnswIndexConfig, IntegerIndexParamsBuilder, JsonPath, KeywordIndexParamsBuilder, Memory, NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaParams,
+    PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequestBuilder, RetrieveRequestBuilder, ScoringQuery, ScrollRequestBuilder,
+    SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde::{Deserialize, Serialize};
 
@@ -181,7 +182,13 @@ impl EdgeStore {
         }
         let dir = self.shard_dir(&spec.name);
         std::fs::create_dir_all(&dir).map_err(|source| VectorError::Io { path: dir.clone(), source })?;
-        let config = EdgeConfigBuilder::new().vector("", EdgeVectorParamsBuilder::new(spec.dim, Distance::Cosine).build()).optimizers(optimizers()).build();
+        // vectors, their HNSW graph and the payload indexes are memory-mapped and paged in as
+        // searches touch them (`Memory::Cold`): opening a shard reads none of them (the CLI's
+        // one search does not load the corpus), the page cache keeps what serve searches use,
+        // and a corpus larger than memory still opens. The payload is on disk by default.
+        let vectors = EdgeVectorParamsBuilder::new(spec.dim, Distance::Cosine).memory(Memory::Cold).build();
+        let hnsw = HnswIndexConfig { memory: Some(Memory::Cold), ..Default::default() };
+        let config = EdgeConfigBuilder::new().vector("", vectors).hnsw_config(hnsw).optimizers(optimizers()).build();
         let shard = EdgeShard::new(&dir, config).map_err(edge_err("create a shard"))?;
         ensure_payload_indexes(&shard)?;
         drop(shard);
@@ -374,6 +381,11 @@ impl EdgeStore {
         }
     }
 
+    pub(crate) async fn spec(&self, name: &str) -> Result<Option<CollectionSpec>> {
+        let resolved = self.resolve(name)?;
+        Ok(self.collection(name).await?.map(|c| CollectionSpec { name: resolved, dim: c.spec.dim, model_version: c.spec.model_version.clone() }))
+    }
+
     pub(crate) async fn info(&self, name: &str) -> Result<Option<CollectionInfo>> {
         let resolved = self.resolve(name)?;
         let Some(c) = self.collection(name).await? else {
@@ -455,14 +467,18 @@ fn ensure_payload_indexes(shard: &EdgeShard) -> Result<()> {
         if have.contains_key(&field_name) {
             continue;
         }
-        let kind = match kind {
-            IndexKind::Datetime => PayloadSchemaType::Datetime,
-            IndexKind::Integer => PayloadSchemaType::Integer,
-            IndexKind::Keyword => PayloadSchemaType::Keyword,
-            IndexKind::Bool => PayloadSchemaType::Bool,
+        // on disk, as the vectors (see `ensure_collection`); an integer is only ever matched
+        let params = match kind {
+            IndexKind::Datetime => PayloadSchemaParams::Datetime(DatetimeIndexParamsBuilder::new().memory(Memory::Cold).build()),
+            IndexKind::Integer => PayloadSchemaParams::Integer(IntegerIndexParamsBuilder::new().lookup(true).range(false).memory(Memory::Cold).build()),
+            IndexKind::Keyword => PayloadSchemaParams::Keyword(KeywordIndexParamsBuilder::new().memory(Memory::Cold).build()),
+            IndexKind::Bool => PayloadSchemaParams::Bool(BoolIndexParamsBuilder::new().memory(Memory::Cold).build()),
         };
         shard
-            .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex { field_name, field_schema: Some(PayloadFieldSchema::FieldType(kind)) })))
+            .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                field_name,
+                field_schema: Some(PayloadFieldSchema::FieldParams(params)),
+            })))
             .map_err(edge_err("create a payload index"))?;
         created = true;
     }

@@ -115,6 +115,12 @@ impl VectorStore {
         on_backend!(self, b => b.scroll_ids(collection, SCROLL_PAGE).await)
     }
 
+    /// The collection a name (or alias) resolves to, with its size and model: what a search needs,
+    /// without `info`'s counts (an exact count of the points is a pass over them all).
+    pub async fn spec(&self, collection: &str) -> Result<Option<CollectionSpec>> {
+        on_backend!(self, b => b.spec(collection).await)
+    }
+
     /// The collection a name (or alias) resolves to, with its size, model and point count.
     pub async fn info(&self, collection: &str) -> Result<Option<CollectionInfo>> {
         on_backend!(self, b => b.info(collection).await)

@@ -272,6 +272,11 @@ impl ServerStore {
         }
     }
 
+    pub(crate) async fn spec(&self, name: &str) -> Result<Option<CollectionSpec>> {
+        // the server keeps its counts at hand: its collection info is one cheap call
+        Ok(self.info(name).await?.map(|i| CollectionSpec { name: i.name, dim: i.dim, model_version: i.model_version.unwrap_or_else(|| "unknown".into()) }))
+    }
+
     pub(crate) async fn info(&self, name: &str) -> Result<Option<CollectionInfo>> {
         let resolved = self.aliases().await?.remove(name).unwrap_or_else(|| name.to_owned());
         let info = match self.client.collection_info(&resolved).await {

@@ -136,8 +136,8 @@ pub(crate) fn check_limit(limit: Option<usize>) -> ApiResult<usize> {
 /// so an alias swap midway cannot pair one model's query with another model's vectors). None:
 /// nothing indexed yet. A collection built by a model this server does not hold is a conflict.
 pub(crate) async fn check_model(s: &ApiState) -> ApiResult<Option<(String, Arc<ClipModel>)>> {
-    let Some(info) = s.vectors.info(DEFAULT_COLLECTION).await? else { return Ok(None) };
-    let built_with = info.model_version.clone().unwrap_or_else(|| "unknown".into());
+    let Some(info) = s.vectors.spec(DEFAULT_COLLECTION).await? else { return Ok(None) };
+    let built_with = info.model_version.clone();
     let model = s.search_models.read().expect("models lock").iter().find(|m| m.version == built_with).cloned();
     match model {
         Some(m) => Ok(Some((info.name, m))),
@@ -271,10 +271,10 @@ pub(crate) struct SimilarParams {
 pub(crate) async fn search_similar(State(s): State<Arc<ApiState>>, ApiPath(asset_id): ApiPath<i64>, ApiQuery(p): ApiQuery<SimilarParams>) -> ApiResult<Json<SearchResponse>> {
     let limit = check_limit(p.limit)?;
     s.catalog.get_asset(asset_id).await?;
-    let Some(info) = s.vectors.info(DEFAULT_COLLECTION).await? else {
+    let Some(info) = s.vectors.spec(DEFAULT_COLLECTION).await? else {
         return Err(ApiError::not_found(format!("asset {asset_id} is not indexed yet")));
     };
-    let (collection, model_version) = (info.name, info.model_version);
+    let (collection, model_version) = (info.name, Some(info.model_version));
     let stored = s.vectors.retrieve(&collection, &[asset_id], true).await?;
     let Some(vector) = stored.into_iter().next().and_then(|p| p.vector) else {
         return Err(ApiError::not_found(format!("asset {asset_id} is not indexed yet")));
