@@ -20,8 +20,7 @@ import threading
 import time
 import zlib
 
-BIN, MODEL = sys.argv[1], sys.argv[2]
-SIZES = [int(n) for n in sys.argv[3:]]
+BIN, MODEL = (sys.argv[1], sys.argv[2]) if __name__ == "__main__" else (None, None)
 QUERIES = ["a red circle", "a blue square", "a green triangle", "a yellow star", "a photo of a cat", "something dark"]
 
 
@@ -191,7 +190,7 @@ def row(n, work, baseline):
     }
 
 
-def main():
+def main(sizes):
     work = tempfile.mkdtemp(prefix="imgsearch-scale-")
     try:
         # the RSS of indexing 100 images: what the process needs whatever the corpus
@@ -206,7 +205,7 @@ def main():
         print("  "
               "+f: with a date filter (matching every image: the filter's cost, not its selectivity)")
         print(head, flush=True)
-        for n in SIZES:
+        for n in sizes:
             r = row(n, os.path.join(work, "run"), base)
             rows.append(r)
             s = r["serve"]
@@ -224,4 +223,5 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-main()
+if __name__ == "__main__":
+    main([int(n) for n in sys.argv[3:]])

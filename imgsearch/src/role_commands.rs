@@ -73,6 +73,8 @@ pub async fn coordinator(args: CoordinatorArgs, config: Config) -> Result<()> {
                 "failed": c.failed,
                 "open": c.open(),
                 "skippedUnchanged": report.scan.unchanged,
+                "scanSeconds": report.scan_seconds,
+                "publishSeconds": report.publish_seconds,
                 "pipelineSeconds": report.pipeline_seconds,
                 "imagesPerSecond": if report.pipeline_seconds > 0.0 { report.finished_this_run as f64 / report.pipeline_seconds } else { 0.0 },
             })

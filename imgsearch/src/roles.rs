@@ -67,6 +67,10 @@ pub struct CoordinatorReport {
     pub published: u64,
     pub counts: coordinator::JobCounts,
     pub scan: ingest::ScanReport,
+    /// The scan, with the jobs recorded.
+    pub scan_seconds: f64,
+    /// Publishing the jobs (confirmed by the broker, marked queued).
+    pub publish_seconds: f64,
     /// From the first publish to the end of the watch (the scan not included).
     pub pipeline_seconds: f64,
     /// Jobs finished (completed or failed) during this run.
@@ -80,12 +84,15 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     let vectors = open_vectors(config)?;
     crate::app::collection_for(&vectors, &run.model_version, run.model_dim).await?;
     let category_id = crate::app::category_id(&catalog, run.category.as_deref(), true).await?;
+    let scanning = std::time::Instant::now();
     let prepared = coordinator::prepare(&catalog, &run.roots, category_id, run.name.clone(), run.retry_failed).await?;
+    let scan_seconds = scanning.elapsed().as_secs_f64();
     crate::manage::forget_missing(&catalog, &vectors, vectors::DEFAULT_COLLECTION, &prepared.scan.missing).await?;
     let session = prepared.session.clone();
     let before = coordinator::job_counts(&catalog, session.id).await?;
     let started = std::time::Instant::now();
     let published = coordinator::publish_pending_retrying(&catalog, &config.broker.broker_config(), &session, &shutdown).await?.unwrap_or(0);
+    let publish_seconds = started.elapsed().as_secs_f64();
     tracing::info!(session = %session.id, published, "jobs published");
     let session = if run.wait {
         let stranded = coordinator::Stranded { broker: config.broker.broker_config(), stall: Duration::from_secs(config.coordinator.republish_stranded_after_s) };
@@ -97,7 +104,18 @@ pub async fn run_coordinator(config: &Config, run: CoordinatorRun, shutdown: Can
     let counts = coordinator::job_counts(&catalog, session.id).await?;
     let finished_this_run = (counts.completed + counts.failed) - (before.completed + before.failed);
     catalog.close().await;
-    Ok(CoordinatorReport { session, resumed: prepared.resumed, jobs_created: prepared.jobs_created, published, counts, scan: prepared.scan, pipeline_seconds, finished_this_run })
+    Ok(CoordinatorReport {
+        session,
+        resumed: prepared.resumed,
+        jobs_created: prepared.jobs_created,
+        published,
+        counts,
+        scan: prepared.scan,
+        scan_seconds,
+        publish_seconds,
+        pipeline_seconds,
+        finished_this_run,
+    })
 }
 
 /// Consumes jobs until `shutdown`, embedding them with `model`.
