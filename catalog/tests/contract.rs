@@ -442,6 +442,31 @@ async fn processes_opening_a_new_sqlite_file_at_once_all_succeed() {
     }
 }
 
+/// On SQLite a recount that waits for another writer commits after it. Its transaction once began
+/// with a read (the session "lock"), and a transaction that has read cannot take the write lock
+/// after another writer committed (its snapshot is stale): SQLite failed it at once with "database
+/// is locked" (schemathesis found it, as a 503 from `retrain`). The other writer holds the lock for
+/// 300 ms so that the recount starts while it is held; on a machine too slow for that the test
+/// passes without having raced, it cannot fail falsely.
+#[tokio::test]
+async fn a_recount_waiting_for_another_sqlite_writer_commits_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let c = Catalog::connect_sqlite(&path).await.unwrap();
+    let (session, jobs) = session_with_jobs(&c, 2).await;
+    let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query("UPDATE training_jobs SET status = 'completed' WHERE id = $1").bind(jobs[0].id).execute(&mut *tx).await.unwrap();
+    let recount = tokio::spawn({
+        let c = c.clone();
+        async move { c.recount_session(session.id).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    recount.await.unwrap().expect("the recount waited for the other writer and committed");
+    assert_eq!(c.get_session(session.id).await.unwrap().processed_images, 1, "the other writer's job is counted");
+}
+
 /// Two writers commit results of one session at once: the one that waited on the other recounts
 /// after the other committed. Writer A is played by hand, stopped while it holds the session row;
 /// writer B (`record_results`) must wait, and must count A's job once A commits (it once
