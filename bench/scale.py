@@ -215,7 +215,7 @@ def main(sizes):
         if len(rows) > 1:
             a, b = rows[0], rows[-1]
             print(f"growth from {a['n']} to {b['n']} images ({b['n'] / a['n']:.0f}x the corpus):")
-            print(f"  scan files/s {b['scan_fps'] / a['scan_fps']:.2f}x, index images/s {b['index_ips'] / a['index_ips']:.2f}x, peak RSS {b['peak_rss'] / a['peak_rss']:.2f}x (anon {b['peak_anon'] / a['peak_anon']:.2f}x), "
+            print(f"  scan files/s {b['scan_fps'] / a['scan_fps']:.2f}x, index images/s {b['index_ips'] / a['index_ips']:.2f}x, peak RSS {b['peak_rss'] / a['peak_rss']:.2f}x (anon {b['peak_anon'] / max(a['peak_anon'], 1):.2f}x), "
                   f"unchanged re-run {b['rerun_s'] / a['rerun_s']:.2f}x, CLI search {b['cli_search_s'] / a['cli_search_s']:.2f}x")
             for k, label in (("c1", "c=1"), ("c1f", "c=1 filtered"), ("c8", "c=8"), ("c8f", "c=8 filtered")):
                 print(f"  serve {label}: p50 {b['serve'][k][0] / a['serve'][k][0]:.2f}x, p99 {b['serve'][k][1] / a['serve'][k][1]:.2f}x")

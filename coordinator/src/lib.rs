@@ -89,11 +89,18 @@ pub async fn prepare_session(catalog: &Catalog, session: Session, roots: &[PathB
     // the jobs are added a chunk at a time as the scan records the files, and counted once at the end
     let mut scan = ingest::Scan::start(catalog, roots, &exclude, ingest::ScanOptions { category_id: session.category_id, retry_failed }).await?;
     let mut jobs_created = 0;
-    while let Some(ids) = scan.next_chunk().await? {
-        jobs_created += catalog.add_jobs(session.id, &ids).await?;
+    let added: Result<()> = async {
+        while let Some(ids) = scan.next_chunk().await? {
+            jobs_created += catalog.add_jobs(session.id, &ids).await?;
+        }
+        Ok(())
     }
+    .await;
     let scan = scan.finish().await;
-    catalog.recount_session(session.id).await?;
+    // recounted even when the scan failed midway: the chunks before may have reopened failed jobs
+    let recounted = catalog.recount_session(session.id).await;
+    added?;
+    recounted?;
     let session = match session.status {
         SessionStatus::Pending | SessionStatus::Paused => catalog.transition_session(session.id, SessionStatus::Running).await?,
         _ => catalog.get_session(session.id).await?,

@@ -304,8 +304,15 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeAr
     tokio::spawn(async move {
         match vectors.optimize(&collection).await {
             // nothing indexed yet
-            Ok(()) | Err(vectors::VectorError::NoCollection(_)) => {}
+            Ok(()) => {}
+            Err(vectors::VectorError::NoCollection(_)) => return,
             Err(e) => tracing::warn!(error = %e, "optimizing the vector index at start failed"),
+        }
+        // then into the page cache, beside the searches: the first ones of each filter would
+        // otherwise wait on the disk (1M images: c=1 filtered p99 165 ms cold)
+        match vectors.warm(&collection).await {
+            Ok(bytes) => tracing::info!(bytes, "vector store read into the page cache"),
+            Err(e) => tracing::warn!(error = %e, "reading the vector store into the page cache failed"),
         }
     });
     // every connection is a file descriptor: the soft limit (often 1,024) goes up to the hard one

@@ -23,13 +23,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides them):
 /// freed pages go back to the system within a second, from a background thread, rather than the
-/// default ten seconds, so a peak is not the sum of what each phase of `index` freed.
+/// default ten seconds, so a peak is not the sum of what each phase of `index` freed. Linux with
+/// glibc only: jemalloc has no background thread on macOS or musl, and would not start there.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: MallocConf = MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[repr(transparent)]
 struct MallocConf(*const std::ffi::c_char);
 // SAFETY: a pointer to a static, immutable C string
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 unsafe impl Sync for MallocConf {}
 
 fn main() -> ExitCode {

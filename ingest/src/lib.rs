@@ -204,13 +204,12 @@ fn canonical_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>, ScanError> {
 
 /// Walks the (canonical) roots, blocking, and hands the regular files it finds to `emit`, `chunk`
 /// paths at a time, until `emit` returns false; returns what it passed over. Directories in
-/// `exclude` are not entered. A file reached twice (two roots, or a link) is handed over once: the
-/// walk remembers the (device, inode) of each file, 16 bytes, not its path.
+/// `exclude` are not entered. A file reached twice (two roots, or a symlink) is handed over once:
+/// the walk remembers a 16-byte digest of each canonical path, not the path.
 fn walk_paths(canonical: &[PathBuf], exclude: &[PathBuf], size: usize, mut emit: impl FnMut(Vec<PathBuf>) -> bool) -> Vec<Skipped> {
-    use std::os::unix::fs::MetadataExt;
     let mut chunk = Vec::with_capacity(size);
     let mut skipped = Vec::new();
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
     let inside = |p: &Path| canonical.iter().any(|r| p.starts_with(r));
     for root in canonical {
         let mut entries = walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
@@ -229,13 +228,13 @@ fn walk_paths(canonical: &[PathBuf], exclude: &[PathBuf], size: usize, mut emit:
             }
             match entry {
                 Ok(e) if e.file_type().is_file() => {
-                    // the walk follows links, so the entry's metadata is its target's
-                    if let Ok(meta) = e.metadata()
-                        && !seen.insert((meta.dev(), meta.ino()))
-                    {
+                    // a file reached twice (two roots, or a symlink) is read once; a hard link is
+                    // a path of its own, recorded as such
+                    let path = e.path().canonicalize().unwrap_or_else(|_| e.path().to_owned());
+                    if !seen.insert(path_digest(&path)) {
                         continue;
                     }
-                    chunk.push(e.path().canonicalize().unwrap_or_else(|_| e.path().to_owned()));
+                    chunk.push(path);
                     if chunk.len() == size && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(size))) {
                         return skipped;
                     }
@@ -260,6 +259,14 @@ fn walk_paths(canonical: &[PathBuf], exclude: &[PathBuf], size: usize, mut emit:
         emit(chunk);
     }
     skipped
+}
+
+/// The first 16 bytes of the SHA-256 of a path: two paths share it with a chance of about n^2 / 2^129
+/// (1e-26 for a million files).
+fn path_digest(path: &Path) -> [u8; 16] {
+    use std::os::unix::ffi::OsStrExt;
+    let digest = Sha256::digest(path.as_os_str().as_bytes());
+    digest[..16].try_into().expect("a SHA-256 digest has 32 bytes")
 }
 
 /// Reads a chunk of files in parallel (blocking), each only if its size or mtime differ from what
@@ -612,12 +619,14 @@ mod tests {
         }
         // reached again through a link in a later chunk, and through a second root
         std::os::unix::fs::symlink(root.join("a/0.png"), root.join("b/link.png")).unwrap();
+        // a hard link is a path of its own
+        std::fs::hard_link(root.join("a/1.png"), root.join("b/hard.png")).unwrap();
         let mut chunks = Vec::new();
         let skipped = walk_paths(&[root.clone(), root.join("a")], &[], 3, |chunk| {
             chunks.push(chunk.len());
             true
         });
-        assert_eq!((chunks, skipped), (vec![3, 3, 2], vec![]), "8 files, each once, in chunks of at most 3");
+        assert_eq!((chunks, skipped), (vec![3, 3, 3], vec![]), "8 files and a hard link, each once, in chunks of at most 3");
         let mut taken = 0;
         walk_paths(&[root], &[], 3, |_| {
             taken += 1;

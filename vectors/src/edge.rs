@@ -260,6 +260,32 @@ impl EdgeStore {
         .await
     }
 
+    pub(crate) async fn warm(&self, name: &str) -> Result<u64> {
+        let dir = self.shard_dir(&self.resolve(name)?);
+        blocking(move || {
+            let (mut read, mut buf, mut dirs) = (0, vec![0u8; 1 << 20], vec![dir]);
+            while let Some(dir) = dirs.pop() {
+                // a file or folder the engine replaces meanwhile is skipped
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                for entry in entries.flatten() {
+                    match entry.file_type() {
+                        // the write-ahead log is only read to recover, at open
+                        Ok(t) if t.is_dir() && entry.file_name() != qdrant_edge::WAL_PATH => dirs.push(entry.path()),
+                        Ok(t) if t.is_file() => {
+                            let Ok(mut file) = std::fs::File::open(entry.path()) else { continue };
+                            while let Ok(n @ 1..) = std::io::Read::read(&mut file, &mut buf) {
+                                read += n as u64;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(read)
+        })
+        .await
+    }
+
     pub(crate) async fn search(&self, name: &str, vector: Vec<f32>, filter: &PointFilter, limit: usize, offset: usize) -> Result<Vec<Hit>> {
         let Some(c) = self.collection(name).await? else {
             return Ok(Vec::new());
@@ -382,16 +408,17 @@ impl EdgeStore {
     }
 
     pub(crate) async fn spec(&self, name: &str) -> Result<Option<CollectionSpec>> {
+        // resolved once: an alias swapped meanwhile cannot pair one collection's name with another's model
         let resolved = self.resolve(name)?;
-        Ok(self.collection(name).await?.map(|c| CollectionSpec { name: resolved, dim: c.spec.dim, model_version: c.spec.model_version.clone() }))
+        Ok(self.collection(&resolved).await?.map(|c| CollectionSpec { name: resolved, dim: c.spec.dim, model_version: c.spec.model_version.clone() }))
     }
 
     pub(crate) async fn info(&self, name: &str) -> Result<Option<CollectionInfo>> {
         let resolved = self.resolve(name)?;
-        let Some(c) = self.collection(name).await? else {
+        let Some(c) = self.collection(&resolved).await? else {
             return Ok(None);
         };
-        let points = self.count(name, &PointFilter::default()).await?;
+        let points = self.count(&resolved, &PointFilter::default()).await?;
         let shard = c.shard.clone();
         let shard_info = blocking(move || shard.info().map_err(edge_err("read shard info"))).await?;
         let mut payload_indexes: Vec<String> = shard_info.payload_schema.keys().map(|k| k.to_string()).collect();

@@ -148,4 +148,14 @@ impl VectorStore {
     pub async fn optimize(&self, collection: &str) -> Result<()> {
         on_backend!(self, b => b.optimize(collection).await)
     }
+
+    /// Reads the collection's files once, so the page cache holds them before searches touch them
+    /// (the embedded engine maps them cold: without this, the first searches of a filter or of a
+    /// region of the graph wait on the disk). Returns the bytes read; the server warms its own.
+    pub async fn warm(&self, collection: &str) -> Result<u64> {
+        match &self.backend {
+            Backend::Edge(b) => b.warm(collection).await,
+            Backend::Server(_) => Ok(0),
+        }
+    }
 }

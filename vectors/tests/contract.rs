@@ -91,6 +91,12 @@ async fn after_optimize_a_large_collection_is_searched_through_its_hnsw_index() 
     let info = s.info(&n).await.unwrap().unwrap();
     assert_eq!(info.points, 3000);
     assert_eq!(info.indexed_vectors, 3000, "every vector in the HNSW index: {info:?}");
+    // what a search asks, without the counts
+    let spec = s.spec(&n).await.unwrap().unwrap();
+    assert_eq!((spec.name, spec.dim, spec.model_version), (n.clone(), 512, "m1".to_owned()));
+    // serve reads the files into the page cache at start: at least the vectors' own bytes
+    let read = s.warm(&n).await.unwrap();
+    assert!(read >= 3000 * 512 * 4, "read {read} bytes");
 }
 
 const DIM: usize = 8;

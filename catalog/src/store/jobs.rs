@@ -207,7 +207,7 @@ impl Catalog {
 
     /// Records a batch of job results in one transaction: each job moves to completed or failed,
     /// its evidence is written, its asset's `indexed_at` and status set, and every session touched
-    /// gets its counters recounted from its jobs. Replaying the same batch changes nothing (see the
+    /// has its counters moved by the jobs moved. Replaying the same batch changes nothing (see the
     /// module docs). The writer calls this only after the vectors are durable.
     pub async fn record_results(&self, results: &[JobResult]) -> Result<RecordReport> {
         let now = Utc::now();
@@ -292,6 +292,6 @@ pub(super) fn lock_session(backend: &str) -> &'static str {
         // SQLite has one writer at a time: its write lock is the row lock. A write, not a read: a
         // transaction that reads first and writes later cannot wait for another writer (its
         // snapshot would be stale) and fails at once with "database is locked"
-        _ => "UPDATE training_sessions SET id = id WHERE id = $1",
+        _ => "UPDATE training_sessions SET updated_at = updated_at WHERE id = $1",
     }
 }

@@ -5,8 +5,9 @@
 //! Why redelivery changes nothing here: assets are keyed by path, jobs by (session, asset), evidence
 //! by (session, asset), all written with `ON CONFLICT`; a job moves only forward, and a result for a
 //! job already in that terminal state is reported as `already_done` without touching any row. The
-//! session counters are recomputed from the jobs inside the same transaction, never incremented, so
-//! replaying a batch cannot double count.
+//! session counters move, inside the same transaction, by the jobs it moved, so replaying a batch
+//! (which moves none) cannot double count. Whatever moves a finished job back to open (`add_jobs`
+//! reopening failed ones, a restart) recounts the session from its jobs, after its row lock.
 
 use std::str::FromStr;
 
