@@ -303,15 +303,10 @@ fn read_chunk(paths: Vec<PathBuf>, known: &Known) -> Walk {
 /// (to `/etc/passwd`, to another user's photos) is skipped and reported `outside_root`, never
 /// read. A scan (`Scan`) goes the same way a chunk at a time, without holding the whole walk.
 pub fn walk(roots: &[PathBuf], exclude: &[PathBuf]) -> Result<Walk, ScanError> {
-    walk_known(roots, exclude, &Known::new())
-}
-
-/// `walk`, reading only the files whose size or mtime differ from what `known` has.
-pub fn walk_known(roots: &[PathBuf], exclude: &[PathBuf], known: &Known) -> Result<Walk, ScanError> {
     let canonical = canonical_roots(roots)?;
     let mut walk = Walk::default();
     let skipped = walk_paths(&canonical, exclude, CHUNK, |chunk| {
-        let read = read_chunk(chunk, known);
+        let read = read_chunk(chunk, &Known::new());
         walk.files.extend(read.files);
         walk.skipped.extend(read.skipped);
         walk.hashed += read.hashed;

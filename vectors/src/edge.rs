@@ -263,22 +263,14 @@ impl EdgeStore {
     pub(crate) async fn warm(&self, name: &str) -> Result<u64> {
         let dir = self.shard_dir(&self.resolve(name)?);
         blocking(move || {
-            let (mut read, mut buf, mut dirs) = (0, vec![0u8; 1 << 20], vec![dir]);
-            while let Some(dir) = dirs.pop() {
-                // a file or folder the engine replaces meanwhile is skipped
-                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-                for entry in entries.flatten() {
-                    match entry.file_type() {
-                        // the write-ahead log is only read to recover, at open
-                        Ok(t) if t.is_dir() && entry.file_name() != qdrant_edge::WAL_PATH => dirs.push(entry.path()),
-                        Ok(t) if t.is_file() => {
-                            let Ok(mut file) = std::fs::File::open(entry.path()) else { continue };
-                            while let Ok(n @ 1..) = std::io::Read::read(&mut file, &mut buf) {
-                                read += n as u64;
-                            }
-                        }
-                        _ => {}
-                    }
+            let (mut read, mut buf) = (0, vec![0u8; 1 << 20]);
+            // the write-ahead log is only read to recover, at open; a file or folder the engine
+            // replaces meanwhile is skipped
+            let files = walkdir::WalkDir::new(dir).into_iter().filter_entry(|e| e.file_name() != qdrant_edge::WAL_PATH).flatten().filter(|e| e.file_type().is_file());
+            for entry in files {
+                let Ok(mut file) = std::fs::File::open(entry.path()) else { continue };
+                while let Ok(n @ 1..) = std::io::Read::read(&mut file, &mut buf) {
+                    read += n as u64;
                 }
             }
             Ok(read)
