@@ -184,7 +184,13 @@ impl JobPages {
         JobPages { session: session.clone(), statuses: statuses.to_vec(), page, after: 0, done: false }
     }
 
-    /// The next page, as the messages the embed stage takes; `None` after the last.
+    /// The session the pages are of.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The next page, as the messages the embed stage takes; `None` after the last. A call that
+    /// fails moves nothing: calling again reads the same page.
     pub async fn next(&mut self, catalog: &Catalog) -> Result<Option<Vec<EmbedJob>>> {
         if self.done {
             return Ok(None);
@@ -194,10 +200,10 @@ impl JobPages {
             self.done = true;
             return Ok(None);
         };
-        self.after = last.id;
-        self.done = (page.len() as i64) < self.page;
         let ids: Vec<i64> = page.iter().map(|j| j.asset_id).collect();
         let assets: std::collections::HashMap<i64, catalog::Asset> = catalog.assets_by_ids(&ids).await?.into_iter().map(|a| (a.id, a)).collect();
+        self.after = last.id;
+        self.done = (page.len() as i64) < self.page;
         let jobs = page
             .into_iter()
             .filter_map(|job| {

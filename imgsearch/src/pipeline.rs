@@ -58,15 +58,47 @@ pub struct RunStats {
 }
 
 /// A session's open jobs (pending, queued or running), read from the catalog a page at a time as
-/// the pipeline takes them: a run of any size holds one page, not a message per asset.
+/// the pipeline takes them: a run of any size holds one page, not a message per asset. A page the
+/// catalog could not read for a moment (busy, or its server restarting) is read again after a
+/// wait, a few times (`PAGE_READ_RETRIES`), before the stream ends in the error.
 pub fn open_jobs(catalog: catalog::Catalog, session: &catalog::Session) -> impl Stream<Item = Result<EmbedJob>> + Send + 'static {
     use catalog::JobStatus::*;
     let pages = coordinator::JobPages::new(session, &[Pending, Queued, Running], 1000);
     futures_util::stream::try_unfold((catalog, pages), |(catalog, mut pages)| async move {
-        let page = pages.next(&catalog).await.context("cannot read the session's jobs")?;
+        let page = next_page(&catalog, &mut pages).await.context("cannot read the session's jobs")?;
         anyhow::Ok(page.map(|jobs| (futures_util::stream::iter(jobs.into_iter().map(anyhow::Ok)), (catalog, pages))))
     })
     .try_flatten()
+}
+
+/// Retries of a job page that failed with a retryable error: waits of 0.1, 0.2, 0.4, 0.8, 1.6 and
+/// 3.2 s (jittered), ~6 s in all.
+pub const PAGE_READ_RETRIES: usize = 6;
+
+async fn next_page(catalog: &catalog::Catalog, pages: &mut coordinator::JobPages) -> std::result::Result<Option<Vec<EmbedJob>>, coordinator::CoordinatorError> {
+    use backon::BackoffBuilder;
+    let mut waits = backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_jitter().with_max_times(PAGE_READ_RETRIES).build();
+    loop {
+        match read_page(catalog, pages).await {
+            // `next` moved nothing: the same page is read again
+            Err(e) if e.is_retryable() => match waits.next() {
+                Some(wait) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reading the session's jobs failed; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(e),
+            },
+            read => return read,
+        }
+    }
+}
+
+async fn read_page(catalog: &catalog::Catalog, pages: &mut coordinator::JobPages) -> std::result::Result<Option<Vec<EmbedJob>>, coordinator::CoordinatorError> {
+    // the tests make the catalog busy for a session whose root says so
+    fail::fail_point!("pipeline.read_jobs", pages.session().root_path.contains("read-jobs-fail"), |_| Err(
+        catalog::CatalogError::Busy("failpoint pipeline.read_jobs".into()).into()
+    ));
+    pages.next(catalog).await
 }
 
 /// Runs the jobs through embed and write; `on_write` sees every written batch (progress). The jobs

@@ -371,3 +371,39 @@ async fn model_upgrade(server: bool) {
     assert_eq!(x.catalog.evidence_for_session(up.session, Page::new(0, 1)).await.unwrap().total, 240);
     x.done().await;
 }
+
+/// A job page the catalog could not read for a moment (busy, restarting) is read again after a
+/// wait: the embedded run gets every job once. A page that keeps failing ends the stream with the
+/// catalog's error once the retries are spent. (The failpoint fails only for a session whose root
+/// says "read-jobs-fail": other tests reading jobs meanwhile are not touched.)
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_page_the_catalog_could_not_read_is_read_again() {
+    use futures_util::TryStreamExt;
+    let images = tempfile::Builder::new().prefix("read-jobs-fail").tempdir().unwrap();
+    // 2,400 files: three pages of 1,000
+    let shapes: Vec<PathBuf> = std::fs::read_dir(fixtures().join("shapes")).unwrap().map(|e| e.unwrap().path()).collect();
+    for copy in 0..10 {
+        let sub = images.path().join(copy.to_string());
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in &shapes {
+            std::fs::copy(f, sub.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::connect_sqlite(&store_dir.path().join("catalog.sqlite")).await.unwrap();
+    let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, None, false).await.unwrap();
+    assert_eq!(prepared.jobs_created, 10 * shapes.len());
+
+    // the first page reads, the second fails twice, then reads
+    fail::cfg("pipeline.read_jobs", "1*off->2*return->off").unwrap();
+    let jobs: Vec<protocol::EmbedJob> = imgsearch::pipeline::open_jobs(catalog.clone(), &prepared.session).try_collect().await.expect("read again after the failures");
+    let ids: std::collections::BTreeSet<i64> = jobs.iter().map(|j| j.job_id).collect();
+    assert_eq!((jobs.len(), ids.len()), (10 * shapes.len(), 10 * shapes.len()), "every job once");
+
+    fail::cfg("pipeline.read_jobs", "return").unwrap();
+    let err = imgsearch::pipeline::open_jobs(catalog.clone(), &prepared.session).try_collect::<Vec<_>>().await.unwrap_err();
+    fail::remove("pipeline.read_jobs");
+    let text = format!("{err:#}");
+    assert!(text.contains("cannot read the session's jobs") && text.contains("catalog busy"), "{text}");
+}
