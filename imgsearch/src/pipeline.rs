@@ -72,7 +72,7 @@ pub fn open_jobs(catalog: catalog::Catalog, session: &catalog::Session) -> impl 
 }
 
 /// Retries of a job page that failed with a retryable error: waits of 0.1, 0.2, 0.4, 0.8, 1.6 and
-/// 3.2 s (jittered), ~6 s in all.
+/// 3.2 s, each plus up to as much again of jitter: 6-13 s in all.
 pub const PAGE_READ_RETRIES: usize = 6;
 
 async fn next_page(catalog: &catalog::Catalog, pages: &mut coordinator::JobPages) -> std::result::Result<Option<Vec<EmbedJob>>, coordinator::CoordinatorError> {

@@ -393,7 +393,7 @@ async fn a_job_page_the_catalog_could_not_read_is_read_again() {
     let store_dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::connect_sqlite(&store_dir.path().join("catalog.sqlite")).await.unwrap();
     let prepared = coordinator::prepare(&catalog, &[images.path().to_owned()], None, None, false).await.unwrap();
-    assert_eq!(prepared.jobs_created, 10 * shapes.len());
+    assert_eq!(prepared.jobs_created, 10 * shapes.len() as u64);
 
     // the first page reads, the second fails twice, then reads
     fail::cfg("pipeline.read_jobs", "1*off->2*return->off").unwrap();
