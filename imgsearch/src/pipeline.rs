@@ -60,12 +60,24 @@ pub struct RunStats {
 /// A session's open jobs (pending, queued or running), read from the catalog a page at a time as
 /// the pipeline takes them: a run of any size holds one page, not a message per asset. A page the
 /// catalog could not read for a moment (busy, or its server restarting) is read again after a
-/// wait, a few times (`PAGE_READ_RETRIES`), before the stream ends in the error.
+/// wait, a few times, before the stream ends in the error (`page_read_backoff`).
 pub fn open_jobs(catalog: catalog::Catalog, session: &catalog::Session) -> impl Stream<Item = Result<EmbedJob>> + Send + 'static {
+    use backon::RetryableWithContext;
     use catalog::JobStatus::*;
     let pages = coordinator::JobPages::new(session, &[Pending, Queued, Running], 1000);
-    futures_util::stream::try_unfold((catalog, pages), |(catalog, mut pages)| async move {
-        let page = next_page(&catalog, &mut pages).await.context("cannot read the session's jobs")?;
+    futures_util::stream::try_unfold((catalog, pages), |state| async move {
+        // a failed `next` moved nothing: a retry reads the same page
+        let read = |(catalog, mut pages): (catalog::Catalog, coordinator::JobPages)| async move {
+            let page = read_page(&catalog, &mut pages).await;
+            ((catalog, pages), page)
+        };
+        let ((catalog, pages), page) = read
+            .retry(page_read_backoff())
+            .context(state)
+            .when(coordinator::CoordinatorError::is_retryable)
+            .notify(|e, wait| tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reading the session's jobs failed; trying again"))
+            .await;
+        let page = page.context("cannot read the session's jobs")?;
         anyhow::Ok(page.map(|jobs| (futures_util::stream::iter(jobs.into_iter().map(anyhow::Ok)), (catalog, pages))))
     })
     .try_flatten()
@@ -73,24 +85,8 @@ pub fn open_jobs(catalog: catalog::Catalog, session: &catalog::Session) -> impl 
 
 /// Retries of a job page that failed with a retryable error: waits of 0.1, 0.2, 0.4, 0.8, 1.6 and
 /// 3.2 s, each plus up to as much again of jitter: 6-13 s in all.
-pub const PAGE_READ_RETRIES: usize = 6;
-
-async fn next_page(catalog: &catalog::Catalog, pages: &mut coordinator::JobPages) -> std::result::Result<Option<Vec<EmbedJob>>, coordinator::CoordinatorError> {
-    use backon::BackoffBuilder;
-    let mut waits = backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_jitter().with_max_times(PAGE_READ_RETRIES).build();
-    loop {
-        match read_page(catalog, pages).await {
-            // `next` moved nothing: the same page is read again
-            Err(e) if e.is_retryable() => match waits.next() {
-                Some(wait) => {
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reading the session's jobs failed; trying again");
-                    tokio::time::sleep(wait).await;
-                }
-                None => return Err(e),
-            },
-            read => return read,
-        }
-    }
+fn page_read_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default().with_min_delay(Duration::from_millis(100)).with_jitter().with_max_times(6)
 }
 
 async fn read_page(catalog: &catalog::Catalog, pages: &mut coordinator::JobPages) -> std::result::Result<Option<Vec<EmbedJob>>, coordinator::CoordinatorError> {
