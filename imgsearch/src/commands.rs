@@ -164,10 +164,20 @@ pub async fn search(args: SearchArgs) -> Result<()> {
     let to = args.to.as_deref().map(|s| parse_time(s, true)).transpose()?;
     let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), false).await?;
-    let model_args = args.model.clone();
-    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
     let req = SearchRequest { query: args.query.clone(), limit: args.limit, offset: args.offset, filter: PointFilter { from, to, category_id: category, path_prefix: None } };
-    let hits = search_text(&app.catalog, &app.vectors, &[model], &req).await?;
+    let hits = match ask_serve(&app, &req).await? {
+        Some(hits) => hits,
+        None => {
+            // the model and the shard load side by side (the shard's load is a pass over its
+            // points' ids: at a million images it is most of the time)
+            let model_args = args.model.clone();
+            let model = tokio::task::spawn_blocking(move || load_model(&model_args));
+            let (model, opened) = tokio::join!(model, app.vectors.spec(DEFAULT_COLLECTION));
+            let model = Arc::new(model??);
+            opened?;
+            search_text(&app.catalog, &app.vectors, &[model], &req).await?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"query": args.query, "results": hits, "total": hits.len()}))?);
     } else if hits.is_empty() {
@@ -178,6 +188,26 @@ pub async fn search(args: SearchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The answer of a `serve` running on this data directory (`serve.json`), hydrated from the
+/// catalog here, so the output is what a local search prints; `None`: no server is there.
+async fn ask_serve(app: &App, req: &SearchRequest) -> Result<Option<Vec<imgsearch::search::SearchHit>>> {
+    let Some(advert) = imgsearch::local_serve::find(&app.data_dir) else { return Ok(None) };
+    let token = std::env::var("IMGSEARCH_AUTH_TOKEN").ok().map(secrecy::SecretString::from);
+    let asked = req.clone();
+    let url = advert.url.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        use secrecy::ExposeSecret;
+        imgsearch::local_serve::search(&advert, &asked, token.as_ref().map(|t| t.expose_secret()))
+    })
+    .await??;
+    let Some(hits) = answer else {
+        tracing::debug!(%url, "serve.json names a server that is not there: searching here");
+        return Ok(None);
+    };
+    eprintln!("(answered by the server at {url}, which holds this data directory)");
+    Ok(Some(imgsearch::search::hydrate(&app.catalog, hits).await?))
 }
 
 pub async fn status(args: StatusArgs) -> Result<()> {
@@ -234,7 +264,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let state =
         imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
-    run_api(state, &args, &format!("data in {}", app.data_dir.display())).await?;
+    run_api(state, &args, &format!("data in {}", app.data_dir.display()), Some(&app.data_dir)).await?;
     app.catalog.close().await;
     Ok(())
 }
@@ -245,13 +275,28 @@ fn allowed_roots(given: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>
 }
 
 /// A token cancelled by Ctrl-C.
-fn cancel_on_ctrl_c() -> CancellationToken {
+/// Cancelled on Ctrl-C, and on SIGTERM (what `docker stop`, systemd and `kill` send): a server
+/// stopped either way finishes its requests and flushes the store.
+fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let on_signal = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { std::future::pending::<()>().await },
+            () = term => {}
         }
+        on_signal.cancel();
     });
     token
 }
@@ -268,9 +313,10 @@ fn auth_token(args: &crate::cli::AccessArgs) -> Result<Option<secrecy::SecretStr
     Ok(Some(secrecy::SecretString::from(token.to_owned())))
 }
 
-/// Listens on `--addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C.
-/// Refuses an address beyond loopback without a token, unless `--insecure-no-auth`.
-async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeArgs, about: &str) -> Result<()> {
+/// Listens on `--addr`, says where (`serving http://ADDR (about)`), and serves until Ctrl-C or
+/// SIGTERM. Refuses an address beyond loopback without a token, unless `--insecure-no-auth`.
+/// `data_dir`: the embedded store's, where `serve.json` tells `imgsearch search` where to ask.
+async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeArgs, about: &str, data_dir: Option<&std::path::Path>) -> Result<()> {
     let (addr, cors_origins, access) = (args.addr, &args.cors_origins, &args.access);
     let token = auth_token(access)?;
     if token.is_none() && !addr.ip().is_loopback() && !access.insecure_no_auth {
@@ -321,8 +367,14 @@ async fn run_api(state: std::sync::Arc<imgsearch::api::ApiState>, args: &ServeAr
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    eprintln!("serving http://{} ({about})", listener.local_addr()?);
-    imgsearch::api::serve(state, listener, cancel_on_ctrl_c()).await
+    let local = listener.local_addr()?;
+    // written before the line below (which says the server is up), removed when this returns; a
+    // server that cannot write it still serves (the CLI then says the store is in use, as before)
+    let _advert = data_dir.and_then(|dir| {
+        imgsearch::local_serve::advertise(dir, local).inspect_err(|e| tracing::warn!(error = %format!("{e:#}"), "cannot tell `imgsearch search` where this server is")).ok()
+    });
+    eprintln!("serving http://{local} ({about})");
+    imgsearch::api::serve(state, listener, cancel_on_signal()).await
 }
 
 /// The API of the distributed wiring: the catalog in PostgreSQL, the vectors in Qdrant, started
@@ -334,7 +386,7 @@ pub async fn serve_distributed(args: ServeArgs, config: imgsearch::config::Confi
     let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
     let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
     let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed_roots(&args.allow_roots)?, config.broker.broker_config());
-    run_api(state, &args, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs))).await?;
+    run_api(state, &args, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs)), None).await?;
     catalog.close().await;
     Ok(())
 }
@@ -352,7 +404,7 @@ async fn upgrade(no_swap: bool, store: crate::cli::VectorsStoreArgs, model: crat
     {
         let app = open_stores(&store).await?;
         let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model)).await??);
-        let up = manage::upgrade_model(&app.catalog, &app.vectors, model, !no_swap, cancel_on_ctrl_c()).await?;
+        let up = manage::upgrade_model(&app.catalog, &app.vectors, model, !no_swap, cancel_on_signal()).await?;
         if store.json {
             println!("{}", serde_json::to_string_pretty(&up)?);
         } else {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod local_serve;
 pub mod manage;
 pub mod pipeline;
 pub mod roles;

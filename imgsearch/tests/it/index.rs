@@ -94,6 +94,55 @@ fn index_then_search_finds_the_described_images() {
     assert!(text.lines().next().unwrap().starts_with("  1. 0."), "{text}");
 }
 
+/// (asset id, score) of each result, and whether the running server answered.
+fn ranking(data: &Path, args: &[&str]) -> (Vec<(i64, f64)>, bool) {
+    let out = run(data, args);
+    assert!(out.status.success(), "imgsearch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ranked = found["results"].as_array().unwrap().iter().map(|r| (r["asset"]["id"].as_i64().unwrap(), r["score"].as_f64().unwrap())).collect();
+    (ranked, String::from_utf8_lossy(&out.stderr).contains("answered by the server at"))
+}
+
+#[test]
+fn a_search_beside_a_running_server_asks_it_and_a_dead_servers_file_is_ignored() {
+    let data = tempfile::tempdir().unwrap();
+    let images = shapes(1);
+    ok_json(data.path(), &["index", path_str(images.path()), "--json", "--category", "shapes"]);
+    let query = ["search", "a red circle", "--limit", "7", "--json"];
+    let (alone, asked) = ranking(data.path(), &query);
+    assert_eq!((alone.len(), asked), (7, false));
+    let filtered = ["search", "a blue square", "--category", "shapes", "--to", "2001-01-01", "--json"];
+
+    let serve = || crate::spawn_serve(&mut command(data.path(), &["serve", "--addr", "127.0.0.1:0"]));
+    let advert = data.path().join(imgsearch::local_serve::FILE);
+    let (server, base) = serve();
+    // the store is the server's (a second process is refused it): the CLI asks the server, and
+    // prints what a search of its own prints, filters included
+    let (beside, asked) = ranking(data.path(), &query);
+    assert!(asked, "the server answered");
+    assert_eq!(beside.iter().map(|r| r.0).collect::<Vec<_>>(), alone.iter().map(|r| r.0).collect::<Vec<_>>(), "the same ranking");
+    assert!(beside.iter().zip(&alone).all(|(a, b)| (a.1 - b.1).abs() < 1e-5), "{beside:?} vs {alone:?}");
+    assert_eq!(ranking(data.path(), &filtered), (vec![], true));
+    assert_eq!(imgsearch::local_serve::find(data.path()).unwrap().url, base);
+
+    // stopped as a service manager stops it (SIGTERM): it exits cleanly and takes its file along
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let mut server = server;
+    assert!(server.wait().unwrap().success());
+    assert!(!advert.exists());
+    let ids = |r: &[(i64, f64)]| r.iter().map(|r| r.0).collect::<Vec<_>>();
+    let (after, asked) = ranking(data.path(), &query);
+    assert_eq!((ids(&after), asked), (ids(&alone), false));
+
+    // killed, it leaves the file behind: nothing listens there, the CLI searches on its own
+    let (mut server, _) = serve();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(advert.exists());
+    let (after, asked) = ranking(data.path(), &query);
+    assert_eq!((ids(&after), asked), (ids(&alone), false));
+}
+
 #[test]
 fn a_second_run_skips_unchanged_files_and_embeds_changed_ones() {
     let data = tempfile::tempdir().unwrap();
