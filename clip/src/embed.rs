@@ -82,31 +82,74 @@ impl RunInput for Array2<i32> {
     }
 }
 
-/// A loaded CLIP model.
+/// Which towers a process loads. A text search needs the text tower (and the tokenizer), an indexer
+/// or an embedder worker only the image tower; loading the other costs start-up time and memory
+/// (ViT-B-32's text tower is ~250 MB) for nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Towers {
+    #[default]
+    Both,
+    Image,
+    Text,
+}
+
+impl Towers {
+    fn image(self) -> bool {
+        self != Towers::Text
+    }
+
+    fn text(self) -> bool {
+        self != Towers::Image
+    }
+}
+
+/// A loaded CLIP model: the towers [`Towers`] asked for.
 pub struct ClipModel {
     pub name: String,
     pub version: String,
     pub embed_dim: usize,
-    visual: Tower,
-    textual: Tower,
-    tokenizer: TextTokenizer,
+    visual: Option<Tower>,
+    textual: Option<Tower>,
+    tokenizer: Option<TextTokenizer>,
     preprocessor: Preprocessor,
 }
 
 impl ClipModel {
+    /// Both towers.
     pub fn load(dir: &ModelDir, options: &RuntimeOptions) -> Result<Self, ClipError> {
-        let tokenizer = TextTokenizer::from_file(&dir.path(TOKENIZER), dir.config.text_cfg.context_length, &dir.pad_token)?;
-        let visual = Tower::open(dir, VISUAL_MODEL, options)?;
-        let textual = Tower::open(dir, TEXTUAL_MODEL, options)?;
+        Self::load_towers(dir, options, Towers::Both)
+    }
+
+    /// The towers asked for. What loads (each tower's session, the tokenizer, the model's version,
+    /// which hashes the model files) loads side by side, one thread each.
+    pub fn load_towers(dir: &ModelDir, options: &RuntimeOptions, towers: Towers) -> Result<Self, ClipError> {
+        fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }
+        let (version, tokenizer, textual, visual) = std::thread::scope(|s| {
+            let version = s.spawn(|| dir.version());
+            let tokenizer = towers.text().then(|| s.spawn(|| TextTokenizer::from_file(&dir.path(TOKENIZER), dir.config.text_cfg.context_length, &dir.pad_token)));
+            let textual = towers.text().then(|| s.spawn(|| Tower::open(dir, TEXTUAL_MODEL, options)));
+            let visual = towers.image().then(|| Tower::open(dir, VISUAL_MODEL, options));
+            (join(version), tokenizer.map(join), textual.map(join), visual)
+        });
         Ok(ClipModel {
             name: dir.name.clone(),
-            version: dir.version()?,
+            version: version?,
             embed_dim: dir.config.embed_dim,
-            visual,
-            textual,
-            tokenizer,
+            visual: visual.transpose()?,
+            textual: textual.transpose()?,
+            tokenizer: tokenizer.transpose()?,
             preprocessor: Preprocessor::new(dir.preprocess.clone()),
         })
+    }
+
+    fn visual(&self) -> Result<&Tower, ClipError> {
+        self.visual.as_ref().ok_or(ClipError::TowerNotLoaded { tower: "image" })
+    }
+
+    fn textual(&self) -> Result<(&Tower, &TextTokenizer), ClipError> {
+        self.textual.as_ref().zip(self.tokenizer.as_ref()).ok_or(ClipError::TowerNotLoaded { tower: "text" })
     }
 
     /// The preprocessing this model expects (clone it into decode threads).
@@ -114,24 +157,24 @@ impl ClipModel {
         &self.preprocessor
     }
 
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+    pub fn tokenizer(&self) -> Option<&TextTokenizer> {
+        self.tokenizer.as_ref()
     }
 
-    /// The device the image tower runs on: `cpu` or `cuda:0`.
+    /// The device the image tower runs on: `cpu` or `cuda:0` (`not loaded` without it).
     pub fn image_device(&self) -> String {
-        self.visual.device()
+        self.visual.as_ref().map_or_else(|| "not loaded".into(), Tower::device)
     }
 
     pub fn text_device(&self) -> String {
-        self.textual.device()
+        self.textual.as_ref().map_or_else(|| "not loaded".into(), Tower::device)
     }
 
     /// Embeds prepared images; row i belongs to `images[i]`.
     pub fn embed_images(&self, images: &[PreparedImage]) -> Result<Array2<f32>, ClipError> {
         let (h, w) = self.preprocessor.output_hw();
         let len = self.preprocessor.tensor_len();
-        self.visual
+        self.visual()?
             .run(images.len(), self.embed_dim, |start, end| {
                 let mut batch = Array4::<f32>::zeros((end - start, 3, h as usize, w as usize));
                 let flat = batch.as_slice_mut().expect("standard layout");
@@ -145,12 +188,13 @@ impl ClipModel {
 
     /// Embeds a ready `[n, 3, H, W]` tensor (e.g. one read from an .npy file).
     pub fn embed_image_tensor(&self, batch: ArrayView4<f32>) -> Result<Array2<f32>, ClipError> {
-        self.visual.run(batch.len_of(Axis(0)), self.embed_dim, |start, end| Ok(batch.slice(s![start..end, .., .., ..]).to_owned())).map(l2_normalize)
+        self.visual()?.run(batch.len_of(Axis(0)), self.embed_dim, |start, end| Ok(batch.slice(s![start..end, .., .., ..]).to_owned())).map(l2_normalize)
     }
 
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Array2<f32>, ClipError> {
-        let tokens = self.tokenizer.encode_batch(texts)?;
-        self.textual.run(texts.len(), self.embed_dim, |start, end| Ok(tokens.slice(s![start..end, ..]).to_owned())).map(l2_normalize)
+        let (textual, tokenizer) = self.textual()?;
+        let tokens = tokenizer.encode_batch(texts)?;
+        textual.run(texts.len(), self.embed_dim, |start, end| Ok(tokens.slice(s![start..end, ..]).to_owned())).map(l2_normalize)
     }
 }
 

@@ -96,6 +96,8 @@ pub enum ClipError {
     Tokenize { text: String, reason: String },
     #[error("model output has shape {shape:?}, expected [batch, {expected_dim}]; is this a CLIP model?")]
     OutputShape { shape: Vec<usize>, expected_dim: usize },
+    #[error("the model's {tower} tower was not loaded by this process")]
+    TowerNotLoaded { tower: &'static str },
 }
 
 pub(crate) fn runtime(action: &'static str) -> impl FnOnce(ort::Error) -> ClipError {

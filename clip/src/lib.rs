@@ -15,7 +15,7 @@ pub mod preprocess;
 pub mod runtime;
 pub mod text;
 
-pub use embed::{ClipModel, cosine, embedding_checksum};
+pub use embed::{ClipModel, Towers, cosine, embedding_checksum};
 pub use error::{ClipError, ImageError, ModelError};
 pub use guard::Limits;
 pub use model::{DEFAULT_MODEL, ModelDir, PreprocessConfig};

@@ -10,7 +10,7 @@ use std::{
     sync::OnceLock,
 };
 
-use clip::{ClipModel, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, cosine, npy, text::TextTokenizer};
+use clip::{ClipError, ClipModel, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, Towers, cosine, npy, text::TextTokenizer};
 use serde::Deserialize;
 
 fn fixtures() -> PathBuf {
@@ -297,6 +297,27 @@ fn text_embeddings_equal_pytorch() {
     for row in got.rows() {
         assert!((row.dot(&row) - 1.0).abs() < 1e-4, "unit length");
     }
+}
+
+#[test]
+fn a_model_loaded_with_one_tower_runs_it_alone_and_says_so_for_the_other() {
+    let dir = ModelDir::open(tiny_model_dir()).unwrap();
+    let text = ClipModel::load_towers(&dir, &runtime_options(), Towers::Text).unwrap();
+    let image = ClipModel::load_towers(&dir, &runtime_options(), Towers::Image).unwrap();
+    // the same model: same version, and the same vectors as with both towers
+    assert_eq!((text.version.as_str(), image.version.as_str()), (tiny_model().version.as_str(), tiny_model().version.as_str()));
+    let caption = ["a photo of the red circle"];
+    let close = |a: ndarray::Array2<f32>, b: ndarray::Array2<f32>| a.shape() == b.shape() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6);
+    assert!(close(text.embed_texts(&caption).unwrap(), tiny_model().embed_texts(&caption).unwrap()));
+    let inputs = reference_inputs();
+    assert!(close(image.embed_image_tensor(inputs.view()).unwrap(), tiny_model().embed_image_tensor(inputs.view()).unwrap()));
+    // the tower left out is an error that names it, not a panic
+    let err = text.embed_image_tensor(inputs.view()).unwrap_err();
+    assert!(matches!(err, ClipError::TowerNotLoaded { tower: "image" }), "{err:?}");
+    assert_eq!(err.to_string(), "the model's image tower was not loaded by this process");
+    assert_eq!(image.embed_texts(&caption).unwrap_err().to_string(), "the model's text tower was not loaded by this process");
+    assert_eq!((text.image_device().as_str(), text.text_device().as_str()), ("not loaded", "cpu"));
+    assert!(text.tokenizer().is_some() && image.tokenizer().is_none());
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, io::IsTerminal, sync::Arc};
 use anyhow::{Context, Result, bail};
 use catalog::SessionStatus;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use clip::Towers;
 use embedder::Embedder;
 use imgsearch::{
     App, manage,
@@ -29,7 +30,7 @@ pub async fn index(args: IndexArgs) -> Result<()> {
     }
     let app = App::open_embedded(&imgsearch::app::data_dir(args.data.data_dir.clone())?).await?;
     let model_args = args.model.clone();
-    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
+    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args, Towers::Image)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let category = imgsearch::app::category_id(&app.catalog, args.category.as_deref(), true).await?;
 
@@ -171,7 +172,7 @@ pub async fn search(args: SearchArgs) -> Result<()> {
             // the model and the shard load side by side (the shard's load is a pass over its
             // points' ids: at a million images it is most of the time)
             let model_args = args.model.clone();
-            let model = tokio::task::spawn_blocking(move || load_model(&model_args));
+            let model = tokio::task::spawn_blocking(move || load_model(&model_args, Towers::Text));
             let (model, opened) = tokio::join!(model, app.vectors.spec(DEFAULT_COLLECTION));
             let model = Arc::new(model??);
             opened?;
@@ -260,7 +261,8 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let app = App::open(&imgsearch::app::data_dir(args.data.data_dir.clone())?, args.qdrant_url.as_deref()).await?;
     let model_args = args.model.clone();
-    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args)).await??);
+    // searches embed texts, sessions embed images
+    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model_args, Towers::Both)).await??);
     let collection = app.collection_for(&model.version, model.embed_dim).await?;
     let state =
         imgsearch::api::ApiState::new(app.catalog.clone(), app.vectors.clone(), model, collection, allowed_roots(&args.allow_roots)?, Some(app.data_dir.join("thumbnails")));
@@ -383,7 +385,7 @@ pub async fn serve_distributed(args: ServeArgs, config: imgsearch::config::Confi
     let catalog = imgsearch::roles::open_catalog(&config).await?;
     let vectors = imgsearch::roles::open_vectors(&config)?;
     let c = config.clone();
-    let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c)).await??);
+    let model = Arc::new(tokio::task::spawn_blocking(move || crate::role_commands::load_model(&c, Towers::Both)).await??);
     let collection = imgsearch::app::collection_for(&vectors, &model.version, model.embed_dim).await?;
     let state = imgsearch::api::ApiState::distributed(catalog.clone(), vectors, model, collection, allowed_roots(&args.allow_roots)?, config.broker.broker_config());
     run_api(state, &args, &format!("distributed: sessions go to {}", config.broker.broker_config().queue_name(broker::Queue::Jobs)), None).await?;
@@ -403,7 +405,8 @@ pub async fn vectors(command: VectorsCommand) -> Result<()> {
 async fn upgrade(no_swap: bool, store: crate::cli::VectorsStoreArgs, model: crate::cli::ModelArgs) -> Result<()> {
     {
         let app = open_stores(&store).await?;
-        let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model)).await??);
+        // the upgrade embeds every image again; its searches come after, from `serve` or `search`
+        let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&model, Towers::Image)).await??);
         let up = manage::upgrade_model(&app.catalog, &app.vectors, model, !no_swap, cancel_on_signal()).await?;
         if store.json {
             println!("{}", serde_json::to_string_pretty(&up)?);

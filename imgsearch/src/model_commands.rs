@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clip::{
-    ClipModel, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, embedding_checksum,
+    ClipModel, ModelDir, PreprocessConfig, Preprocessor, RuntimeOptions, Towers, embedding_checksum,
     fetch::{FetchProgress, FetchSource, fetch_model},
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -73,10 +73,11 @@ pub(crate) fn resolve_model(model: &str, cache: Option<PathBuf>) -> Result<Model
     Ok(ModelDir::open(dir)?)
 }
 
-pub(crate) fn load_model(args: &ModelArgs) -> Result<ClipModel> {
+/// The model's `towers`: a command loads only what it runs.
+pub(crate) fn load_model(args: &ModelArgs, towers: Towers) -> Result<ClipModel> {
     let dir = resolve_model(&args.model, args.model_cache.clone())?;
     let options = RuntimeOptions { device: args.device, library: args.ort_lib.clone(), ..Default::default() };
-    Ok(ClipModel::load(&dir, &options)?)
+    Ok(ClipModel::load_towers(&dir, &options, towers)?)
 }
 
 #[derive(Serialize)]
@@ -100,7 +101,7 @@ pub(crate) fn embed(args: EmbedArgs) -> Result<()> {
     if args.text.is_none() && args.images.is_empty() {
         bail!("nothing to embed; pass image files, or --text \"...\"");
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, if args.text.is_some() { Towers::Text } else { Towers::Image })?;
     let mut out = std::io::stdout().lock();
     let record = |device: &str, v: &[f32], path: Option<&Path>, text: Option<&str>, image: Option<&clip::ImageInfo>| {
         let rec = EmbeddingOut { path, text, model: &model.name, model_version: &model.version, device, dim: v.len(), checksum: embedding_checksum(v), embedding: v, image };

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clip::{ClipModel, RuntimeOptions};
+use clip::{ClipModel, RuntimeOptions, Towers};
 use imgsearch::{config::Config, roles};
 use tokio_util::sync::CancellationToken;
 
@@ -26,11 +26,11 @@ fn shutdown_on_signals() -> Result<CancellationToken> {
     Ok(token)
 }
 
-pub(crate) fn load_model(config: &Config) -> Result<ClipModel> {
+pub(crate) fn load_model(config: &Config, towers: Towers) -> Result<ClipModel> {
     let dir = resolve_model(&config.model.name, config.model.cache.clone())?;
     let device = config.model.device.parse().map_err(anyhow::Error::msg)?;
     let options = RuntimeOptions { device, library: config.model.ort_lib.clone(), ..Default::default() };
-    Ok(ClipModel::load(&dir, &options)?)
+    Ok(ClipModel::load_towers(&dir, &options, towers)?)
 }
 
 pub async fn coordinator(args: CoordinatorArgs, config: Config) -> Result<()> {
@@ -97,7 +97,8 @@ pub async fn embedder(config: Config) -> Result<()> {
     let shutdown = shutdown_on_signals()?;
     let metrics = roles::serve_metrics(config.embedder.metrics_addr, shutdown.clone()).await?;
     let c = config.clone();
-    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&c)).await??);
+    // an embedder embeds images only
+    let model = Arc::new(tokio::task::spawn_blocking(move || load_model(&c, Towers::Image)).await??);
     eprintln!(
         "embedder: metrics on http://{metrics}/metrics; model {} on {}; consuming {}",
         model.name,
