@@ -197,13 +197,17 @@ impl EdgeStore {
         }
         let dir = self.shard_dir(&spec.name);
         std::fs::create_dir_all(&dir).map_err(|source| VectorError::Io { path: dir.clone(), source })?;
-        // vectors, their HNSW graph, the payload indexes and the point ids are memory-mapped and paged in as
+        // vectors, their HNSW graph and the payload indexes are memory-mapped and paged in as
         // searches touch them (`Memory::Cold`): opening a shard reads none of them (the CLI's
         // one search does not load the corpus), the page cache keeps what serve searches use,
         // and a corpus larger than memory still opens. The payload is on disk by default.
+        // The point ids are the exception: opening a shard checks every point's id and version,
+        // so they are read whole anyway, and `Cold` had that done one 4 KiB page fault at a time
+        // (0.3 s of a 0.6 s CLI search at a million images, cold). `Cached` reads them in bulk
+        // into the page cache at open (40 ms for the same 24 MB), still evictable, not the heap.
         let vectors = EdgeVectorParamsBuilder::new(spec.dim, Distance::Cosine).memory(Memory::Cold).build();
         let hnsw = HnswIndexConfig { memory: Some(Memory::Cold), ..Default::default() };
-        let config = EdgeConfigBuilder::new().vector("", vectors).hnsw_config(hnsw).id_tracker_memory(Memory::Cold).optimizers(optimizers()).wal_options(wal_options()).build();
+        let config = EdgeConfigBuilder::new().vector("", vectors).hnsw_config(hnsw).id_tracker_memory(Memory::Cached).optimizers(optimizers()).wal_options(wal_options()).build();
         let shard = EdgeShard::new(&dir, config).map_err(edge_err("create a shard"))?;
         ensure_payload_indexes(&shard)?;
         drop(shard);
