@@ -198,7 +198,9 @@ def row(n, work, baseline):
 
 
 def main(sizes):
-    work = tempfile.mkdtemp(prefix="imgsearch-scale-")
+    # SCALE_WORK=DIR: work there and keep the largest N's images and data dir afterwards
+    keep = os.environ.get("SCALE_WORK")
+    work = keep or tempfile.mkdtemp(prefix="imgsearch-scale-")
     try:
         # the RSS of indexing 100 images: what the process needs whatever the corpus
         b = row(100, os.path.join(work, "base"), None)
@@ -228,7 +230,8 @@ def main(sizes):
             for k, label in (("c1", "c=1"), ("c1f", "c=1 filtered"), ("c8", "c=8"), ("c8f", "c=8 filtered")):
                 print(f"  serve {label}: p50 {b['serve'][k][0] / a['serve'][k][0]:.2f}x, p99 {b['serve'][k][1] / a['serve'][k][1]:.2f}x")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
