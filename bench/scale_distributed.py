@@ -32,7 +32,7 @@ def psql(sql, schema):
 
 
 def plans(schema, session, root):
-    """The statements run per page or per batch, with the table each reads by a scan, if any."""
+    """The statements run per page or per batch, and `status`'s, with the table each reads by a scan, if any."""
     sub = os.path.join(root, "0000")
     job = psql(f"SELECT max(id) FROM training_jobs WHERE session_id = {session}", schema)
     statements = {
@@ -44,6 +44,9 @@ def plans(schema, session, root):
         "session counters (writer)": f"UPDATE training_sessions SET processed_images = processed_images + 1 WHERE id = {session}",
         "mark queued (publish)": f"UPDATE image_assets SET training_status = 'queued' WHERE id = (SELECT asset_id FROM training_jobs WHERE id = {job}) AND training_status = 'pending'",
         "known files of a folder (scan)": f"SELECT * FROM image_assets WHERE path >= '{sub}/' AND path < '{sub}0' ORDER BY path",
+        "failed jobs (status)": "SELECT COUNT(*) FROM training_jobs WHERE status = 'failed'",
+        "failures (status)": "SELECT a.path, j.error_message FROM image_assets a JOIN training_jobs j ON j.asset_id = a.id "
+        "WHERE a.training_status = 'failed' AND j.status = 'failed' ORDER BY a.path, j.completed_at DESC",
     }
     scans = []
     for name, sql in statements.items():
