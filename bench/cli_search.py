@@ -11,9 +11,9 @@ Usage: python3 bench/cli_search.py DATA_DIR MODEL_DIR BIN [BIN ...] [--rounds R]
 
 import os
 import statistics
-import subprocess
 import sys
-import time
+
+from scale import timed
 
 
 def evict(root):
@@ -30,9 +30,7 @@ def evict(root):
 
 
 def search(binary, data, model):
-    start = time.monotonic()
-    subprocess.run([binary, "search", "a red circle", "--data-dir", data, "--model", model], check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - start
+    return timed([binary, "search", "a red circle", "--data-dir", data, "--model", model])[0]
 
 
 def main(args):

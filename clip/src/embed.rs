@@ -85,9 +85,8 @@ impl RunInput for Array2<i32> {
 /// Which towers a process loads. A text search needs the text tower (and the tokenizer), an indexer
 /// or an embedder worker only the image tower; loading the other costs start-up time and memory
 /// (ViT-B-32's text tower is ~250 MB) for nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Towers {
-    #[default]
     Both,
     Image,
     Text,

@@ -208,12 +208,12 @@ impl ModelDir {
         let version = hex::encode(&hasher.finalize()[..6]);
         // the stamps were taken before the hash: a file changed meanwhile mismatches next time
         let kept = serde_json::to_vec(&VersionCache { files: stamps, version: version.clone() }).expect("plain data serializes");
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self.path(&format!("{VERSION_CACHE}.{}.{n}.tmp", std::process::id()));
-        if fs::write(&tmp, kept).and_then(|()| fs::rename(&tmp, &cache)).is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
+        // a temporary file of its own renamed into place (readers see the old file or the new one);
+        // one that cannot be written or renamed is removed when dropped
+        let _ = tempfile::Builder::new().prefix(VERSION_CACHE).suffix(".tmp").tempfile_in(&self.root).and_then(|mut tmp| {
+            std::io::Write::write_all(&mut tmp, &kept)?;
+            tmp.persist(&cache).map_err(|e| e.error)
+        });
         Ok(version)
     }
 }
